@@ -1,0 +1,210 @@
+//! X.509 certificates: loading them, validating a peer's chain against the
+//! configured trust anchors, and checking that the peer's IKE identity is
+//! one the certificate vouches for.
+//!
+//! Validation is deliberately small and strict: each certificate on the
+//! path must be signed by the next, be valid at the time the caller passes
+//! in (this crate has no clock), and every issuer must carry
+//! basicConstraints CA:TRUE. Each reason for refusal is its own
+//! [`CertError`] variant so logs say why a peer was turned away.
+
+use x509_parser::certificate::X509Certificate;
+use x509_parser::extensions::GeneralName;
+use x509_parser::prelude::FromDer;
+use x509_parser::time::ASN1Time;
+
+use crate::wire::{Identification, Identity};
+
+/// The longest chain (leaf included) we follow.
+pub const MAX_CHAIN_LEN: usize = 8;
+
+/// Why a certificate or chain was refused.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum CertError {
+    /// A certificate did not parse.
+    #[error("certificate does not parse")]
+    Malformed,
+    /// The chain ends at an issuer that is not a trust anchor.
+    #[error("certificate not issued by a trusted CA")]
+    UnknownIssuer,
+    /// A certificate on the path has expired.
+    #[error("certificate expired")]
+    Expired,
+    /// A certificate on the path is not valid yet.
+    #[error("certificate not yet valid")]
+    NotYetValid,
+    /// An issuer on the path is not a CA (no basicConstraints CA:TRUE).
+    #[error("issuer is not a CA")]
+    NotACa,
+    /// A signature on the path does not verify.
+    #[error("certificate signature does not verify")]
+    BadSignature,
+    /// The chain is longer than [`MAX_CHAIN_LEN`].
+    #[error("certificate chain too long")]
+    ChainTooLong,
+    /// The IKE identity is not in the certificate.
+    #[error("identity not found in the certificate")]
+    IdentityMismatch,
+    /// No certificate was given.
+    #[error("no certificate")]
+    Missing,
+}
+
+/// Reads every certificate in a PEM file, in order, as DER.
+pub fn certificates_from_pem(pem: &[u8]) -> Result<Vec<Vec<u8>>, CertError> {
+    let mut reader = pem;
+    let certs: Result<Vec<_>, _> = rustls_pemfile::certs(&mut reader)
+        .map(|c| c.map(|c| c.as_ref().to_vec()))
+        .collect();
+    let certs = certs.map_err(|_| CertError::Malformed)?;
+    if certs.is_empty() {
+        return Err(CertError::Missing);
+    }
+    for der in &certs {
+        parse(der)?;
+    }
+    Ok(certs)
+}
+
+fn parse(der: &[u8]) -> Result<X509Certificate<'_>, CertError> {
+    match X509Certificate::from_der(der) {
+        Ok((&[], cert)) => Ok(cert),
+        _ => Err(CertError::Malformed),
+    }
+}
+
+/// The CA certificates a peer's chain must lead to.
+#[derive(Debug, Clone, Default)]
+pub struct TrustAnchors {
+    cas: Vec<Vec<u8>>,
+}
+
+impl TrustAnchors {
+    /// Trust anchors from DER certificates; each must parse and be a CA.
+    pub fn new(cas: Vec<Vec<u8>>) -> Result<TrustAnchors, CertError> {
+        for der in &cas {
+            if !is_ca(&parse(der)?) {
+                return Err(CertError::NotACa);
+            }
+        }
+        Ok(TrustAnchors { cas })
+    }
+
+    /// The anchors, as DER.
+    pub fn certificates(&self) -> &[Vec<u8>] {
+        &self.cas
+    }
+
+    /// The SHA-1 hashes of the anchors' SubjectPublicKeyInfo, as a CERTREQ
+    /// payload carries them (RFC 7296 3.7).
+    pub fn certreq_hashes(&self) -> Vec<u8> {
+        let mut out = Vec::new();
+        for der in &self.cas {
+            if let Ok(cert) = parse(der) {
+                let hash = ring::digest::digest(
+                    &ring::digest::SHA1_FOR_LEGACY_USE_ONLY,
+                    cert.public_key().raw,
+                );
+                out.extend_from_slice(hash.as_ref());
+            }
+        }
+        out
+    }
+
+    /// Validates `chain` (leaf first, then any intermediates) at `now`
+    /// (seconds since the Unix epoch), returning the leaf's DER.
+    pub fn validate<'c>(&self, chain: &'c [Vec<u8>], now: i64) -> Result<&'c [u8], CertError> {
+        let leaf_der = chain.first().ok_or(CertError::Missing)?;
+        let now = ASN1Time::from_timestamp(now).map_err(|_| CertError::Malformed)?;
+        let parsed: Vec<X509Certificate<'_>> =
+            chain.iter().map(|d| parse(d)).collect::<Result<_, _>>()?;
+        let anchors: Vec<X509Certificate<'_>> = self
+            .cas
+            .iter()
+            .map(|d| parse(d))
+            .collect::<Result<_, _>>()?;
+
+        let mut current = &parsed[0];
+        for _ in 0..MAX_CHAIN_LEN {
+            check_time(current, now)?;
+            if let Some(anchor) = anchors.iter().find(|a| issued_by(current, a)) {
+                check_time(anchor, now)?;
+                return Ok(leaf_der);
+            }
+            // Not signed by an anchor: continue through an intermediate the
+            // peer sent (never through the certificate itself).
+            let Some(next) = parsed[1..]
+                .iter()
+                .find(|c| !std::ptr::eq(*c, current) && c.subject() == current.issuer())
+            else {
+                return Err(CertError::UnknownIssuer);
+            };
+            if current.verify_signature(Some(next.public_key())).is_err() {
+                return Err(CertError::BadSignature);
+            }
+            if !is_ca(next) {
+                return Err(CertError::NotACa);
+            }
+            current = next;
+        }
+        Err(CertError::ChainTooLong)
+    }
+}
+
+/// Whether `cert` names `issuer` as its issuer and carries its signature.
+/// A matching name with a bad signature is not an issuer: an attacker can
+/// copy names, not keys.
+fn issued_by(cert: &X509Certificate<'_>, issuer: &X509Certificate<'_>) -> bool {
+    cert.issuer() == issuer.subject() && cert.verify_signature(Some(issuer.public_key())).is_ok()
+}
+
+fn is_ca(cert: &X509Certificate<'_>) -> bool {
+    matches!(cert.basic_constraints(), Ok(Some(bc)) if bc.value.ca)
+}
+
+fn check_time(cert: &X509Certificate<'_>, now: ASN1Time) -> Result<(), CertError> {
+    let validity = cert.validity();
+    if now < validity.not_before {
+        Err(CertError::NotYetValid)
+    } else if now > validity.not_after {
+        Err(CertError::Expired)
+    } else {
+        Ok(())
+    }
+}
+
+/// Checks that `id` is vouched for by the certificate `der`: an FQDN or
+/// RFC 822 identity must be one of its subjectAltNames (compared without
+/// regard to case), an address must be an iPAddress SAN, and a DN must be
+/// the subject, byte for byte.
+pub fn match_identity(der: &[u8], id: &Identification) -> Result<(), CertError> {
+    let cert = parse(der)?;
+    let sans: Vec<GeneralName<'_>> = match cert.subject_alternative_name() {
+        Ok(Some(ext)) => ext.value.general_names.clone(),
+        Ok(None) => Vec::new(),
+        Err(_) => return Err(CertError::Malformed),
+    };
+    let found = match id.identity() {
+        Identity::Fqdn(name) => sans
+            .iter()
+            .any(|n| matches!(n, GeneralName::DNSName(d) if d.eq_ignore_ascii_case(name))),
+        Identity::Rfc822(addr) => sans
+            .iter()
+            .any(|n| matches!(n, GeneralName::RFC822Name(e) if e.eq_ignore_ascii_case(addr))),
+        Identity::Address(_) => sans
+            .iter()
+            .any(|n| matches!(n, GeneralName::IPAddress(a) if *a == id.data.as_slice())),
+        Identity::DistinguishedName(dn) => cert.subject().as_raw() == dn,
+        Identity::Other(..) => false,
+    };
+    if found {
+        Ok(())
+    } else {
+        Err(CertError::IdentityMismatch)
+    }
+}
+
+/// The DER of the certificate's subject, for an ID_DER_ASN1_DN identity.
+pub fn subject_der(der: &[u8]) -> Result<Vec<u8>, CertError> {
+    Ok(parse(der)?.subject().as_raw().to_vec())
+}

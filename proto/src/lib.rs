@@ -1,0 +1,18 @@
+//! sixgate-proto: IKEv2 (RFC 7296) and ESP (RFC 4303) without I/O.
+//!
+//! This crate knows the protocol and nothing about sockets, clocks or the
+//! kernel: [`wire`] turns datagrams into values and back, [`crypto`] holds
+//! every algorithm IKEv2 and ESP negotiate and the key derivations that tie
+//! them together, [`proposal`] picks algorithms by local policy, and
+//! [`cert`] and [`auth`] check who the peer is. The daemons feed it bytes and
+//! time and carry out what it asks for.
+#![forbid(unsafe_code)]
+
+pub mod auth;
+pub mod cert;
+pub mod codec;
+pub mod crypto;
+pub mod error;
+pub mod wire;
+
+pub use error::Error;
