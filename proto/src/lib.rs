@@ -13,6 +13,7 @@ pub mod cert;
 pub mod codec;
 pub mod crypto;
 pub mod error;
+pub mod proposal;
 pub mod wire;
 
 pub use error::Error;
