@@ -13,6 +13,8 @@ pub mod cert;
 pub mod codec;
 pub mod crypto;
 pub mod error;
+#[doc(hidden)]
+pub mod fuzzing;
 pub mod proposal;
 pub mod wire;
 
