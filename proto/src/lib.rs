@@ -7,6 +7,8 @@
 //! [`cert`] and [`auth`] check who the peer is. The daemons feed it bytes and
 //! time and carry out what it asks for.
 #![forbid(unsafe_code)]
+// Untrusted input must never reach an unwrap; tests may (clippy.toml).
+#![warn(clippy::unwrap_used)]
 
 pub mod auth;
 pub mod cert;
