@@ -14,6 +14,7 @@ pub mod auth;
 pub mod cert;
 pub mod codec;
 pub mod crypto;
+pub mod endpoint;
 pub mod error;
 #[doc(hidden)]
 pub mod fuzzing;

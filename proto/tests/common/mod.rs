@@ -2,6 +2,8 @@
 //! certificates, and a seeded random generator.
 #![allow(dead_code)]
 
+pub mod lab;
+
 use std::collections::BTreeMap;
 use std::path::PathBuf;
 

@@ -1,0 +1,649 @@
+//! The IKEv2 engine: one [`Endpoint`] holds every IKE SA of a daemon, as
+//! responder and as initiator, and is driven entirely from outside.
+//!
+//! # Driving an endpoint
+//!
+//! The embedder owns the sockets and the clock; the endpoint owns the
+//! protocol. Feed it:
+//!
+//! - [`Endpoint::handle`] with every IKE datagram received (on port 4500,
+//!   after removing the non-ESP marker; ESP packets go to the data plane),
+//! - [`Endpoint::handle_timeout`] when the instant of
+//!   [`Endpoint::poll_timeout`] has passed,
+//! - commands such as [`Endpoint::connect`], [`Endpoint::delete_ike_sa`] or
+//!   [`Endpoint::rekey_child_sa`],
+//!
+//! and after each call drain, in this order:
+//!
+//! 1. [`Endpoint::poll_transmit`] until `None`: datagrams to send, with the
+//!    non-ESP marker already in place when they go to port 4500,
+//! 2. [`Endpoint::poll_event`] until `None`: SAs that came up, were rekeyed
+//!    or went down, with the keys the data plane installs,
+//! 3. [`Endpoint::poll_timeout`]: when to call `handle_timeout` next.
+//!
+//! Nothing here blocks, reads a clock or touches the network, so tests run
+//! two endpoints against each other in memory with a virtual clock and a
+//! seeded random generator, and every run is the same.
+//!
+//! # Routing before decrypting
+//!
+//! A datagram is matched to its IKE SA by the SPI in its header before any
+//! cryptography runs; datagrams for no SA, with a message ID outside the
+//! window, or failing their integrity check are dropped and counted in
+//! [`Stats`], never fatal to the SA they claim to belong to.
+
+mod cookie;
+mod ike_sa;
+mod nat;
+pub mod ts;
+
+use std::collections::{HashMap, VecDeque};
+use std::net::{IpAddr, Ipv6Addr, SocketAddr};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use rand_core::CryptoRngCore;
+
+use crate::auth::PrivateKey;
+use crate::cert::TrustAnchors;
+use crate::crypto::{Encryption, EspKeys, Integrity, Suite};
+use crate::error::InvalidMessage;
+use crate::proposal::{EspPolicy, IkePolicy};
+use crate::wire::{ExchangeType, Header, Identification, NotifyType, TrafficSelector};
+
+use cookie::{CookieJar, HalfOpen};
+use ike_sa::IkeSa;
+
+/// How an endpoint behaves; shared by all its IKE SAs.
+#[derive(Clone)]
+pub struct Config {
+    /// Our IKE identity (IDi or IDr).
+    pub identity: Identification,
+    /// Our certificate chain, DER, leaf first.
+    pub certificates: Vec<Vec<u8>>,
+    /// The key of the leaf certificate.
+    pub private_key: Arc<PrivateKey>,
+    /// CAs the peer's certificate must chain to.
+    pub trust_anchors: TrustAnchors,
+    /// Acceptable IKE SA algorithms.
+    pub ike_policy: IkePolicy,
+    /// Acceptable Child SA algorithms.
+    pub esp_policy: EspPolicy,
+    /// IKE messages whose IP packet would exceed this many octets are sent
+    /// as RFC 7383 fragments, when the peer supports them.
+    pub fragment_size: usize,
+    /// Make the peer believe we are behind a NAT (a deliberately wrong
+    /// NAT_DETECTION_SOURCE_IP), so that ESP travels in UDP. The userspace
+    /// data plane needs this.
+    pub force_udp_encapsulation: bool,
+    /// The port for IKE and ESP in UDP after a NAT was detected.
+    pub nat_t_port: u16,
+    /// Send an empty INFORMATIONAL when the peer was silent this long.
+    pub dpd_interval: Duration,
+    /// First retransmission timeout; it doubles with each try.
+    pub retransmit_timeout: Duration,
+    /// How many times a request is retransmitted before the peer is
+    /// declared dead.
+    pub retransmit_tries: u32,
+    /// Lifetime of an IKE SA before it is rekeyed.
+    pub ike_lifetime: Duration,
+    /// Lifetime of a Child SA before it is rekeyed.
+    pub child_lifetime: Duration,
+    /// Rekeying happens up to this much before the lifetime ends, at a
+    /// random point, so two peers with the same lifetime rarely collide.
+    pub rekey_jitter: Duration,
+    /// Use PFS (a fresh key exchange) when rekeying Child SAs.
+    pub rekey_pfs: bool,
+    /// Half-open SAs (after IKE_SA_INIT, before IKE_AUTH) beyond which
+    /// cookies are demanded from everyone.
+    pub cookie_threshold: usize,
+    /// Half-open SAs from one address beyond which that address must
+    /// present cookies.
+    pub half_open_per_source: usize,
+    /// Hard limit of half-open SAs; beyond it new ones are dropped.
+    pub max_half_open: usize,
+    /// How long a half-open SA may wait for its IKE_AUTH.
+    pub half_open_timeout: Duration,
+    /// The traffic our side of a Child SA covers as a responder.
+    pub responder_local_ts: Vec<TrafficSelector>,
+    /// Internal DNS servers to hand to clients that ask for them.
+    pub dns: Vec<IpAddr>,
+}
+
+impl Config {
+    /// A configuration with the defaults for everything but who we are.
+    pub fn new(
+        identity: Identification,
+        certificates: Vec<Vec<u8>>,
+        private_key: Arc<PrivateKey>,
+        trust_anchors: TrustAnchors,
+    ) -> Config {
+        Config {
+            identity,
+            certificates,
+            private_key,
+            trust_anchors,
+            ike_policy: IkePolicy::default(),
+            esp_policy: EspPolicy::default(),
+            fragment_size: 1280,
+            force_udp_encapsulation: false,
+            nat_t_port: 4500,
+            dpd_interval: Duration::from_secs(30),
+            retransmit_timeout: Duration::from_secs(2),
+            retransmit_tries: 5,
+            ike_lifetime: Duration::from_secs(4 * 3600),
+            child_lifetime: Duration::from_secs(3600),
+            rekey_jitter: Duration::from_secs(300),
+            rekey_pfs: false,
+            cookie_threshold: 64,
+            half_open_per_source: 8,
+            max_half_open: 4096,
+            half_open_timeout: Duration::from_secs(30),
+            responder_local_ts: vec![ts::ipv6_any()],
+            dns: Vec::new(),
+        }
+    }
+}
+
+/// What an initiator asks for when it connects.
+#[derive(Debug, Clone)]
+pub struct ConnectRequest {
+    /// The peer's address (port 500, or the NAT-T port).
+    pub remote: SocketAddr,
+    /// Our address.
+    pub local: SocketAddr,
+    /// The identity the responder must prove, if we insist on one.
+    pub remote_identity: Option<Identification>,
+    /// Ask for a virtual IPv6 address (and DNS servers) in a CP payload.
+    pub request_address: bool,
+    /// Send INITIAL_CONTACT so the responder drops our old SAs.
+    pub initial_contact: bool,
+    /// Our side of the Child SA (with a virtual address: "any", narrowed
+    /// by the responder).
+    pub local_ts: Vec<TrafficSelector>,
+    /// The other side of the Child SA.
+    pub remote_ts: Vec<TrafficSelector>,
+}
+
+/// Identifies an IKE SA for the life of the connection, across IKE SA
+/// rekeys.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct SaId(pub u64);
+
+/// A datagram to send.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Transmit {
+    /// Where to.
+    pub remote: SocketAddr,
+    /// From which of our addresses (and so which socket).
+    pub local: SocketAddr,
+    /// The UDP payload, non-ESP marker included on the NAT-T port.
+    pub payload: Vec<u8>,
+}
+
+/// An established Child SA, as the data plane needs it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ChildSa {
+    /// The IKE SA it belongs to.
+    pub ike_sa: SaId,
+    /// The SPI the peer sends with (we receive with).
+    pub inbound_spi: u32,
+    /// The SPI we send with.
+    pub outbound_spi: u32,
+    /// Keys for traffic we receive.
+    pub inbound: EspKeys,
+    /// Keys for traffic we send.
+    pub outbound: EspKeys,
+    /// The encryption algorithm.
+    pub encr: Encryption,
+    /// The integrity algorithm, if not an AEAD.
+    pub integ: Option<Integrity>,
+    /// Whether 64-bit extended sequence numbers are in use.
+    pub esn: bool,
+    /// Our side's traffic selectors.
+    pub local_ts: Vec<TrafficSelector>,
+    /// The peer's side's traffic selectors.
+    pub remote_ts: Vec<TrafficSelector>,
+    /// Our outer address.
+    pub local: SocketAddr,
+    /// The peer's outer address.
+    pub remote: SocketAddr,
+    /// Whether ESP is carried in UDP (RFC 3948) between those addresses.
+    pub udp_encapsulation: bool,
+}
+
+/// Why an IKE SA (or an attempt at one) ended.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum DownReason {
+    /// The peer deleted it.
+    DeletedByPeer,
+    /// We deleted it (a command, or a failure after establishment).
+    DeletedLocally,
+    /// The peer stopped answering (retransmissions or DPD exhausted).
+    PeerDead,
+    /// The same identity connected again with INITIAL_CONTACT.
+    Replaced,
+    /// A half-open SA never completed.
+    HalfOpenTimeout,
+    /// The peer refused us with this error notify.
+    RefusedByPeer(NotifyType),
+    /// We refused the peer, and sent it this notify.
+    RefusedPeer(NotifyType, String),
+}
+
+/// Something the embedder must act on.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Event {
+    /// An IKE SA was authenticated.
+    IkeSaUp {
+        /// Which.
+        sa: SaId,
+        /// The peer's authenticated identity.
+        peer_identity: Identification,
+        /// The negotiated algorithms.
+        suite: Suite,
+        /// The peer's address.
+        remote: SocketAddr,
+        /// Whether we initiated it.
+        initiator: bool,
+    },
+    /// The IKE SA was rekeyed; its [`SaId`] stays.
+    IkeSaRekeyed {
+        /// Which.
+        sa: SaId,
+    },
+    /// The IKE SA and all its Child SAs are gone.
+    IkeSaDown {
+        /// Which.
+        sa: SaId,
+        /// Why.
+        reason: DownReason,
+    },
+    /// A Child SA is ready: install it.
+    ChildSaUp(ChildSa),
+    /// A Child SA replaced another: install `new`, then remove the SA with
+    /// inbound SPI `old_inbound_spi` once traffic has moved.
+    ChildSaRekeyed {
+        /// The inbound SPI of the replaced SA.
+        old_inbound_spi: u32,
+        /// The replacement.
+        new: ChildSa,
+    },
+    /// A Child SA is gone: remove it.
+    ChildSaDown {
+        /// Its IKE SA.
+        ike_sa: SaId,
+        /// Its inbound SPI.
+        inbound_spi: u32,
+        /// Its outbound SPI.
+        outbound_spi: u32,
+    },
+    /// The Child SA of IKE_AUTH was not created: we refused it, or the
+    /// peer did, with this notify (e.g. INTERNAL_ADDRESS_FAILURE when the
+    /// pool is full). An initiator deletes the IKE SA afterwards.
+    ChildSaRefused {
+        /// Which IKE SA.
+        sa: SaId,
+        /// The notify sent or received.
+        notify: NotifyType,
+    },
+    /// The responder assigned us (the initiator) an address.
+    AddressAssigned {
+        /// Which IKE SA.
+        sa: SaId,
+        /// The address and its prefix length.
+        address: (Ipv6Addr, u8),
+        /// DNS servers it gave us.
+        dns: Vec<IpAddr>,
+    },
+}
+
+/// The embedder's address pool: proto keeps no leases, it asks.
+pub trait AddressPool {
+    /// An address for `identity`, or `None` when the pool is exhausted.
+    /// The lease must be durable before this returns: the answer goes on
+    /// the wire right after.
+    fn assign(&mut self, identity: &Identification) -> Option<Ipv6Addr>;
+    /// The identity's IKE SA is gone; its address may be reused later.
+    fn release(&mut self, identity: &Identification, address: Ipv6Addr);
+}
+
+/// Counters of what was dropped and why.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Stats {
+    /// Datagrams that did not parse.
+    pub invalid: u64,
+    /// Datagrams for no IKE SA we have.
+    pub unknown_spi: u64,
+    /// Requests or responses with a message ID outside the window.
+    pub stray: u64,
+    /// Datagrams whose integrity check failed.
+    pub integrity_failed: u64,
+    /// Retransmitted requests answered from the response cache.
+    pub retransmits_answered: u64,
+    /// Requests we retransmitted.
+    pub retransmits_sent: u64,
+    /// Cookies demanded.
+    pub cookies_sent: u64,
+    /// IKE_SA_INIT requests dropped because of the half-open hard limit.
+    pub half_open_dropped: u64,
+}
+
+/// What every IKE SA may use while it handles a datagram or a timer.
+pub(crate) struct Shared {
+    pub(crate) config: Arc<Config>,
+    pub(crate) rng: Box<dyn CryptoRngCore + Send>,
+    pub(crate) pool: Option<Box<dyn AddressPool + Send>>,
+    pub(crate) transmits: VecDeque<Transmit>,
+    pub(crate) events: VecDeque<Event>,
+    pub(crate) stats: Stats,
+    /// (Instant, Unix seconds) at creation: certificates are checked
+    /// against wall-clock time derived from the embedder's instants.
+    pub(crate) epoch: (Instant, i64),
+}
+
+impl Shared {
+    pub(crate) fn unix_time(&self, now: Instant) -> i64 {
+        let elapsed = now.saturating_duration_since(self.epoch.0).as_secs();
+        self.epoch
+            .1
+            .saturating_add(i64::try_from(elapsed).unwrap_or(i64::MAX))
+    }
+
+    pub(crate) fn random_u64(&mut self) -> u64 {
+        loop {
+            let v = self.rng.next_u64();
+            if v != 0 {
+                return v;
+            }
+        }
+    }
+}
+
+/// All IKE SAs of one daemon.
+pub struct Endpoint {
+    shared: Shared,
+    sas: HashMap<SaId, IkeSa>,
+    /// Our SPI of each IKE SA (SPIr as responder, SPIi as initiator).
+    by_spi: HashMap<u64, SaId>,
+    /// Half-open responder SAs by (initiator address, SPIi), to answer a
+    /// retransmitted IKE_SA_INIT from the cache.
+    by_init: HashMap<(SocketAddr, u64), SaId>,
+    cookies: CookieJar,
+    half_open: HalfOpen,
+    next_id: u64,
+}
+
+/// Actions an IKE SA asks of the endpoint, beyond its own state.
+#[derive(Debug, Default)]
+pub(crate) struct Effects {
+    /// INITIAL_CONTACT: remove other SAs of this peer identity.
+    pub(crate) replace_identity: Option<Identification>,
+    /// The SA left the half-open state (completed or failed).
+    pub(crate) left_half_open: bool,
+    /// Our SPI changed (IKE SA rekey): re-index.
+    pub(crate) new_local_spi: Option<(u64, u64)>,
+}
+
+impl Endpoint {
+    /// An endpoint with no SAs. `now` and `unix_time` tie the embedder's
+    /// instants to wall-clock seconds for certificate validity checks.
+    pub fn new(
+        config: Arc<Config>,
+        mut rng: Box<dyn CryptoRngCore + Send>,
+        now: Instant,
+        unix_time: i64,
+    ) -> Endpoint {
+        let cookies = CookieJar::new(now, Duration::from_secs(120), &mut *rng);
+        Endpoint {
+            shared: Shared {
+                config,
+                rng,
+                pool: None,
+                transmits: VecDeque::new(),
+                events: VecDeque::new(),
+                stats: Stats::default(),
+                epoch: (now, unix_time),
+            },
+            sas: HashMap::new(),
+            by_spi: HashMap::new(),
+            by_init: HashMap::new(),
+            cookies,
+            half_open: HalfOpen::default(),
+            next_id: 1,
+        }
+    }
+
+    /// Attaches the pool that CP requests are served from. Without one,
+    /// address requests are answered with INTERNAL_ADDRESS_FAILURE.
+    pub fn set_address_pool(&mut self, pool: Box<dyn AddressPool + Send>) {
+        self.shared.pool = Some(pool);
+    }
+
+    /// The drop counters.
+    pub fn stats(&self) -> &Stats {
+        &self.shared.stats
+    }
+
+    /// How many IKE SAs exist (any state).
+    pub fn ike_sa_count(&self) -> usize {
+        self.sas.len()
+    }
+
+    fn allocate(&mut self) -> (SaId, u64) {
+        let id = SaId(self.next_id);
+        self.next_id += 1;
+        let spi = loop {
+            let spi = self.shared.random_u64();
+            if !self.by_spi.contains_key(&spi) {
+                break spi;
+            }
+        };
+        (id, spi)
+    }
+
+    /// Starts an IKE SA to a responder, as initiator.
+    pub fn connect(&mut self, now: Instant, request: ConnectRequest) -> SaId {
+        let (id, spi) = self.allocate();
+        let sa = IkeSa::initiate(&mut self.shared, now, id, spi, request);
+        self.by_spi.insert(spi, id);
+        self.sas.insert(id, sa);
+        id
+    }
+
+    /// Deletes an IKE SA (and its Child SAs), telling the peer.
+    pub fn delete_ike_sa(&mut self, now: Instant, sa: SaId) {
+        if let Some(ike) = self.sas.get_mut(&sa) {
+            ike.start_delete(&mut self.shared, now);
+        }
+        self.reap(now);
+    }
+
+    /// Rekeys a Child SA now (as on a soft lifetime expiry).
+    pub fn rekey_child_sa(&mut self, now: Instant, sa: SaId, inbound_spi: u32) {
+        if let Some(ike) = self.sas.get_mut(&sa) {
+            ike.queue_child_rekey(inbound_spi);
+            ike.kick(&mut self.shared, now);
+        }
+    }
+
+    /// Deletes one Child SA, telling the peer.
+    pub fn delete_child_sa(&mut self, now: Instant, sa: SaId, inbound_spi: u32) {
+        if let Some(ike) = self.sas.get_mut(&sa) {
+            ike.queue_child_delete(inbound_spi);
+            ike.kick(&mut self.shared, now);
+        }
+    }
+
+    /// Rekeys the IKE SA now.
+    pub fn rekey_ike_sa(&mut self, now: Instant, sa: SaId) {
+        if let Some(ike) = self.sas.get_mut(&sa) {
+            ike.queue_ike_rekey();
+            ike.kick(&mut self.shared, now);
+        }
+    }
+
+    /// Processes one received IKE datagram (marker already removed).
+    pub fn handle(&mut self, now: Instant, remote: SocketAddr, local: SocketAddr, datagram: &[u8]) {
+        let header = match Header::peek(datagram) {
+            Ok(h) => h,
+            Err(InvalidMessage::UnsupportedMajorVersion(_)) => {
+                // RFC 7296 2.5: answer in version 2 with INVALID_MAJOR_VERSION.
+                self.shared.stats.invalid += 1;
+                return;
+            }
+            Err(_) => {
+                self.shared.stats.invalid += 1;
+                return;
+            }
+        };
+        let is_init_request = header.exchange == ExchangeType::IKE_SA_INIT
+            && !header.flags.response()
+            && header.flags.initiator();
+        if is_init_request && header.spi_r == 0 {
+            if let Some(&id) = self.by_init.get(&(remote, header.spi_i)) {
+                if let Some(sa) = self.sas.get_mut(&id) {
+                    sa.handle(&mut self.shared, now, remote, local, datagram, &header);
+                }
+                return;
+            }
+            self.respond_to_init(now, remote, local, datagram, &header);
+            return;
+        }
+        let our_spi = if header.flags.initiator() {
+            header.spi_r
+        } else {
+            header.spi_i
+        };
+        let Some(&id) = self.by_spi.get(&our_spi) else {
+            self.shared.stats.unknown_spi += 1;
+            return;
+        };
+        let Some(sa) = self.sas.get_mut(&id) else {
+            return;
+        };
+        let effects = sa.handle(&mut self.shared, now, remote, local, datagram, &header);
+        self.apply(id, effects, now);
+    }
+
+    fn respond_to_init(
+        &mut self,
+        now: Instant,
+        remote: SocketAddr,
+        local: SocketAddr,
+        datagram: &[u8],
+        header: &Header,
+    ) {
+        self.cookies.maybe_rotate(now, &mut *self.shared.rng);
+        if self.half_open.total() >= self.shared.config.max_half_open {
+            self.shared.stats.half_open_dropped += 1;
+            return;
+        }
+        let need_cookie = self.half_open.total() >= self.shared.config.cookie_threshold
+            || self.half_open.from_source(remote.ip()) >= self.shared.config.half_open_per_source;
+        let (id, spi) = self.allocate();
+        let cookies = need_cookie.then_some(&self.cookies);
+        if let Some(sa) = IkeSa::respond(
+            &mut self.shared,
+            now,
+            id,
+            spi,
+            remote,
+            local,
+            datagram,
+            header,
+            cookies,
+        ) {
+            self.half_open.add(remote.ip());
+            self.by_spi.insert(spi, id);
+            self.by_init.insert((remote, header.spi_i), id);
+            self.sas.insert(id, sa);
+        }
+    }
+
+    fn apply(&mut self, id: SaId, effects: Effects, now: Instant) {
+        if effects.left_half_open {
+            self.leave_half_open(id);
+        }
+        if let Some((old, new)) = effects.new_local_spi {
+            self.by_spi.remove(&old);
+            self.by_spi.insert(new, id);
+        }
+        if let Some(identity) = effects.replace_identity {
+            let others: Vec<SaId> = self
+                .sas
+                .iter()
+                .filter(|(other, sa)| **other != id && sa.peer_identity() == Some(&identity))
+                .map(|(other, _)| *other)
+                .collect();
+            for other in others {
+                if let Some(sa) = self.sas.get_mut(&other) {
+                    sa.close(&mut self.shared, now, DownReason::Replaced);
+                }
+            }
+        }
+        self.reap(now);
+    }
+
+    fn leave_half_open(&mut self, id: SaId) {
+        if let Some(sa) = self.sas.get(&id) {
+            if let Some(key) = sa.init_key() {
+                if self.by_init.remove(&key).is_some() {
+                    self.half_open.remove(key.0.ip());
+                }
+            }
+        }
+    }
+
+    /// Removes SAs that are finished.
+    fn reap(&mut self, now: Instant) {
+        let dead: Vec<SaId> = self
+            .sas
+            .iter()
+            .filter(|(_, sa)| sa.is_finished(now))
+            .map(|(id, _)| *id)
+            .collect();
+        for id in dead {
+            self.leave_half_open(id);
+            if let Some(sa) = self.sas.remove(&id) {
+                for spi in sa.local_spis() {
+                    if self.by_spi.get(&spi) == Some(&id) {
+                        self.by_spi.remove(&spi);
+                    }
+                }
+            }
+        }
+    }
+
+    /// Runs the timers that are due.
+    pub fn handle_timeout(&mut self, now: Instant) {
+        let due: Vec<SaId> = self
+            .sas
+            .iter()
+            .filter(|(_, sa)| sa.next_timeout().is_some_and(|t| t <= now))
+            .map(|(id, _)| *id)
+            .collect();
+        for id in due {
+            if let Some(sa) = self.sas.get_mut(&id) {
+                let effects = sa.handle_timeout(&mut self.shared, now);
+                self.apply(id, effects, now);
+            }
+        }
+        self.reap(now);
+    }
+
+    /// The next datagram to send.
+    pub fn poll_transmit(&mut self) -> Option<Transmit> {
+        self.shared.transmits.pop_front()
+    }
+
+    /// The next event.
+    pub fn poll_event(&mut self) -> Option<Event> {
+        self.shared.events.pop_front()
+    }
+
+    /// When [`Endpoint::handle_timeout`] must be called next.
+    pub fn poll_timeout(&self) -> Option<Instant> {
+        self.sas.values().filter_map(IkeSa::next_timeout).min()
+    }
+}
