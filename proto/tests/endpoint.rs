@@ -22,10 +22,6 @@ fn child_ups(events: &[Event]) -> Vec<ChildSa> {
         .collect()
 }
 
-fn ike_up(events: &[Event]) -> bool {
-    events.iter().any(|e| matches!(e, Event::IkeSaUp { .. }))
-}
-
 fn down_reason(events: &[Event]) -> Option<DownReason> {
     events.iter().find_map(|e| match e {
         Event::IkeSaDown { reason, .. } => Some(reason.clone()),
@@ -139,4 +135,699 @@ fn handshake_for_every_default_suite() {
             assert_eq!(pool.0.lock().unwrap().leases.len(), 1);
         }
     }
+}
+
+fn sa_id(lab: &Lab, node: usize) -> sixgate_proto::endpoint::SaId {
+    lab.nodes[node]
+        .events
+        .iter()
+        .find_map(|e| match e {
+            Event::IkeSaUp { sa, .. } => Some(*sa),
+            _ => None,
+        })
+        .expect("IKE SA up")
+}
+
+fn rekeyed(events: &[Event]) -> Vec<(u32, ChildSa)> {
+    events
+        .iter()
+        .filter_map(|e| match e {
+            Event::ChildSaRekeyed {
+                old_inbound_spi,
+                new,
+            } => Some((*old_inbound_spi, new.clone())),
+            _ => None,
+        })
+        .collect()
+}
+
+fn downs(events: &[Event]) -> Vec<u32> {
+    events
+        .iter()
+        .filter_map(|e| match e {
+            Event::ChildSaDown { inbound_spi, .. } => Some(*inbound_spi),
+            _ => None,
+        })
+        .collect()
+}
+
+#[test]
+fn child_rekey_with_and_without_pfs_from_both_sides() {
+    for (pfs, rekeyer) in [(false, 0), (true, 0), (false, 1), (true, 1)] {
+        let mut client = client_config("ecdsa");
+        let mut broker = broker_config("ecdsa");
+        for c in [&mut client, &mut broker] {
+            c.rekey_pfs = pfs;
+            c.esp_policy.pfs = vec![KeGroup::Curve25519];
+        }
+        let pool = MemPool::new(4);
+        let mut lab = Lab::pair(7, client, broker, &pool);
+        lab.connect();
+        established(&mut lab);
+        let first = child_ups(&lab.nodes[rekeyer].events)[0].clone();
+        let sa = sa_id(&lab, rekeyer);
+        let now = lab.now;
+        lab.nodes[rekeyer]
+            .ep
+            .rekey_child_sa(now, sa, first.inbound_spi);
+        lab.run_for(Duration::from_secs(5));
+        let (c, b) = (rekeyed(&lab.nodes[0].events), rekeyed(&lab.nodes[1].events));
+        assert_eq!((c.len(), b.len()), (1, 1), "pfs {pfs} rekeyer {rekeyer}");
+        assert_paired(&c[0].1, &b[0].1);
+        assert_ne!(
+            c[0].1.inbound,
+            child_ups(&lab.nodes[0].events)[0].inbound,
+            "fresh keys"
+        );
+        // The old SA is deleted on both sides, the new one stays.
+        assert_eq!(downs(&lab.nodes[0].events), vec![c[0].0]);
+        assert_eq!(downs(&lab.nodes[1].events), vec![b[0].0]);
+    }
+}
+
+#[test]
+fn ike_sa_rekey_keeps_children_and_traffic_going() {
+    for rekeyer in [0, 1] {
+        let pool = MemPool::new(4);
+        let mut lab = Lab::pair(8, client_config("rsa"), broker_config("rsa"), &pool);
+        lab.connect();
+        established(&mut lab);
+        let sa = sa_id(&lab, rekeyer);
+        let now = lab.now;
+        lab.nodes[rekeyer].ep.rekey_ike_sa(now, sa);
+        lab.run_for(Duration::from_secs(5));
+        for n in 0..2 {
+            assert_eq!(
+                count(&lab.nodes[n].events, |e| matches!(
+                    e,
+                    Event::IkeSaRekeyed { .. }
+                )),
+                1,
+                "node {n}"
+            );
+            assert!(downs(&lab.nodes[n].events).is_empty());
+        }
+        // The new generation works: a Child SA rekey and a delete over it.
+        let child = child_ups(&lab.nodes[0].events)[0].clone();
+        let csa = sa_id(&lab, 0);
+        let now = lab.now;
+        lab.nodes[0].ep.rekey_child_sa(now, csa, child.inbound_spi);
+        lab.run_for(Duration::from_secs(5));
+        assert_eq!(rekeyed(&lab.nodes[1].events).len(), 1);
+        let (now, bsa) = (lab.now, sa_id(&lab, 1));
+        lab.nodes[1].ep.delete_ike_sa(now, bsa);
+        lab.run_for(Duration::from_secs(30));
+        assert_eq!(
+            down_reason(&lab.nodes[0].events),
+            Some(DownReason::DeletedByPeer)
+        );
+        assert_eq!(
+            down_reason(&lab.nodes[1].events),
+            Some(DownReason::DeletedLocally)
+        );
+        assert_eq!(lab.nodes[0].ep.stats().unknown_spi, 0);
+        assert_eq!(lab.nodes[0].ep.ike_sa_count(), 0);
+        assert_eq!(lab.nodes[1].ep.ike_sa_count(), 0);
+    }
+}
+
+#[test]
+fn rekeys_happen_on_lifetime_timers() {
+    let mut client = client_config("ecdsa");
+    client.child_lifetime = Duration::from_secs(600);
+    client.ike_lifetime = Duration::from_secs(1800);
+    client.rekey_jitter = Duration::from_secs(60);
+    let mut broker = broker_config("ecdsa");
+    broker.child_lifetime = Duration::from_secs(700);
+    broker.ike_lifetime = Duration::from_secs(2000);
+    let pool = MemPool::new(4);
+    let mut lab = Lab::pair(9, client, broker, &pool);
+    lab.connect();
+    established(&mut lab);
+    lab.run_for(Duration::from_secs(3600));
+    let child_rekeys = rekeyed(&lab.nodes[0].events).len();
+    let ike_rekeys = count(&lab.nodes[0].events, |e| {
+        matches!(e, Event::IkeSaRekeyed { .. })
+    });
+    assert!(
+        (5..=8).contains(&child_rekeys),
+        "{child_rekeys} child rekeys in an hour"
+    );
+    assert!(
+        (1..=2).contains(&ike_rekeys),
+        "{ike_rekeys} IKE rekeys in an hour"
+    );
+    assert!(down_reason(&lab.nodes[0].events).is_none());
+    // Every rekey left exactly one live Child SA on each side.
+    for n in 0..2 {
+        let live = child_ups(&lab.nodes[n].events).len() - downs(&lab.nodes[n].events).len();
+        assert_eq!(live, 1, "node {n}");
+    }
+}
+
+#[test]
+fn simultaneous_child_rekeys_leave_one_sa() {
+    for seed in 0..6 {
+        let pool = MemPool::new(4);
+        let mut lab = Lab::pair(
+            20 + seed,
+            client_config("ecdsa"),
+            broker_config("ecdsa"),
+            &pool,
+        );
+        lab.connect();
+        established(&mut lab);
+        let c = child_ups(&lab.nodes[0].events)[0].clone();
+        let b = child_ups(&lab.nodes[1].events)[0].clone();
+        let (csa, bsa) = (sa_id(&lab, 0), sa_id(&lab, 1));
+        let now = lab.now;
+        lab.nodes[0].ep.rekey_child_sa(now, csa, c.inbound_spi);
+        lab.nodes[1].ep.rekey_child_sa(now, bsa, b.inbound_spi);
+        lab.run_for(Duration::from_secs(10));
+        for n in 0..2 {
+            let ups = child_ups(&lab.nodes[n].events);
+            let down = downs(&lab.nodes[n].events);
+            assert_eq!(ups.len(), 3, "node {n}: original and two rekeys");
+            let live: Vec<&ChildSa> = ups
+                .iter()
+                .filter(|c| !down.contains(&c.inbound_spi))
+                .collect();
+            assert_eq!(live.len(), 1, "seed {seed} node {n}: {down:?}");
+        }
+        let live = |n: usize| {
+            let down = downs(&lab.nodes[n].events);
+            child_ups(&lab.nodes[n].events)
+                .into_iter()
+                .find(|c| !down.contains(&c.inbound_spi))
+                .unwrap()
+        };
+        assert_paired(&live(0), &live(1));
+    }
+}
+
+#[test]
+fn dpd_declares_a_silent_peer_dead() {
+    let mut client = client_config("ecdsa");
+    client.dpd_interval = Duration::from_secs(10);
+    let pool = MemPool::new(4);
+    let mut lab = Lab::pair(10, client, broker_config("ecdsa"), &pool);
+    lab.connect();
+    established(&mut lab);
+    // Quiet but alive: liveness checks are answered.
+    lab.run_for(Duration::from_secs(120));
+    assert!(down_reason(&lab.nodes[0].events).is_none());
+    let broker_ip = lab.nodes[1].ip;
+    lab.blackhole.push(broker_ip);
+    let dead = lab.run_until(Duration::from_secs(600), |lab| {
+        down_reason(&lab.nodes[0].events).is_some()
+    });
+    assert!(dead);
+    assert_eq!(
+        down_reason(&lab.nodes[0].events),
+        Some(DownReason::PeerDead)
+    );
+    assert_eq!(
+        downs(&lab.nodes[0].events).len(),
+        1,
+        "its Child SA went with it"
+    );
+    assert!(lab.nodes[0].ep.stats().retransmits_sent >= 5);
+}
+
+#[test]
+fn lossy_links_converge() {
+    for seed in 0..8 {
+        let pool = MemPool::new(4);
+        let mut lab = Lab::pair(
+            30 + seed,
+            client_config("ecdsa"),
+            broker_config("ecdsa"),
+            &pool,
+        );
+        lab.link = Link {
+            loss: 25,
+            duplicate: 20,
+            reorder: 20,
+        };
+        lab.connect();
+        let ok = lab.run_until(Duration::from_secs(300), |lab| {
+            !child_ups(&lab.nodes[0].events).is_empty()
+                && !child_ups(&lab.nodes[1].events).is_empty()
+        });
+        assert!(ok, "seed {seed}: {:?}", lab.nodes[0].events);
+        assert_paired(
+            &child_ups(&lab.nodes[0].events)[0],
+            &child_ups(&lab.nodes[1].events)[0],
+        );
+        // Rekey and delete over the same link.
+        let c = child_ups(&lab.nodes[0].events)[0].clone();
+        let csa = sa_id(&lab, 0);
+        let now = lab.now;
+        lab.nodes[0].ep.rekey_child_sa(now, csa, c.inbound_spi);
+        let ok = lab.run_until(Duration::from_secs(300), |lab| {
+            !rekeyed(&lab.nodes[1].events).is_empty() && !rekeyed(&lab.nodes[0].events).is_empty()
+        });
+        assert!(ok, "seed {seed} rekey");
+        assert_paired(
+            &rekeyed(&lab.nodes[0].events)[0].1,
+            &rekeyed(&lab.nodes[1].events)[0].1,
+        );
+        assert_eq!(lab.nodes[1].ep.stats().integrity_failed, 0);
+    }
+}
+
+#[test]
+fn retransmitted_requests_get_the_cached_response_byte_for_byte() {
+    let pool = MemPool::new(4);
+    let mut lab = Lab::pair(11, client_config("ecdsa"), broker_config("ecdsa"), &pool);
+    lab.connect();
+    established(&mut lab);
+    // Replay the client's IKE_AUTH request: the broker answers with the same
+    // bytes, without creating anything.
+    let ike = |t: &sixgate_proto::endpoint::Transmit| -> Vec<u8> {
+        match classify_udp4500(&t.payload) {
+            Ok(Udp4500::Ike(m)) if t.remote.port() == 4500 || t.local.port() == 4500 => m.to_vec(),
+            _ => t.payload.clone(),
+        }
+    };
+    let is_auth = |t: &&sixgate_proto::endpoint::Transmit| {
+        Header::peek(&ike(t)).is_ok_and(|h| h.exchange == ExchangeType::IKE_AUTH)
+    };
+    let auth_request = lab.nodes[0].sent.iter().find(is_auth).cloned().unwrap();
+    let original_response = lab.nodes[1].sent.iter().find(is_auth).cloned().unwrap();
+    let answers_before = lab.nodes[1].sent.len();
+    let events_before = lab.nodes[1].events.len();
+    let now = lab.now;
+    lab.nodes[1].ep.handle(
+        now,
+        auth_request.local,
+        auth_request.remote,
+        &ike(&auth_request),
+    );
+    lab.deliver();
+    assert_eq!(lab.nodes[1].sent.len(), answers_before + 1);
+    assert_eq!(
+        lab.nodes[1].sent.last().unwrap().payload,
+        original_response.payload
+    );
+    assert_eq!(lab.nodes[1].events.len(), events_before);
+    assert_eq!(lab.nodes[1].ep.stats().retransmits_answered, 1);
+    assert_eq!(pool.0.lock().unwrap().leases.len(), 1);
+}
+
+/// Every datagram either node sent, as IKE messages (marker removed).
+fn messages(lab: &Lab, node: usize) -> Vec<Vec<u8>> {
+    lab.nodes[node]
+        .sent
+        .iter()
+        .map(|t| match classify_udp4500(&t.payload) {
+            Ok(Udp4500::Ike(m)) if t.remote.port() == 4500 => m.to_vec(),
+            _ => t.payload.clone(),
+        })
+        .collect()
+}
+
+#[test]
+fn fragmentation_at_576_octets() {
+    let mut client = client_config("rsa");
+    client.fragment_size = 576;
+    let mut broker = broker_config("rsa");
+    broker.fragment_size = 576;
+    let pool = MemPool::new(4);
+    let mut lab = Lab::pair(12, client, broker, &pool);
+    lab.link = Link {
+        loss: 0,
+        duplicate: 10,
+        reorder: 30,
+    };
+    lab.connect();
+    established(&mut lab);
+    for n in 0..2 {
+        let sent = &lab.nodes[n].sent;
+        for t in sent {
+            assert!(
+                t.payload.len() + 28 <= 576,
+                "node {n}: {} octet datagram",
+                t.payload.len()
+            );
+        }
+        let fragments = messages(&lab, n)
+            .iter()
+            .filter(|m| {
+                Message::parse(m).is_ok_and(|m| {
+                    m.bodies()
+                        .any(|b| matches!(b, PayloadBody::EncryptedFragment(_)))
+                })
+            })
+            .count();
+        assert!(fragments >= 4, "node {n} sent {fragments} SKF fragments");
+    }
+}
+
+#[test]
+fn invalid_ke_payload_makes_the_initiator_retry_with_the_group_asked_for() {
+    let mut client = client_config("ecdsa");
+    client.ike_policy.ke = vec![KeGroup::Modp3072, KeGroup::Ecp256];
+    let mut broker = broker_config("ecdsa");
+    broker.ike_policy.ke = vec![KeGroup::Ecp256];
+    let pool = MemPool::new(4);
+    let mut lab = Lab::pair(13, client, broker, &pool);
+    lab.connect();
+    established(&mut lab);
+    let first = Message::parse(&messages(&lab, 1)[0]).unwrap();
+    let n = first
+        .notifies(NotifyType::INVALID_KE_PAYLOAD)
+        .next()
+        .expect("INVALID_KE_PAYLOAD");
+    assert_eq!(n.data, 19u16.to_be_bytes());
+    let suite = lab.nodes[0].events.iter().find_map(|e| match e {
+        Event::IkeSaUp { suite, .. } => Some(*suite),
+        _ => None,
+    });
+    assert_eq!(suite.unwrap().ke, KeGroup::Ecp256);
+}
+
+#[test]
+fn cookies_under_a_flood_of_half_open_sas() {
+    let mut broker = broker_config("ecdsa");
+    broker.cookie_threshold = 20;
+    broker.half_open_per_source = 1000;
+    let pool = MemPool::new(4);
+    // Node 0: the real client; node 2: a flooder that never completes.
+    let mut lab = Lab::new(
+        14,
+        vec![
+            (CLIENT, client_config("ecdsa")),
+            (BROKER, broker),
+            ("192.0.2.66", client_config("ecdsa")),
+        ],
+    );
+    lab.nodes[1].ep.set_address_pool(Box::new(pool.clone()));
+    let mut flood = connect_request();
+    flood.local = "192.0.2.66:500".parse().unwrap();
+    for _ in 0..50 {
+        let now = lab.now;
+        lab.nodes[2].ep.connect(now, flood.clone());
+    }
+    // Spoofed sources: the answers never reach the flooder.
+    lab.blackhole.push("192.0.2.66".parse().unwrap());
+    lab.deliver();
+    let half_open_answers = lab.nodes[1].ep.stats().cookies_sent;
+    assert!(
+        half_open_answers >= 25,
+        "cookies demanded {half_open_answers}"
+    );
+    assert_eq!(lab.nodes[1].ep.ike_sa_count(), 20);
+    // A real client gets through with a cookie round.
+    lab.connect();
+    established(&mut lab);
+    let first_answer = Message::parse(
+        &messages(&lab, 1)
+            .into_iter()
+            .find(|m| {
+                Message::parse(m).is_ok_and(|m| {
+                    m.header.spi_i != 0 && m.notifies(NotifyType::COOKIE).next().is_some()
+                })
+            })
+            .unwrap(),
+    )
+    .unwrap();
+    assert_eq!(
+        first_answer.header.spi_r, 0,
+        "no state kept for a cookie request"
+    );
+    // Half-open SAs time out and free their slots (once the flooder's
+    // retransmissions, which recreate them, have stopped).
+    lab.run_for(Duration::from_secs(200));
+    assert!(
+        lab.nodes[1].ep.ike_sa_count() <= 1,
+        "{}",
+        lab.nodes[1].ep.ike_sa_count()
+    );
+}
+
+#[test]
+fn many_clients_behind_one_nat_are_not_locked_out() {
+    let mut broker = broker_config("ecdsa");
+    broker.half_open_per_source = 2;
+    let pool = MemPool::new(40);
+    let mut lab = Lab::new(15, vec![(CLIENT, client_config("ecdsa")), (BROKER, broker)]);
+    lab.nodes[1].ep.set_address_pool(Box::new(pool.clone()));
+    for port in 0..20u16 {
+        let mut req = connect_request();
+        req.local.set_port(1000 + port);
+        let now = lab.now;
+        lab.nodes[0].ep.connect(now, req);
+    }
+    let ok = lab.run_until(Duration::from_secs(120), |lab| {
+        child_ups(&lab.nodes[1].events).len() == 20
+    });
+    assert!(ok, "{} of 20 up", child_ups(&lab.nodes[1].events).len());
+    assert!(lab.nodes[1].ep.stats().cookies_sent > 0);
+}
+
+/// Runs a handshake expected to fail; returns both sides' events and the
+/// broker's and client's messages.
+fn failing(
+    client: sixgate_proto::endpoint::Config,
+    broker: sixgate_proto::endpoint::Config,
+    pool: &MemPool,
+) -> Lab {
+    let mut lab = Lab::pair(16, client, broker, pool);
+    lab.connect();
+    lab.run_for(Duration::from_secs(120));
+    lab
+}
+
+/// Whether any message the node sent carries this notify, in the clear or
+/// (for IKE_AUTH and later) as seen in the peer's events.
+fn cleartext_notify(lab: &Lab, node: usize, ty: NotifyType) -> bool {
+    messages(lab, node)
+        .iter()
+        .any(|m| Message::parse(m).is_ok_and(|m| m.notifies(ty).next().is_some()))
+}
+
+#[test]
+fn refusals_send_the_right_notify_and_report_on_both_sides() {
+    let auth_failed = NotifyType::AUTHENTICATION_FAILED;
+    let cases: Vec<(
+        &str,
+        sixgate_proto::endpoint::Config,
+        sixgate_proto::endpoint::Config,
+        u32,
+    )> = vec![
+        (
+            "rogue CA",
+            {
+                let mut c = client_config("ecdsa");
+                c.certificates = common::certs("bad/ecdsa/rogue-client.pem");
+                c.private_key =
+                    std::sync::Arc::new(common::private_key("bad/ecdsa/rogue-client.key"));
+                c
+            },
+            broker_config("ecdsa"),
+            4,
+        ),
+        (
+            "expired",
+            {
+                let mut c = client_config("rsa");
+                c.certificates = common::certs("bad/rsa/expired-client.pem");
+                c.private_key =
+                    std::sync::Arc::new(common::private_key("bad/rsa/expired-client.key"));
+                c
+            },
+            broker_config("rsa"),
+            4,
+        ),
+        (
+            "ID not in SAN",
+            {
+                let mut c = client_config("ecdsa");
+                c.identity = Identification::rfc822("client2@example.net");
+                c
+            },
+            broker_config("ecdsa"),
+            4,
+        ),
+    ];
+    for (name, client, broker, pool_size) in cases {
+        let pool = MemPool::new(pool_size);
+        let lab = failing(client, broker, &pool);
+        match down_reason(&lab.nodes[1].events) {
+            Some(DownReason::RefusedPeer(ty, why)) => {
+                assert_eq!(ty, auth_failed, "{name}: {why}");
+            }
+            other => panic!("{name}: broker {other:?}"),
+        }
+        assert_eq!(
+            down_reason(&lab.nodes[0].events),
+            Some(DownReason::RefusedByPeer(auth_failed)),
+            "{name}"
+        );
+        assert!(pool.0.lock().unwrap().leases.is_empty(), "{name}: no lease");
+        assert!(
+            child_ups(&lab.nodes[0].events).is_empty()
+                && child_ups(&lab.nodes[1].events).is_empty()
+        );
+    }
+
+    // The broker's certificate is refused by the client: it tells the broker.
+    let mut client = client_config("ecdsa");
+    client.trust_anchors =
+        sixgate_proto::cert::TrustAnchors::new(common::certs("bad/ecdsa/rogue-ca.pem")).unwrap();
+    let pool = MemPool::new(4);
+    let lab = failing(client, broker_config("ecdsa"), &pool);
+    assert!(
+        matches!(down_reason(&lab.nodes[0].events), Some(DownReason::RefusedPeer(t, _)) if t == auth_failed)
+    );
+    assert_eq!(
+        down_reason(&lab.nodes[1].events),
+        Some(DownReason::RefusedByPeer(auth_failed))
+    );
+}
+
+#[test]
+fn no_common_proposal_is_refused_in_ike_sa_init() {
+    let mut client = client_config("ecdsa");
+    client.ike_policy.encr = vec![Encryption::AesCbc { key_bits: 128 }];
+    client.ike_policy.integ = vec![Integrity::HmacSha512_256];
+    let mut broker = broker_config("ecdsa");
+    broker.ike_policy.integ = vec![Integrity::HmacSha256_128];
+    broker.ike_policy.encr = vec![
+        Encryption::AesCbc { key_bits: 256 },
+        Encryption::AesGcm16 { key_bits: 128 },
+    ];
+    let pool = MemPool::new(4);
+    let lab = failing(client, broker, &pool);
+    assert!(cleartext_notify(&lab, 1, NotifyType::NO_PROPOSAL_CHOSEN));
+    assert_eq!(
+        down_reason(&lab.nodes[0].events),
+        Some(DownReason::RefusedByPeer(NotifyType::NO_PROPOSAL_CHOSEN))
+    );
+    assert_eq!(
+        lab.nodes[1].ep.ike_sa_count(),
+        0,
+        "the broker kept no state"
+    );
+}
+
+#[test]
+fn child_refusals_traffic_selectors_esp_proposal_and_full_pool() {
+    let v4_only = {
+        let mut c = client_config("ecdsa");
+        c.esp_policy.encr = vec![Encryption::AesGcm16 { key_bits: 256 }];
+        c
+    };
+    // TS not acceptable: the client wants IPv4 only.
+    let pool = MemPool::new(4);
+    let mut lab = Lab::pair(17, v4_only, broker_config("ecdsa"), &pool);
+    let mut req = connect_request();
+    req.local_ts = vec![TrafficSelector::ipv4(
+        "0.0.0.0".parse().unwrap(),
+        "255.255.255.255".parse().unwrap(),
+    )];
+    req.remote_ts = req.local_ts.clone();
+    let now = lab.now;
+    lab.nodes[0].ep.connect(now, req);
+    lab.run_for(Duration::from_secs(60));
+    let refused = |lab: &Lab, n: usize| {
+        lab.nodes[n].events.iter().find_map(|e| match e {
+            Event::ChildSaRefused { notify, .. } => Some(*notify),
+            _ => None,
+        })
+    };
+    assert_eq!(refused(&lab, 0), Some(NotifyType::TS_UNACCEPTABLE));
+    assert_eq!(refused(&lab, 1), Some(NotifyType::TS_UNACCEPTABLE));
+    assert_eq!(
+        down_reason(&lab.nodes[1].events),
+        Some(DownReason::DeletedByPeer)
+    );
+    assert!(pool.0.lock().unwrap().released.len() <= 1);
+
+    // No common ESP proposal.
+    let mut client = client_config("ecdsa");
+    client.esp_policy.encr = vec![Encryption::AesGcm16 { key_bits: 128 }];
+    let mut broker = broker_config("ecdsa");
+    broker.esp_policy.encr = vec![Encryption::ChaCha20Poly1305];
+    let pool = MemPool::new(4);
+    let lab = failing(client, broker, &pool);
+    assert_eq!(refused(&lab, 0), Some(NotifyType::NO_PROPOSAL_CHOSEN));
+    assert_eq!(refused(&lab, 1), Some(NotifyType::NO_PROPOSAL_CHOSEN));
+
+    // A full pool: the first client gets the only address, the second is
+    // refused with INTERNAL_ADDRESS_FAILURE, and the first is undisturbed.
+    let pool = MemPool::new(1);
+    let mut lab = Lab::new(
+        18,
+        vec![
+            (CLIENT, client_config("ecdsa")),
+            (BROKER, broker_config("ecdsa")),
+            ("192.0.2.3", {
+                let mut c = client_config("ecdsa");
+                c.identity = Identification::rfc822("client2@example.net");
+                c.certificates = common::certs("ecdsa/client2.pem");
+                c.private_key = std::sync::Arc::new(common::private_key("ecdsa/client2.key"));
+                c
+            }),
+        ],
+    );
+    lab.nodes[1].ep.set_address_pool(Box::new(pool.clone()));
+    lab.connect();
+    established(&mut lab);
+    let mut second = connect_request();
+    second.local = "192.0.2.3:500".parse().unwrap();
+    let now = lab.now;
+    lab.nodes[2].ep.connect(now, second);
+    lab.run_for(Duration::from_secs(60));
+    assert_eq!(refused(&lab, 2), Some(NotifyType::INTERNAL_ADDRESS_FAILURE));
+    assert_eq!(refused(&lab, 1), Some(NotifyType::INTERNAL_ADDRESS_FAILURE));
+    assert_eq!(
+        down_reason(&lab.nodes[2].events),
+        Some(DownReason::DeletedLocally)
+    );
+    assert!(
+        down_reason(&lab.nodes[0].events).is_none(),
+        "first client undisturbed"
+    );
+    assert_eq!(pool.0.lock().unwrap().leases.len(), 1);
+}
+
+#[test]
+fn initial_contact_replaces_the_old_sa_of_the_same_identity() {
+    let pool = MemPool::new(4);
+    let mut lab = Lab::pair(19, client_config("ecdsa"), broker_config("ecdsa"), &pool);
+    lab.connect();
+    established(&mut lab);
+    // The client "reboots": a fresh endpoint with the same identity.
+    let now = lab.now;
+    lab.nodes[0].ep = sixgate_proto::endpoint::Endpoint::new(
+        std::sync::Arc::new(client_config("ecdsa")),
+        Box::new(common::rng(99)),
+        now,
+        common::NOW,
+    );
+    lab.nodes[0].events.clear();
+    lab.connect();
+    established(&mut lab);
+    assert_eq!(
+        down_reason(&lab.nodes[1].events),
+        Some(DownReason::Replaced)
+    );
+    let ups = child_ups(&lab.nodes[1].events);
+    assert_eq!(ups.len(), 2);
+    assert_eq!(
+        ups[0].remote_ts, ups[1].remote_ts,
+        "same address for the same identity"
+    );
+    assert!(
+        pool.0.lock().unwrap().released.is_empty(),
+        "the lease was not given up"
+    );
+    lab.run_for(Duration::from_secs(30));
+    assert_eq!(
+        lab.nodes[1].ep.ike_sa_count(),
+        1,
+        "the replaced SA is gone after lingering"
+    );
 }

@@ -112,7 +112,7 @@ impl HalfOpen {
         self.total
     }
 
-    pub(crate) fn from_source(&self, ip: IpAddr) -> usize {
+    pub(crate) fn count_from(&self, ip: IpAddr) -> usize {
         self.by_source.get(&ip).copied().unwrap_or(0)
     }
 }

@@ -226,6 +226,9 @@ pub(crate) struct IkeSa {
     /// Peer rekeys of a Child SA that collided with ours: the old SA's
     /// inbound SPI, the peer exchange's nonces, and our exchange's Ni.
     collisions: Vec<(u32, [Vec<u8>; 2], Vec<u8>)>,
+    /// Local SPIs of retired generations that are gone, for the endpoint
+    /// to stop routing.
+    forgotten_spis: Vec<u64>,
 }
 
 fn notify(ty: NotifyType, data: Vec<u8>) -> Payload {
@@ -368,6 +371,7 @@ impl IkeSa {
             ike_rekey_at: None,
             down_reported: false,
             collisions: Vec::new(),
+            forgotten_spis: Vec::new(),
         }
     }
 
@@ -2078,7 +2082,7 @@ impl IkeSa {
             return Effects::default();
         };
         let effects = Effects {
-            new_local_spi: Some((old.local_spi(), gen.local_spi())),
+            new_local_spi: Some(gen.local_spi()),
             ..Effects::default()
         };
         self.retired = Some((old, now + LINGER));
@@ -2101,7 +2105,7 @@ impl IkeSa {
         };
         if header.flags.response() {
             // The answer to our delete of it.
-            self.retired = None;
+            self.drop_retired();
             return Effects::default();
         }
         let Ok(opened) = old.sk_in.open(datagram) else {
@@ -2121,10 +2125,21 @@ impl IkeSa {
             push_datagram(shared, self.remote, self.local, &bytes);
         }
         if deletes_ike {
-            self.retired = None;
+            self.drop_retired();
         }
         let _ = now;
         Effects::default()
+    }
+
+    fn drop_retired(&mut self) {
+        if let Some((old, _)) = self.retired.take() {
+            self.forgotten_spis.push(old.local_spi());
+        }
+    }
+
+    /// SPIs that no longer lead to this SA.
+    pub(crate) fn take_forgotten_spis(&mut self) -> Vec<u64> {
+        std::mem::take(&mut self.forgotten_spis)
     }
 
     // ----- life cycle --------------------------------------------------
@@ -2451,7 +2466,7 @@ impl IkeSa {
             .as_ref()
             .is_some_and(|(_, until)| *until <= now)
         {
-            self.retired = None;
+            self.drop_retired();
         }
         if self.half_open_deadline.is_some_and(|d| d <= now) {
             self.half_open_deadline = None;

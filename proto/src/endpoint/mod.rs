@@ -381,8 +381,8 @@ pub(crate) struct Effects {
     pub(crate) replace_identity: Option<Identification>,
     /// The SA left the half-open state (completed or failed).
     pub(crate) left_half_open: bool,
-    /// Our SPI changed (IKE SA rekey): re-index.
-    pub(crate) new_local_spi: Option<(u64, u64)>,
+    /// A new generation (IKE SA rekey) has this local SPI: route it here.
+    pub(crate) new_local_spi: Option<u64>,
 }
 
 impl Endpoint {
@@ -540,7 +540,7 @@ impl Endpoint {
             return;
         }
         let need_cookie = self.half_open.total() >= self.shared.config.cookie_threshold
-            || self.half_open.from_source(remote.ip()) >= self.shared.config.half_open_per_source;
+            || self.half_open.count_from(remote.ip()) >= self.shared.config.half_open_per_source;
         let (id, spi) = self.allocate();
         let cookies = need_cookie.then_some(&self.cookies);
         if let Some(sa) = IkeSa::respond(
@@ -565,9 +565,17 @@ impl Endpoint {
         if effects.left_half_open {
             self.leave_half_open(id);
         }
-        if let Some((old, new)) = effects.new_local_spi {
-            self.by_spi.remove(&old);
+        if let Some(new) = effects.new_local_spi {
+            // The old SPI keeps routing to the retired generation until
+            // its delete; the SA reports when to forget it.
             self.by_spi.insert(new, id);
+        }
+        if let Some(sa) = self.sas.get_mut(&id) {
+            for spi in sa.take_forgotten_spis() {
+                if self.by_spi.get(&spi) == Some(&id) {
+                    self.by_spi.remove(&spi);
+                }
+            }
         }
         if let Some(identity) = effects.replace_identity {
             let others: Vec<SaId> = self

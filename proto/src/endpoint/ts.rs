@@ -81,14 +81,17 @@ mod tests {
     #[test]
     fn narrowing_to_a_host_and_containment() {
         let host = ipv6_host("2001:db8:100::100".parse().unwrap());
-        assert_eq!(narrow(&[ipv6_any()], &[host.clone()]), vec![host.clone()]);
+        assert_eq!(
+            narrow(&[ipv6_any()], std::slice::from_ref(&host)),
+            vec![host.clone()]
+        );
         assert!(contains(&ipv6_any(), &host));
         assert!(!contains(&host, &ipv6_any()));
         let v4 = TrafficSelector::ipv4(
             "0.0.0.0".parse().unwrap(),
             "255.255.255.255".parse().unwrap(),
         );
-        assert!(narrow(&[v4.clone()], &[ipv6_any()]).is_empty());
+        assert!(narrow(std::slice::from_ref(&v4), &[ipv6_any()]).is_empty());
         assert_eq!(
             narrow(&[v4.clone(), ipv6_any()], &[ipv6_any()]),
             vec![ipv6_any()]
