@@ -10,6 +10,8 @@ use std::collections::VecDeque;
 use std::net::{IpAddr, Ipv6Addr, SocketAddr};
 use std::time::{Duration, Instant};
 
+use zeroize::Zeroizing;
+
 use super::nat::nat_hash;
 use super::ts::{contains, ipv6_host, narrow};
 use super::{ChildSa, ConnectRequest, DownReason, Effects, Event, SaId, Shared};
@@ -56,6 +58,8 @@ struct Generation {
     /// Whether we are the original initiator of this generation.
     initiator: bool,
     suite: Suite,
+    /// Kept only for [`IkeSa::secrets`] (comparing with a peer's key log).
+    skeyseed: Zeroizing<Vec<u8>>,
     keys: IkeSaKeys,
     sk_in: SkCipher,
     sk_out: SkCipher,
@@ -68,6 +72,7 @@ struct Generation {
 impl Generation {
     fn new(
         suite: Suite,
+        skeyseed: Zeroizing<Vec<u8>>,
         keys: IkeSaKeys,
         spi_i: u64,
         spi_r: u64,
@@ -85,6 +90,7 @@ impl Generation {
             spi_r,
             initiator,
             suite,
+            skeyseed,
             keys,
             sk_in,
             sk_out,
@@ -755,7 +761,7 @@ impl IkeSa {
 
         let seed = skeyseed(suite.prf, ni, &nr, &shared_secret);
         let keys = IkeSaKeys::derive(&suite, &seed, ni, &nr, spi_i, spi_r);
-        let mut gen = Generation::new(suite, keys, spi_i, spi_r, false)?;
+        let mut gen = Generation::new(suite, seed, keys, spi_i, spi_r, false)?;
         gen.expected_peer_id = 1;
         gen.last_response = Some((0, vec![response.clone()]));
 
@@ -863,7 +869,7 @@ impl IkeSa {
         let spi_r = header.spi_r;
         let seed = skeyseed(suite.prf, &init.ni, nr, &shared_secret);
         let keys = IkeSaKeys::derive(&suite, &seed, &init.ni, nr, spi_i, spi_r);
-        let Some(mut gen) = Generation::new(suite, keys, spi_i, spi_r, true) else {
+        let Some(mut gen) = Generation::new(suite, seed, keys, spi_i, spi_r, true) else {
             return refuse(self, shared, "keys");
         };
         gen.next_request_id = 1;
@@ -2077,7 +2083,7 @@ impl IkeSa {
         };
         let seed = skeyseed_rekey(old.suite.prf, &old.keys.sk_d, g_ir, ni, nr);
         let keys = IkeSaKeys::derive(&suite, &seed, ni, nr, spi_i, spi_r);
-        let Some(gen) = Generation::new(suite, keys, spi_i, spi_r, we_initiated) else {
+        let Some(gen) = Generation::new(suite, seed, keys, spi_i, spi_r, we_initiated) else {
             self.gen = Some(old);
             return Effects::default();
         };
@@ -2135,6 +2141,11 @@ impl IkeSa {
         if let Some((old, _)) = self.retired.take() {
             self.forgotten_spis.push(old.local_spi());
         }
+    }
+
+    /// SKEYSEED and the seven keys of the current generation.
+    pub(crate) fn secrets(&self) -> Option<(&[u8], &IkeSaKeys)> {
+        self.gen.as_ref().map(|g| (g.skeyseed.as_slice(), &g.keys))
     }
 
     /// SPIs that no longer lead to this SA.

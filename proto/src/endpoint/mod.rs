@@ -425,6 +425,12 @@ impl Endpoint {
         &self.shared.stats
     }
 
+    /// SKEYSEED and the keys of an IKE SA, for comparison with a peer's
+    /// key log in interoperability tests. Treat them as the secrets they are.
+    pub fn ike_sa_secrets(&self, sa: SaId) -> Option<(&[u8], &crate::crypto::IkeSaKeys)> {
+        self.sas.get(&sa)?.secrets()
+    }
+
     /// How many IKE SAs exist (any state).
     pub fn ike_sa_count(&self) -> usize {
         self.sas.len()

@@ -1,0 +1,9 @@
+//! sixgate-dataplane: where the protocol meets Linux.
+//!
+//! [`udp`] runs a sans-I/O [`sixgate_proto::endpoint::Endpoint`] on real
+//! UDP sockets (ports 500 and 4500), sorting port-4500 traffic into IKE and
+//! ESP by the non-ESP marker. The ESP data planes (userspace over TUN, and
+//! kernel XFRM) attach to it.
+#![forbid(unsafe_code)]
+
+pub mod udp;
