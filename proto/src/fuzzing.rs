@@ -2,7 +2,12 @@
 //! corpora also run as ordinary tests on the stable toolchain
 //! (`tests/fuzz_corpus.rs`). Each function panics only if it finds a bug.
 
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
 use rand_core::{CryptoRng, RngCore};
+
+use crate::endpoint::{Config, Endpoint};
 
 use crate::crypto::sk::{Reassembly, SkCipher};
 use crate::crypto::{Encryption, Integrity};
@@ -117,5 +122,35 @@ pub fn open_encrypted(data: &[u8]) {
             let (first, plain) = done.expect("all fragments given");
             assert_eq!(parse_chain(first, &plain).as_deref(), Ok(&inner[..]));
         }
+    }
+}
+
+/// Feeds a responder endpoint a sequence of datagrams, each framed as a
+/// big-endian u16 length and the bytes, from two source addresses, with
+/// time passing between them. Nothing may panic, and the half-open SAs
+/// stay within the configured bound.
+pub fn responder(config: Arc<Config>, data: &[u8]) {
+    let max = config.max_half_open;
+    let start = Instant::now();
+    let mut ep = Endpoint::new(config, Box::new(CounterRng(1)), start, 1_780_272_000);
+    let local = "192.0.2.1:500".parse().expect("literal");
+    let mut rest = data;
+    let mut i = 0u64;
+    while let [a, b, tail @ ..] = rest {
+        let len = usize::from(u16::from_be_bytes([*a, *b])).min(tail.len());
+        let (datagram, next) = tail.split_at(len);
+        rest = next;
+        i += 1;
+        let now = start + Duration::from_millis(i * 700);
+        let remote = if i % 2 == 0 {
+            "192.0.2.2:500"
+        } else {
+            "192.0.2.3:4500"
+        };
+        ep.handle(now, remote.parse().expect("literal"), local, datagram);
+        ep.handle_timeout(now);
+        while ep.poll_transmit().is_some() {}
+        while ep.poll_event().is_some() {}
+        assert!(ep.ike_sa_count() <= max, "half-open SAs exceed their bound");
     }
 }

@@ -831,3 +831,79 @@ fn initial_contact_replaces_the_old_sa_of_the_same_identity() {
         "the replaced SA is gone after lingering"
     );
 }
+
+#[test]
+fn half_open_state_is_capped() {
+    let mut broker = broker_config("ecdsa");
+    broker.max_half_open = 10;
+    broker.cookie_threshold = 1000;
+    broker.half_open_per_source = 1000;
+    let pool = MemPool::new(4);
+    let mut lab = Lab::new(
+        40,
+        vec![("192.0.2.66", client_config("ecdsa")), (BROKER, broker)],
+    );
+    lab.nodes[1].ep.set_address_pool(Box::new(pool.clone()));
+    lab.blackhole.push("192.0.2.66".parse().unwrap());
+    let mut flood = connect_request();
+    flood.local = "192.0.2.66:500".parse().unwrap();
+    for _ in 0..100 {
+        let now = lab.now;
+        lab.nodes[0].ep.connect(now, flood.clone());
+    }
+    lab.deliver();
+    assert_eq!(lab.nodes[1].ep.ike_sa_count(), 10);
+    assert_eq!(lab.nodes[1].ep.stats().half_open_dropped, 90);
+}
+
+#[test]
+fn replayed_and_out_of_window_messages_are_dropped_and_counted() {
+    let pool = MemPool::new(4);
+    let mut lab = Lab::pair(41, client_config("ecdsa"), broker_config("ecdsa"), &pool);
+    lab.connect();
+    established(&mut lab);
+    // A Child SA rekey by the client: CREATE_CHILD_SA, then INFORMATIONAL.
+    let (csa, now) = (sa_id(&lab, 0), lab.now);
+    let child = child_ups(&lab.nodes[0].events)[0].inbound_spi;
+    lab.nodes[0].ep.rekey_child_sa(now, csa, child);
+    lab.run_for(Duration::from_secs(5));
+    let requests: Vec<Vec<u8>> = messages(&lab, 0)
+        .into_iter()
+        .filter(|m| {
+            Header::peek(m)
+                .is_ok_and(|h| !h.flags.response() && h.exchange != ExchangeType::IKE_SA_INIT)
+        })
+        .collect();
+    assert!(
+        requests.len() >= 3,
+        "IKE_AUTH, CREATE_CHILD_SA, INFORMATIONAL"
+    );
+    let before = lab.nodes[1].ep.stats().clone();
+    let events_before = lab.nodes[1].events.len();
+    let (from, to) = (lab.nodes[0].sent[0].local, lab.nodes[0].sent[0].remote);
+    // An old request (IKE_AUTH, message 1): outside the window.
+    lab.nodes[1].ep.handle(now, from, to, &requests[0]);
+    // A response nobody asked for.
+    let mut response = requests[1].clone();
+    response[19] |= Flags::RESPONSE;
+    lab.nodes[1].ep.handle(now, from, to, &response);
+    // A request with a future message ID.
+    let mut future = requests[1].clone();
+    future[20..24].copy_from_slice(&99u32.to_be_bytes());
+    lab.nodes[1].ep.handle(now, from, to, &future);
+    // A forged one in the window.
+    let mut forged = requests[requests.len() - 1].clone();
+    let next_id = u32::from_be_bytes(forged[20..24].try_into().unwrap()) + 1;
+    forged[20..24].copy_from_slice(&next_id.to_be_bytes());
+    let last = forged.len() - 1;
+    forged[last] ^= 1;
+    lab.nodes[1].ep.handle(now, from, to, &forged);
+    lab.deliver();
+    let after = lab.nodes[1].ep.stats();
+    assert_eq!(after.stray, before.stray + 3);
+    assert_eq!(after.integrity_failed, before.integrity_failed + 1);
+    assert_eq!(lab.nodes[1].events.len(), events_before, "nothing happened");
+    // And the SA is fine.
+    lab.run_for(Duration::from_secs(100));
+    assert!(down_reason(&lab.nodes[1].events).is_none());
+}
