@@ -142,7 +142,7 @@ pub fn responder(config: Arc<Config>, data: &[u8]) {
         rest = next;
         i += 1;
         let now = start + Duration::from_millis(i * 700);
-        let remote = if i % 2 == 0 {
+        let remote = if i.is_multiple_of(2) {
             "192.0.2.2:500"
         } else {
             "192.0.2.3:4500"
