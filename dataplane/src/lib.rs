@@ -6,4 +6,5 @@
 //! kernel XFRM) attach to it.
 #![forbid(unsafe_code)]
 
+pub mod esp;
 pub mod udp;

@@ -179,3 +179,39 @@ fn rfc7427_algorithm_identifiers() {
     }
     assert!(checked >= 7, "{checked}");
 }
+
+#[test]
+fn rfc5903_ke_payloads_parse_to_their_public_values() {
+    use sixgate_proto::wire::{parse_chain, KeyExchange, PayloadBody, PayloadType, TransformId};
+    let cases = kat("ecp.txt");
+    let points: Vec<Vec<u8>> = cases
+        .iter()
+        .filter(|c| c.contains_key("i"))
+        .flat_map(|c| {
+            [
+                [hex(c, "gix"), hex(c, "giy")].concat(),
+                [hex(c, "grx"), hex(c, "gry")].concat(),
+            ]
+        })
+        .collect();
+    let mut checked = 0;
+    for case in cases.iter().filter(|c| c.contains_key("ke_payload")) {
+        let bytes = hex(case, "ke_payload");
+        let payloads = parse_chain(PayloadType::KE, &bytes).unwrap();
+        let group: u16 = case["group"].parse().unwrap();
+        let [p] = payloads.as_slice() else { panic!() };
+        let PayloadBody::Ke(KeyExchange { group: g, data }) = &p.body else {
+            panic!()
+        };
+        assert_eq!(*g, TransformId(group));
+        assert!(
+            points.contains(data),
+            "KE data is one of the RFC's public values"
+        );
+        let mut again = Vec::new();
+        sixgate_proto::wire::emit_chain(&payloads, &mut again).unwrap();
+        assert_eq!(again, bytes);
+        checked += 1;
+    }
+    assert_eq!(checked, 4);
+}

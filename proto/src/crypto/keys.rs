@@ -166,6 +166,40 @@ impl std::fmt::Debug for EspKeys {
     }
 }
 
+impl EspKeys {
+    /// The algorithm and ready-to-use keys, for a data plane that does its
+    /// own ESP.
+    pub fn prepare(&self) -> Option<(Encryption, super::CipherKey, Option<super::IntegrityKey>)> {
+        let with_salt = |key: &[u8], salt: &[u8; 4]| {
+            let mut k = zeroize::Zeroizing::new(key.to_vec());
+            k.extend_from_slice(salt);
+            k
+        };
+        match self {
+            EspKeys::AesGcm16 { key, salt } => {
+                let encr = Encryption::AesGcm16 {
+                    key_bits: u16::try_from(key.len() * 8).ok()?,
+                };
+                Some((encr, encr.key(&with_salt(key, salt))?, None))
+            }
+            EspKeys::ChaCha20Poly1305 { key, salt } => {
+                let encr = Encryption::ChaCha20Poly1305;
+                Some((encr, encr.key(&with_salt(key, salt))?, None))
+            }
+            EspKeys::AesCbcHmac {
+                enc_key,
+                integ,
+                auth_key,
+            } => {
+                let encr = Encryption::AesCbc {
+                    key_bits: u16::try_from(enc_key.len() * 8).ok()?,
+                };
+                Some((encr, encr.key(enc_key)?, Some(integ.key(auth_key))))
+            }
+        }
+    }
+}
+
 /// The keys of a Child SA: both directions.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ChildSaKeys {

@@ -19,8 +19,8 @@ mod keys;
 mod prf;
 pub mod sk;
 
-pub use encr::Encryption;
-pub use integ::Integrity;
+pub use encr::{CipherKey, Encryption};
+pub use integ::{Integrity, IntegrityKey};
 pub use ke::{KeGroup, KeyExchangeSecret};
 pub use keys::{child_keymat, skeyseed, skeyseed_rekey, ChildSaKeys, EspKeys, IkeSaKeys, Suite};
 pub use prf::Prf;

@@ -95,14 +95,16 @@ impl EspTrailer {
         ))
     }
 
-    /// Appends padding and trailer to `payload` so its length is a multiple
-    /// of `block` (at least 4, as ESP requires 32-bit alignment).
-    pub fn append(payload: &mut Vec<u8>, next_header: u8, block: usize) {
+    /// Appends padding and trailer to `buf`, whose payload starts at
+    /// `start`, so the payload's length becomes a multiple of `block` (at
+    /// least 4, as ESP requires 32-bit alignment).
+    pub fn append(buf: &mut Vec<u8>, start: usize, next_header: u8, block: usize) {
         let block = block.max(4);
-        let pad = (block - (payload.len() + 2) % block) % block;
-        payload.extend((1..=pad).map(|i| i as u8));
-        payload.push(pad as u8);
-        payload.push(next_header);
+        let len = buf.len().saturating_sub(start);
+        let pad = (block - (len + 2) % block) % block;
+        buf.extend((1..=pad).map(|i| i as u8));
+        buf.push(pad as u8);
+        buf.push(next_header);
     }
 }
 
@@ -127,7 +129,7 @@ mod tests {
     fn trailer_round_trip_and_padding_check() {
         for len in 0..40 {
             let mut p: Vec<u8> = (0..len).map(|i| i as u8 ^ 0x5a).collect();
-            EspTrailer::append(&mut p, 41, 16);
+            EspTrailer::append(&mut p, 0, 41, 16);
             assert_eq!(p.len() % 16, 0);
             let (inner, t) = EspTrailer::split(&p).unwrap();
             assert_eq!(inner.len(), len);
