@@ -279,7 +279,7 @@ impl EspSa {
         }
         let block = self.encr.block_len();
         let body = EspHeader::LEN + iv_len;
-        if (ct_end - body) % block != 0 {
+        if !(ct_end - body).is_multiple_of(block) {
             return Err(EspError::Malformed);
         }
         let aad = aad(self.spi, seq, self.esn);
