@@ -4,7 +4,12 @@
 //! UDP sockets (ports 500 and 4500), sorting port-4500 traffic into IKE and
 //! ESP by the non-ESP marker. The ESP data planes (userspace over TUN, and
 //! kernel XFRM) attach to it.
-#![forbid(unsafe_code)]
+// One unsafe block, in `userspace`, borrows the TUN device's descriptor.
+#![deny(unsafe_code)]
 
+pub mod control;
 pub mod esp;
+pub mod netconf;
+pub mod pki;
 pub mod udp;
+pub mod userspace;

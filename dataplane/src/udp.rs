@@ -39,6 +39,13 @@ pub enum Command {
     Shutdown,
 }
 
+/// A data plane that takes ESP packets straight from the receive loop, in
+/// place, with no copy and no channel.
+pub trait EspHandler: Send + Sync + 'static {
+    /// One ESP packet from `remote` to our `local` address.
+    fn esp(&self, local: SocketAddr, remote: SocketAddr, packet: &mut [u8]);
+}
+
 /// An ESP packet received on the NAT-T port.
 #[derive(Debug)]
 pub struct EspDatagram {
@@ -98,10 +105,12 @@ pub struct DriverHandle {
     pub esp_dropped: Arc<AtomicU64>,
 }
 
-/// Starts the driver task on the current tokio runtime.
+/// Starts the driver task on the current tokio runtime. ESP goes to
+/// `esp_handler` if given, else out through [`DriverHandle::esp`].
 pub fn spawn(
     config: Arc<Config>,
     sockets: IkeSockets,
+    esp_handler: Option<Arc<dyn EspHandler>>,
     configure: impl FnOnce(&mut Endpoint),
 ) -> DriverHandle {
     let now = Instant::now();
@@ -117,7 +126,10 @@ pub fn spawn(
     let esp_dropped = Arc::new(AtomicU64::new(0));
     let (rx_tx, rx_rx) = mpsc::channel(1024);
     for (local, sock) in &sockets.sockets {
-        tokio::spawn(receive(*local, sock.clone(), rx_tx.clone()));
+        let inline = (local.port() == sockets.nat_t_port)
+            .then(|| esp_handler.clone())
+            .flatten();
+        tokio::spawn(receive(*local, sock.clone(), rx_tx.clone(), inline));
     }
     let driver = Driver {
         endpoint,
@@ -139,12 +151,24 @@ async fn receive(
     local: SocketAddr,
     sock: Arc<UdpSocket>,
     tx: mpsc::Sender<(SocketAddr, SocketAddr, Vec<u8>)>,
+    esp: Option<Arc<dyn EspHandler>>,
 ) {
     let mut buf = vec![0u8; 65536];
     loop {
         match sock.recv_from(&mut buf).await {
             Ok((len, remote)) => {
-                if tx.send((local, remote, buf[..len].to_vec())).await.is_err() {
+                let datagram = &mut buf[..len];
+                if let Some(handler) = &esp {
+                    // ESP: the SPI is never zero; IKE starts with the marker.
+                    if len > 8 && datagram[..4] != [0; 4] {
+                        handler.esp(local, remote, datagram);
+                        continue;
+                    }
+                    if len == 1 {
+                        continue; // NAT keepalive
+                    }
+                }
+                if tx.send((local, remote, datagram.to_vec())).await.is_err() {
                     return;
                 }
             }

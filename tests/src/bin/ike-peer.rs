@@ -103,7 +103,7 @@ fn main() {
     rt.block_on(async move {
         let sockets = IkeSockets::bind(&[local], 500, 4500).await.unwrap_or_else(|e| die(&format!("bind: {e}")));
         let config = Arc::new(config);
-        let mut handle = udp::spawn(config, sockets, |ep| {
+        let mut handle = udp::spawn(config, sockets, None, |ep| {
             ep.set_address_pool(Box::new(SequentialPool {
                 size: pool_size,
                 leases: HashMap::new(),

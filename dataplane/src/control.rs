@@ -1,0 +1,59 @@
+//! The daemons' control socket: a Unix stream socket taking one JSON
+//! request line and answering one JSON line, for the CLI verbs
+//! (`status`, `leases`, `down`, ...) to ask the running daemon.
+
+use std::io;
+use std::path::Path;
+
+use serde::{de::DeserializeOwned, Serialize};
+use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
+use tokio::net::{UnixListener, UnixStream};
+
+/// Binds the socket at `path` (replacing a stale one from a crashed run),
+/// readable by root only.
+pub fn bind(path: &Path) -> io::Result<UnixListener> {
+    if let Some(dir) = path.parent() {
+        std::fs::create_dir_all(dir)?;
+    }
+    match std::fs::remove_file(path) {
+        Err(e) if e.kind() != io::ErrorKind::NotFound => return Err(e),
+        _ => {}
+    }
+    let listener = UnixListener::bind(path)?;
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o600))?;
+    Ok(listener)
+}
+
+/// Reads one request from a connection.
+pub async fn read_request<Q: DeserializeOwned>(stream: &mut UnixStream) -> io::Result<Q> {
+    let mut line = String::new();
+    BufReader::new(stream).read_line(&mut line).await?;
+    serde_json::from_str(&line).map_err(io::Error::other)
+}
+
+/// Writes one response to a connection.
+pub async fn write_response<R: Serialize>(stream: &mut UnixStream, response: &R) -> io::Result<()> {
+    let mut bytes = serde_json::to_vec(response).map_err(io::Error::other)?;
+    bytes.push(b'\n');
+    stream.write_all(&bytes).await
+}
+
+/// Sends a request to the daemon at `path` and waits for its answer.
+pub async fn ask<Q: Serialize, R: DeserializeOwned>(path: &Path, request: &Q) -> io::Result<R> {
+    let mut stream = UnixStream::connect(path).await.map_err(|e| {
+        io::Error::new(
+            e.kind(),
+            format!(
+                "cannot reach the daemon at {}: {e} (is it running?)",
+                path.display()
+            ),
+        )
+    })?;
+    let mut bytes = serde_json::to_vec(request).map_err(io::Error::other)?;
+    bytes.push(b'\n');
+    stream.write_all(&bytes).await?;
+    let mut line = String::new();
+    BufReader::new(stream).read_line(&mut line).await?;
+    serde_json::from_str(&line).map_err(io::Error::other)
+}

@@ -1,0 +1,70 @@
+//! Loading the daemons' identity, certificate chain, key and trust
+//! anchors from files, with errors that name the file.
+
+use std::net::IpAddr;
+use std::path::Path;
+
+use sixgate_proto::auth::PrivateKey;
+use sixgate_proto::cert::{certificates_from_pem, TrustAnchors};
+use sixgate_proto::wire::Identification;
+
+/// An identity as written in a configuration file: an address, an e-mail
+/// style RFC 822 name (with '@'), or else a host name.
+pub fn parse_identity(text: &str) -> Result<Identification, String> {
+    if text.is_empty() {
+        return Err("empty identity".into());
+    }
+    if let Ok(ip) = text.parse::<IpAddr>() {
+        return Ok(Identification::address(ip));
+    }
+    if text.contains('@') {
+        return Ok(Identification::rfc822(text));
+    }
+    if text
+        .chars()
+        .all(|c| c.is_ascii_alphanumeric() || c == '.' || c == '-')
+    {
+        return Ok(Identification::fqdn(text));
+    }
+    Err(format!(
+        "{text:?} is neither an address, an RFC 822 name nor a host name"
+    ))
+}
+
+/// The certificate chain (leaf first) in a PEM file.
+pub fn load_chain(path: &Path) -> Result<Vec<Vec<u8>>, String> {
+    let pem = std::fs::read(path).map_err(|e| format!("{}: {e}", path.display()))?;
+    certificates_from_pem(&pem).map_err(|e| format!("{}: {e}", path.display()))
+}
+
+/// The private key in a PEM file.
+pub fn load_key(path: &Path) -> Result<PrivateKey, String> {
+    let pem = std::fs::read(path).map_err(|e| format!("{}: {e}", path.display()))?;
+    PrivateKey::from_pem(&pem).map_err(|e| format!("{}: {e}", path.display()))
+}
+
+/// Trust anchors from CA certificate files.
+pub fn load_anchors(paths: &[impl AsRef<Path>]) -> Result<TrustAnchors, String> {
+    let mut cas = Vec::new();
+    for p in paths {
+        cas.extend(load_chain(p.as_ref())?);
+    }
+    if cas.is_empty() {
+        return Err("no CA certificates given".into());
+    }
+    TrustAnchors::new(cas).map_err(|e| format!("CA certificate: {e}"))
+}
+
+/// Checks that the key belongs to the leaf certificate, so a mismatch is
+/// found at start-up rather than by every peer.
+pub fn check_key_matches(chain: &[Vec<u8>], key: &PrivateKey) -> Result<(), String> {
+    use x509_parser::prelude::FromDer;
+    let leaf = chain.first().ok_or("empty certificate chain")?;
+    let (_, cert) =
+        x509_parser::certificate::X509Certificate::from_der(leaf).map_err(|e| e.to_string())?;
+    if cert.public_key().subject_public_key.data.as_ref() == key.public_key() {
+        Ok(())
+    } else {
+        Err("the private key does not belong to the certificate".into())
+    }
+}
