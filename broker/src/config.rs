@@ -1,0 +1,234 @@
+//! The broker's configuration file (TOML). Every problem is reported with
+//! the file, the key and what is wrong with it; unknown keys are errors,
+//! since a misspelt key silently ignored is a misconfigured broker.
+
+use std::collections::BTreeMap;
+use std::net::{IpAddr, Ipv6Addr};
+use std::path::{Path, PathBuf};
+
+use serde::Deserialize;
+
+/// The configuration as written.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct File {
+    pub ike: Ike,
+    pub pool: Pool,
+    #[serde(default)]
+    pub dataplane: Dataplane,
+    pub storage: Storage,
+    #[serde(default)]
+    pub control: Control,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Ike {
+    pub listen: Vec<IpAddr>,
+    pub identity: String,
+    pub certificate: PathBuf,
+    pub private_key: PathBuf,
+    pub ca: Vec<PathBuf>,
+    /// Liveness check interval, seconds.
+    #[serde(default = "default_dpd")]
+    pub dpd_interval: u64,
+    /// IKE messages above this size are fragmented (RFC 7383).
+    #[serde(default = "default_fragment_size")]
+    pub fragment_size: usize,
+}
+
+fn default_dpd() -> u64 {
+    30
+}
+
+fn default_fragment_size() -> usize {
+    1280
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Pool {
+    pub prefix: String,
+    #[serde(default)]
+    pub dns: Vec<IpAddr>,
+    #[serde(default, rename = "static")]
+    pub reservations: BTreeMap<String, Ipv6Addr>,
+}
+
+#[derive(Debug, Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+pub struct Dataplane {
+    #[serde(default)]
+    pub backend: Backend,
+    #[serde(default = "default_tun")]
+    pub tun: String,
+    #[serde(default = "default_mtu")]
+    pub mtu: u16,
+}
+
+fn default_tun() -> String {
+    "sgb0".into()
+}
+
+fn default_mtu() -> u16 {
+    1400
+}
+
+#[derive(Debug, Deserialize, Default, Clone, Copy, PartialEq, Eq)]
+#[serde(rename_all = "lowercase")]
+pub enum Backend {
+    #[default]
+    Userspace,
+    Xfrm,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Storage {
+    pub path: PathBuf,
+}
+
+#[derive(Debug, Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+pub struct Control {
+    pub socket: Option<PathBuf>,
+}
+
+/// The checked configuration, paths resolved against the file's directory.
+#[derive(Debug)]
+pub struct Config {
+    pub file: File,
+    pub pool_base: Ipv6Addr,
+    pub pool_size: u64,
+    pub control_socket: PathBuf,
+}
+
+/// An error naming the file, the key and the problem.
+#[derive(Debug)]
+pub struct ConfigError(pub String);
+
+impl std::fmt::Display for ConfigError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+impl std::error::Error for ConfigError {}
+
+/// Parses "2001:db8::100/120" into its first address and size.
+pub fn parse_prefix(text: &str) -> Result<(Ipv6Addr, u64), String> {
+    let (addr, len) = text.split_once('/').ok_or("expected ADDRESS/LENGTH")?;
+    let addr: Ipv6Addr = addr
+        .parse()
+        .map_err(|_| format!("{addr:?} is not an IPv6 address"))?;
+    let len: u32 = len
+        .parse()
+        .map_err(|_| format!("{len:?} is not a prefix length"))?;
+    if !(64..=128).contains(&len) {
+        return Err(format!("prefix length {len} is outside 64..=128"));
+    }
+    let host_bits = 128 - len;
+    let mask = if host_bits == 128 {
+        0
+    } else {
+        u128::MAX << host_bits
+    };
+    let base = u128::from(addr) & mask;
+    if base != u128::from(addr) {
+        return Err(format!("{addr} has host bits set for /{len}"));
+    }
+    let size = if host_bits >= 64 {
+        u64::MAX
+    } else {
+        1u64 << host_bits
+    };
+    Ok((Ipv6Addr::from(base), size))
+}
+
+impl Config {
+    pub fn load(path: &Path) -> Result<Config, ConfigError> {
+        let shown = path.display();
+        let text =
+            std::fs::read_to_string(path).map_err(|e| ConfigError(format!("{shown}: {e}")))?;
+        let mut file: File =
+            toml::from_str(&text).map_err(|e| ConfigError(format!("{shown}: {e}")))?;
+        let bad =
+            |key: &str, problem: String| ConfigError(format!("{shown}: key `{key}`: {problem}"));
+        let dir = path.parent().unwrap_or(Path::new("."));
+        let resolve = |p: &mut PathBuf| {
+            if p.is_relative() {
+                *p = dir.join(&*p);
+            }
+        };
+        resolve(&mut file.ike.certificate);
+        resolve(&mut file.ike.private_key);
+        file.ike.ca.iter_mut().for_each(resolve);
+        resolve(&mut file.storage.path);
+        if file.ike.listen.is_empty() {
+            return Err(bad("ike.listen", "at least one address is needed".into()));
+        }
+        if file.ike.listen.iter().any(|a| a.is_unspecified()) {
+            return Err(bad(
+                "ike.listen",
+                "name the addresses; the unspecified address breaks NAT detection".into(),
+            ));
+        }
+        sixgate_dataplane::pki::parse_identity(&file.ike.identity)
+            .map_err(|e| bad("ike.identity", e))?;
+        for (key, p) in [
+            ("ike.certificate", &file.ike.certificate),
+            ("ike.private_key", &file.ike.private_key),
+        ] {
+            if !p.exists() {
+                return Err(bad(key, format!("{} does not exist", p.display())));
+            }
+        }
+        if file.ike.ca.is_empty() {
+            return Err(bad(
+                "ike.ca",
+                "at least one CA certificate is needed".into(),
+            ));
+        }
+        if !(576..=65535).contains(&file.ike.fragment_size) {
+            return Err(bad(
+                "ike.fragment_size",
+                "must be between 576 and 65535".into(),
+            ));
+        }
+        let (pool_base, pool_size) =
+            parse_prefix(&file.pool.prefix).map_err(|e| bad("pool.prefix", e))?;
+        for (identity, addr) in &file.pool.reservations {
+            sixgate_dataplane::pki::parse_identity(identity)
+                .map_err(|e| bad(&format!("pool.static.\"{identity}\""), e))?;
+            let offset = u128::from(*addr).wrapping_sub(u128::from(pool_base));
+            if offset >= u128::from(pool_size) {
+                return Err(bad(
+                    &format!("pool.static.\"{identity}\""),
+                    format!("{addr} is outside {}", file.pool.prefix),
+                ));
+            }
+        }
+        if file.dataplane.tun.is_empty() || file.dataplane.tun.len() > 15 {
+            return Err(bad(
+                "dataplane.tun",
+                "an interface name of 1 to 15 characters".into(),
+            ));
+        }
+        if file.dataplane.mtu < 1280 {
+            return Err(bad("dataplane.mtu", "IPv6 needs at least 1280".into()));
+        }
+        let control_socket = match &mut file.control.socket {
+            Some(p) => {
+                resolve(p);
+                p.clone()
+            }
+            None => file.storage.path.join("broker.sock"),
+        };
+        Ok(Config {
+            file,
+            pool_base,
+            pool_size,
+            control_socket,
+        })
+    }
+}

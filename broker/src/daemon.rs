@@ -1,0 +1,337 @@
+//! The running broker: the IKE driver, the userspace data plane, the lease
+//! store and the control socket, tied together by the endpoint's events.
+
+use std::collections::HashMap;
+use std::net::{Ipv6Addr, SocketAddr};
+use std::sync::Arc;
+use std::time::{Duration, SystemTime};
+
+use serde::{Deserialize, Serialize};
+use sixgate_dataplane::udp::{self, Command, IkeSockets};
+use sixgate_dataplane::userspace::Userspace;
+use sixgate_dataplane::{control, netconf, pki};
+use sixgate_proto::endpoint::{self, Event, SaId};
+use sixgate_proto::wire::{Identity, TrafficSelector};
+use tokio::signal::unix::{signal, SignalKind};
+
+use crate::config::{Backend, Config};
+use crate::leases::{Lease, LeaseStore, Pool};
+
+#[derive(Debug, Serialize, Deserialize)]
+enum Request {
+    Leases,
+    Status,
+}
+
+#[derive(Debug, Serialize, Deserialize)]
+enum Response {
+    Leases(Vec<Lease>),
+    Status(Vec<StatusRow>),
+    Error(String),
+}
+
+/// One connected client, as `status` prints it.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+struct StatusRow {
+    identity: String,
+    outer: String,
+    inner: Option<Ipv6Addr>,
+    bytes_in: u64,
+    bytes_out: u64,
+    packets_in: u64,
+    packets_out: u64,
+    age_secs: u64,
+    child_sas: usize,
+}
+
+struct Client {
+    identity: String,
+    remote: SocketAddr,
+    since: SystemTime,
+    /// Inbound SPIs of its Child SAs and the addresses they route.
+    children: Vec<(u32, Vec<Ipv6Addr>)>,
+}
+
+fn hosts(ts: &[TrafficSelector]) -> Vec<Ipv6Addr> {
+    ts.iter()
+        .filter_map(|t| match t {
+            TrafficSelector::Ipv6(r) if r.start == r.end => Some(r.start),
+            _ => None,
+        })
+        .collect()
+}
+
+pub async fn run(config: Config) -> Result<(), String> {
+    let f = &config.file;
+    if f.dataplane.backend == Backend::Xfrm {
+        return Err(
+            "`dataplane.backend = \"xfrm\"` is not available yet; use backend = \"userspace\""
+                .into(),
+        );
+    }
+    let identity = pki::parse_identity(&f.ike.identity)?;
+    let chain = pki::load_chain(&f.ike.certificate)?;
+    let key = pki::load_key(&f.ike.private_key)?;
+    pki::check_key_matches(&chain, &key)
+        .map_err(|e| format!("{}: {e}", f.ike.private_key.display()))?;
+    let anchors = pki::load_anchors(&f.ike.ca)?;
+    let reservations = f
+        .pool
+        .reservations
+        .iter()
+        .map(|(id, addr)| pki::parse_identity(id).map(|i| (i, *addr)))
+        .collect::<Result<Vec<_>, _>>()?;
+    std::fs::create_dir_all(&f.storage.path)
+        .map_err(|e| format!("{}: {e}", f.storage.path.display()))?;
+    let store = Arc::new(
+        LeaseStore::open(
+            &f.storage.path,
+            config.pool_base,
+            config.pool_size,
+            &reservations,
+        )
+        .map_err(|e| format!("lease store in {}: {e}", f.storage.path.display()))?,
+    );
+
+    let sockets = IkeSockets::bind(&f.ike.listen, 500, 4500)
+        .await
+        .map_err(|e| format!("binding IKE ports: {e}"))?;
+    let nat_t = sockets
+        .socket(SocketAddr::new(f.ike.listen[0], 4500))
+        .ok_or("no NAT-T socket")?;
+    let dp =
+        Userspace::start(&f.dataplane.tun, f.dataplane.mtu, nat_t).map_err(|e| e.to_string())?;
+    if let Err(e) = netconf::enable_ipv6_forwarding() {
+        eprintln!("sixgate-broker: warning: enabling IPv6 forwarding: {e}");
+    }
+
+    let mut ike = endpoint::Config::new(identity, chain, Arc::new(key), anchors);
+    ike.dns = f.pool.dns.clone();
+    ike.dpd_interval = Duration::from_secs(f.ike.dpd_interval);
+    ike.fragment_size = f.ike.fragment_size;
+    // The userspace data plane carries ESP in UDP only.
+    ike.force_udp_encapsulation = true;
+    let pool = store.clone();
+    let mut driver = udp::spawn(Arc::new(ike), sockets, Some(dp.esp_handler()), move |ep| {
+        ep.set_address_pool(Box::new(Pool(pool)))
+    });
+    let listener = control::bind(&config.control_socket)
+        .map_err(|e| format!("{}: {e}", config.control_socket.display()))?;
+    let mut term = signal(SignalKind::terminate()).map_err(|e| e.to_string())?;
+    let mut int = signal(SignalKind::interrupt()).map_err(|e| e.to_string())?;
+    eprintln!(
+        "sixgate-broker: listening on {:?}, pool {}, TUN {}",
+        f.ike.listen,
+        f.pool.prefix,
+        dp.tun_name()
+    );
+
+    let mut clients: HashMap<SaId, Client> = HashMap::new();
+    let tun = dp.tun_name().to_string();
+    loop {
+        tokio::select! {
+            event = driver.events.recv() => {
+                let Some(event) = event else { break };
+                handle_event(event, &dp, &tun, &mut clients);
+            }
+            conn = listener.accept() => {
+                let Ok((mut stream, _)) = conn else { continue };
+                let response = match control::read_request::<Request>(&mut stream).await {
+                    Ok(Request::Leases) => store.list().map(Response::Leases).unwrap_or_else(|e| Response::Error(e.to_string())),
+                    Ok(Request::Status) => Response::Status(status_rows(&clients, &dp)),
+                    Err(e) => Response::Error(e.to_string()),
+                };
+                let _ = control::write_response(&mut stream, &response).await;
+            }
+            _ = term.recv() => break,
+            _ = int.recv() => break,
+        }
+    }
+
+    // Orderly stop: tell every client, give the deletes a moment, then
+    // remove what we installed.
+    for sa in clients.keys() {
+        let _ = driver.commands.send(Command::DeleteIkeSa(*sa));
+    }
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(2);
+    while !clients.is_empty() {
+        match tokio::time::timeout_at(deadline, driver.events.recv()).await {
+            Ok(Some(event)) => handle_event(event, &dp, &tun, &mut clients),
+            _ => break,
+        }
+    }
+    for client in clients.values() {
+        for (_, addrs) in &client.children {
+            for a in addrs {
+                let _ = netconf::del_route(&format!("{a}/128"), &tun);
+            }
+        }
+    }
+    let _ = driver.commands.send(Command::Shutdown);
+    let _ = std::fs::remove_file(&config.control_socket);
+    let _ = netconf::del_link(&tun);
+    Ok(())
+}
+
+fn handle_event(event: Event, dp: &Userspace, tun: &str, clients: &mut HashMap<SaId, Client>) {
+    match event {
+        Event::IkeSaUp {
+            sa,
+            peer_identity,
+            remote,
+            ..
+        } => {
+            let identity = match peer_identity.identity() {
+                Identity::Fqdn(s) | Identity::Rfc822(s) => s.to_string(),
+                other => format!("{other:?}"),
+            };
+            eprintln!("sixgate-broker: {identity} connected from {remote}");
+            clients.insert(
+                sa,
+                Client {
+                    identity,
+                    remote,
+                    since: SystemTime::now(),
+                    children: Vec::new(),
+                },
+            );
+        }
+        Event::ChildSaUp(child) | Event::ChildSaRekeyed { new: child, .. } => {
+            if let Err(e) = dp.install(&child) {
+                eprintln!(
+                    "sixgate-broker: installing SA {:08x}: {e}",
+                    child.inbound_spi
+                );
+                return;
+            }
+            let addrs = hosts(&child.remote_ts);
+            for a in &addrs {
+                if let Err(e) = netconf::add_route(&format!("{a}/128"), tun, None) {
+                    eprintln!("sixgate-broker: route to {a}: {e}");
+                }
+            }
+            if let Some(c) = clients.get_mut(&child.ike_sa) {
+                c.remote = child.remote;
+                c.children.push((child.inbound_spi, addrs));
+            }
+        }
+        Event::ChildSaDown {
+            ike_sa,
+            inbound_spi,
+            ..
+        } => {
+            dp.remove(inbound_spi);
+            if let Some(c) = clients.get_mut(&ike_sa) {
+                let gone: Vec<Ipv6Addr> = c
+                    .children
+                    .iter()
+                    .filter(|(spi, _)| *spi == inbound_spi)
+                    .flat_map(|(_, a)| a.clone())
+                    .collect();
+                c.children.retain(|(spi, _)| *spi != inbound_spi);
+                for a in gone {
+                    // A rekeyed SA's successor routes the same address.
+                    if !c.children.iter().any(|(_, addrs)| addrs.contains(&a)) {
+                        let _ = netconf::del_route(&format!("{a}/128"), tun);
+                    }
+                }
+            }
+        }
+        Event::IkeSaDown { sa, reason } => {
+            if let Some(c) = clients.remove(&sa) {
+                eprintln!("sixgate-broker: {} disconnected: {reason:?}", c.identity);
+                for (spi, addrs) in c.children {
+                    dp.remove(spi);
+                    for a in addrs {
+                        let _ = netconf::del_route(&format!("{a}/128"), tun);
+                    }
+                }
+            }
+        }
+        Event::ChildSaRefused { notify, .. } => {
+            eprintln!("sixgate-broker: Child SA refused: {notify:?}")
+        }
+        Event::IkeSaRekeyed { .. } | Event::AddressAssigned { .. } => {}
+    }
+}
+
+fn status_rows(clients: &HashMap<SaId, Client>, dp: &Userspace) -> Vec<StatusRow> {
+    let mut rows: Vec<StatusRow> = clients
+        .values()
+        .map(|c| {
+            let mut row = StatusRow {
+                identity: c.identity.clone(),
+                outer: c.remote.to_string(),
+                inner: c
+                    .children
+                    .iter()
+                    .flat_map(|(_, a)| a.first().copied())
+                    .next(),
+                bytes_in: 0,
+                bytes_out: 0,
+                packets_in: 0,
+                packets_out: 0,
+                age_secs: c.since.elapsed().map(|d| d.as_secs()).unwrap_or(0),
+                child_sas: c.children.len(),
+            };
+            for (spi, _) in &c.children {
+                if let Some(n) = dp.counters(*spi) {
+                    row.bytes_in += n.inbound.bytes;
+                    row.bytes_out += n.outbound.bytes;
+                    row.packets_in += n.inbound.packets;
+                    row.packets_out += n.outbound.packets;
+                }
+            }
+            row
+        })
+        .collect();
+    rows.sort_by(|a, b| a.identity.cmp(&b.identity));
+    rows
+}
+
+pub async fn print_leases(config: &Config) -> Result<(), String> {
+    match control::ask(&config.control_socket, &Request::Leases)
+        .await
+        .map_err(|e| e.to_string())?
+    {
+        Response::Leases(leases) => {
+            println!("{:<40} {:<32} STATE", "IDENTITY", "ADDRESS");
+            for l in leases {
+                let state = match (l.active, l.reserved) {
+                    (_, true) if l.active => "active, reserved",
+                    (true, _) => "active",
+                    (false, true) => "reserved",
+                    (false, false) => "released",
+                };
+                println!("{:<40} {:<32} {state}", l.identity, l.address);
+            }
+            Ok(())
+        }
+        Response::Error(e) => Err(e),
+        other => Err(format!("unexpected answer {other:?}")),
+    }
+}
+
+pub async fn print_status(config: &Config) -> Result<(), String> {
+    match control::ask(&config.control_socket, &Request::Status)
+        .await
+        .map_err(|e| e.to_string())?
+    {
+        Response::Status(rows) => {
+            println!(
+                "{:<32} {:<22} {:<28} {:>12} {:>12} {:>8} {:>4}",
+                "IDENTITY", "OUTER", "INNER", "BYTES IN", "BYTES OUT", "AGE", "SAS"
+            );
+            for r in rows {
+                let inner = r.inner.map(|a| a.to_string()).unwrap_or_else(|| "-".into());
+                println!(
+                    "{:<32} {:<22} {:<28} {:>12} {:>12} {:>7}s {:>4}",
+                    r.identity, r.outer, inner, r.bytes_in, r.bytes_out, r.age_secs, r.child_sas
+                );
+            }
+            Ok(())
+        }
+        Response::Error(e) => Err(e),
+        other => Err(format!("unexpected answer {other:?}")),
+    }
+}

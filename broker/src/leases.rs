@@ -1,0 +1,357 @@
+//! The address pool, kept in sled so that leases survive restarts.
+//!
+//! Every identity keeps its address: while connected, after it
+//! disconnects, and across broker restarts. Addresses are handed out from
+//! a cursor that only moves forward; once the prefix is used up, the lease
+//! released longest ago is taken from its old owner. Allocation therefore
+//! never scans the pool. Static reservations are never handed to anyone
+//! else. Each change is one atomic sled batch, flushed to disk before
+//! `assign` returns, so the IKE_AUTH response that announces a lease never
+//! goes out before the lease is durable.
+//!
+//! Keys, in one tree: `L`+identity -> address (the lease), `O`+address ->
+//! identity (the owner), `R`+sequence -> address (released, oldest first),
+//! `r`+address -> sequence, and `N` -> the cursor.
+
+use std::collections::{BTreeMap, HashSet};
+use std::net::Ipv6Addr;
+use std::path::Path;
+
+use sixgate_proto::endpoint::AddressPool;
+use sixgate_proto::wire::{Identification, Identity};
+
+/// One lease, for `sixgate-broker leases`.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct Lease {
+    pub identity: String,
+    pub address: Ipv6Addr,
+    /// Whether its owner is connected (false: released, kept for the owner).
+    pub active: bool,
+    /// A reservation from the configuration.
+    pub reserved: bool,
+}
+
+pub struct LeaseStore {
+    db: sled::Db,
+    tree: sled::Tree,
+    base: u128,
+    size: u64,
+    reservations: BTreeMap<Vec<u8>, Ipv6Addr>,
+    reserved: HashSet<Ipv6Addr>,
+}
+
+fn identity_key(id: &Identification) -> Vec<u8> {
+    let mut k = vec![id.id_type.0];
+    k.extend_from_slice(&id.data);
+    k
+}
+
+fn identity_text(key: &[u8]) -> String {
+    let Some((&ty, data)) = key.split_first() else {
+        return String::new();
+    };
+    let id = Identification {
+        id_type: sixgate_proto::wire::IdType(ty),
+        reserved: [0; 3],
+        data: data.to_vec(),
+    };
+    match id.identity() {
+        Identity::Fqdn(s) | Identity::Rfc822(s) => s.to_string(),
+        Identity::Address(a) => a.to_string(),
+        _ => format!(
+            "{ty}:{}",
+            data.iter().map(|b| format!("{b:02x}")).collect::<String>()
+        ),
+    }
+}
+
+fn prefixed(tag: u8, rest: &[u8]) -> Vec<u8> {
+    let mut k = Vec::with_capacity(1 + rest.len());
+    k.push(tag);
+    k.extend_from_slice(rest);
+    k
+}
+
+fn addr_of(v: &[u8]) -> Option<Ipv6Addr> {
+    <[u8; 16]>::try_from(v).ok().map(Ipv6Addr::from)
+}
+
+impl LeaseStore {
+    /// Opens (or creates) the store under `path` for the pool `base`..`base+size`.
+    pub fn open(
+        path: &Path,
+        base: Ipv6Addr,
+        size: u64,
+        reservations: &[(Identification, Ipv6Addr)],
+    ) -> sled::Result<LeaseStore> {
+        let db = sled::open(path.join("leases"))?;
+        let tree = db.open_tree("pool")?;
+        let store = LeaseStore {
+            db,
+            tree,
+            base: u128::from(base),
+            size,
+            reservations: reservations
+                .iter()
+                .map(|(i, a)| (identity_key(i), *a))
+                .collect(),
+            reserved: reservations.iter().map(|(_, a)| *a).collect(),
+        };
+        store.release_all()?;
+        Ok(store)
+    }
+
+    /// After a start nobody is connected: every dynamic lease becomes
+    /// released (still its owner's until the pool needs it).
+    fn release_all(&self) -> sled::Result<()> {
+        for item in self.tree.scan_prefix(b"L") {
+            let (_, addr) = item?;
+            if let Some(addr) = addr_of(&addr) {
+                if !self.reserved.contains(&addr)
+                    && self.tree.get(prefixed(b'r', &addr.octets()))?.is_none()
+                {
+                    self.mark_released(addr)?;
+                }
+            }
+        }
+        self.tree.flush()?;
+        Ok(())
+    }
+
+    fn mark_released(&self, addr: Ipv6Addr) -> sled::Result<()> {
+        let seq = self.db.generate_id()?.to_be_bytes();
+        let mut batch = sled::Batch::default();
+        batch.insert(prefixed(b'R', &seq), &addr.octets());
+        batch.insert(prefixed(b'r', &addr.octets()), &seq);
+        self.tree.apply_batch(batch)
+    }
+
+    fn in_pool(&self, addr: Ipv6Addr) -> bool {
+        u128::from(addr).wrapping_sub(self.base) < u128::from(self.size)
+    }
+
+    /// Takes `addr` off the released list (its owner is back).
+    fn unrelease(&self, batch: &mut sled::Batch, addr: Ipv6Addr) -> sled::Result<()> {
+        if let Some(seq) = self.tree.get(prefixed(b'r', &addr.octets()))? {
+            batch.remove(prefixed(b'R', &seq));
+            batch.remove(prefixed(b'r', &addr.octets()));
+        }
+        Ok(())
+    }
+
+    fn commit(&self, batch: sled::Batch) -> sled::Result<()> {
+        self.tree.apply_batch(batch)?;
+        self.tree.flush()?;
+        Ok(())
+    }
+
+    fn lease_to(&self, batch: &mut sled::Batch, key: &[u8], addr: Ipv6Addr) {
+        batch.insert(prefixed(b'L', key), &addr.octets());
+        batch.insert(prefixed(b'O', &addr.octets()), key);
+    }
+
+    /// The address for an identity (see the module documentation).
+    pub fn assign_address(&self, identity: &Identification) -> sled::Result<Option<Ipv6Addr>> {
+        let key = identity_key(identity);
+        let mut batch = sled::Batch::default();
+        if let Some(addr) = self.reservations.get(&key) {
+            self.lease_to(&mut batch, &key, *addr);
+            self.unrelease(&mut batch, *addr)?;
+            self.commit(batch)?;
+            return Ok(Some(*addr));
+        }
+        if let Some(addr) = self
+            .tree
+            .get(prefixed(b'L', &key))?
+            .and_then(|v| addr_of(&v))
+        {
+            if self.in_pool(addr) && !self.reserved.contains(&addr) {
+                self.unrelease(&mut batch, addr)?;
+                self.commit(batch)?;
+                return Ok(Some(addr));
+            }
+            // The pool or the reservations changed under this lease.
+            batch.remove(prefixed(b'L', &key));
+        }
+        let mut next = self
+            .tree
+            .get(b"N")?
+            .and_then(|v| <[u8; 8]>::try_from(v.as_ref()).ok())
+            .map_or(0, u64::from_be_bytes);
+        while next < self.size {
+            let addr = Ipv6Addr::from(self.base + u128::from(next));
+            next += 1;
+            if self.reserved.contains(&addr)
+                || self.tree.contains_key(prefixed(b'O', &addr.octets()))?
+            {
+                continue;
+            }
+            batch.insert(b"N", &next.to_be_bytes());
+            self.lease_to(&mut batch, &key, addr);
+            self.commit(batch)?;
+            return Ok(Some(addr));
+        }
+        batch.insert(b"N", &next.to_be_bytes());
+        // The pool is used up: take the lease released longest ago.
+        if let Some(item) = self.tree.scan_prefix(b"R").next() {
+            let (seq_key, addr) = item?;
+            if let Some(addr) = addr_of(&addr) {
+                if let Some(old) = self.tree.get(prefixed(b'O', &addr.octets()))? {
+                    batch.remove(prefixed(b'L', &old));
+                }
+                batch.remove(seq_key);
+                batch.remove(prefixed(b'r', &addr.octets()));
+                self.lease_to(&mut batch, &key, addr);
+                self.commit(batch)?;
+                return Ok(Some(addr));
+            }
+        }
+        self.commit(batch)?;
+        Ok(None)
+    }
+
+    /// The owner disconnected: the address stays theirs until needed.
+    pub fn release_address(&self, identity: &Identification, addr: Ipv6Addr) -> sled::Result<()> {
+        let owner = self.tree.get(prefixed(b'O', &addr.octets()))?;
+        if self.reserved.contains(&addr)
+            || owner.as_deref() != Some(identity_key(identity).as_slice())
+        {
+            return Ok(());
+        }
+        if self.tree.get(prefixed(b'r', &addr.octets()))?.is_none() {
+            self.mark_released(addr)?;
+        }
+        self.tree.flush()?;
+        Ok(())
+    }
+
+    /// Every lease.
+    pub fn list(&self) -> sled::Result<Vec<Lease>> {
+        let mut out = Vec::new();
+        for item in self.tree.scan_prefix(b"L") {
+            let (k, v) = item?;
+            let Some(address) = addr_of(&v) else { continue };
+            out.push(Lease {
+                identity: identity_text(&k[1..]),
+                address,
+                active: self.tree.get(prefixed(b'r', &address.octets()))?.is_none(),
+                reserved: self.reserved.contains(&address),
+            });
+        }
+        out.sort_by_key(|l| l.address);
+        Ok(out)
+    }
+}
+
+/// The endpoint's handle on the store.
+pub struct Pool(pub std::sync::Arc<LeaseStore>);
+
+/// Storage errors are logged and answered as an exhausted pool
+/// (INTERNAL_ADDRESS_FAILURE), never a crash.
+impl AddressPool for Pool {
+    fn assign(&mut self, identity: &Identification) -> Option<Ipv6Addr> {
+        match self.0.assign_address(identity) {
+            Ok(a) => a,
+            Err(e) => {
+                eprintln!("sixgate-broker: lease store: {e}");
+                None
+            }
+        }
+    }
+
+    fn release(&mut self, identity: &Identification, address: Ipv6Addr) {
+        if let Err(e) = self.0.release_address(identity, address) {
+            eprintln!("sixgate-broker: lease store: {e}");
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn id(s: &str) -> Identification {
+        Identification::rfc822(s)
+    }
+
+    fn store(dir: &Path, size: u64) -> LeaseStore {
+        let base: Ipv6Addr = "2001:db8:100::100".parse().unwrap();
+        let reserved = [(id("vip@example.net"), "2001:db8:100::101".parse().unwrap())];
+        LeaseStore::open(dir, base, size, &reserved).unwrap()
+    }
+
+    #[test]
+    fn same_identity_same_address_also_after_reopening() {
+        let dir = tempfile::tempdir().unwrap();
+        let a = {
+            let s = store(dir.path(), 8);
+            let a = s.assign_address(&id("a@x")).unwrap().unwrap();
+            assert_eq!(a, "2001:db8:100::100".parse::<Ipv6Addr>().unwrap());
+            let b = s.assign_address(&id("b@x")).unwrap().unwrap();
+            assert_eq!(
+                b,
+                "2001:db8:100::102".parse::<Ipv6Addr>().unwrap(),
+                "skips the reservation"
+            );
+            assert_eq!(s.assign_address(&id("a@x")).unwrap(), Some(a));
+            a
+        };
+        let s = store(dir.path(), 8);
+        assert_eq!(s.assign_address(&id("a@x")).unwrap(), Some(a));
+        assert_eq!(
+            s.assign_address(&id("vip@example.net")).unwrap(),
+            Some("2001:db8:100::101".parse().unwrap())
+        );
+        let leases = s.list().unwrap();
+        assert_eq!(leases.len(), 3);
+        assert!(
+            leases.iter().any(|l| l.identity == "b@x" && !l.active),
+            "b is released after the restart"
+        );
+    }
+
+    #[test]
+    fn a_full_pool_takes_the_oldest_released_lease_and_then_refuses() {
+        let dir = tempfile::tempdir().unwrap();
+        let s = store(dir.path(), 4); // ::100, ::101 (reserved), ::102, ::103
+        let a = s.assign_address(&id("a@x")).unwrap().unwrap();
+        let b = s.assign_address(&id("b@x")).unwrap().unwrap();
+        let c = s.assign_address(&id("c@x")).unwrap().unwrap();
+        assert_eq!([a, b, c].iter().collect::<HashSet<_>>().len(), 3);
+        assert_eq!(
+            s.assign_address(&id("d@x")).unwrap(),
+            None,
+            "full, nobody released"
+        );
+        s.release_address(&id("b@x"), b).unwrap();
+        s.release_address(&id("a@x"), a).unwrap();
+        // b is still b's while the pool has room: it does not; d takes the
+        // oldest released (b's), then e takes a's.
+        assert_eq!(s.assign_address(&id("d@x")).unwrap(), Some(b));
+        assert_eq!(s.assign_address(&id("e@x")).unwrap(), Some(a));
+        assert_eq!(s.assign_address(&id("b@x")).unwrap(), None);
+        // Releasing someone else's address does nothing.
+        s.release_address(&id("b@x"), c).unwrap();
+        assert!(s.list().unwrap().iter().all(|l| l.active));
+    }
+
+    #[test]
+    fn a_returning_owner_keeps_a_released_address() {
+        let dir = tempfile::tempdir().unwrap();
+        let s = store(dir.path(), 16);
+        let a = s.assign_address(&id("a@x")).unwrap().unwrap();
+        s.release_address(&id("a@x"), a).unwrap();
+        for i in 0..5 {
+            s.assign_address(&id(&format!("n{i}@x"))).unwrap().unwrap();
+        }
+        assert_eq!(s.assign_address(&id("a@x")).unwrap(), Some(a));
+        assert!(
+            s.list()
+                .unwrap()
+                .iter()
+                .find(|l| l.address == a)
+                .unwrap()
+                .active
+        );
+    }
+}

@@ -1,0 +1,141 @@
+//! The client's configuration file (TOML); errors name the file, the key
+//! and the problem, and unknown keys are refused.
+
+use std::net::IpAddr;
+use std::path::{Path, PathBuf};
+
+use serde::Deserialize;
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Config {
+    pub broker: IpAddr,
+    pub broker_identity: String,
+    pub identity: String,
+    pub certificate: PathBuf,
+    pub private_key: PathBuf,
+    pub ca: Vec<PathBuf>,
+    /// Our address towards the broker; found by a route lookup if absent.
+    pub local: Option<IpAddr>,
+    /// Seconds of silence before a liveness check.
+    #[serde(default = "default_dpd")]
+    pub dpd_interval: u64,
+    /// First retransmission timeout, milliseconds (it doubles per try).
+    #[serde(default = "default_retransmit")]
+    pub retransmit_timeout_ms: u64,
+    /// Retransmissions before the broker is declared dead.
+    #[serde(default = "default_tries")]
+    pub retransmit_tries: u32,
+    /// Write the DNS servers the broker gives to /etc/resolv.conf.
+    #[serde(default)]
+    pub resolv_conf: bool,
+    #[serde(default = "default_control")]
+    pub control_socket: PathBuf,
+    #[serde(default)]
+    pub dataplane: Dataplane,
+}
+
+fn default_dpd() -> u64 {
+    30
+}
+fn default_retransmit() -> u64 {
+    2000
+}
+fn default_tries() -> u32 {
+    5
+}
+fn default_control() -> PathBuf {
+    PathBuf::from("/run/sixgate/client.sock")
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Dataplane {
+    #[serde(default = "default_backend")]
+    pub backend: String,
+    #[serde(default = "default_tun")]
+    pub tun: String,
+    #[serde(default = "default_mtu")]
+    pub mtu: u16,
+}
+
+fn default_backend() -> String {
+    "userspace".into()
+}
+fn default_tun() -> String {
+    "sgc0".into()
+}
+fn default_mtu() -> u16 {
+    1400
+}
+
+impl Default for Dataplane {
+    fn default() -> Self {
+        Dataplane {
+            backend: default_backend(),
+            tun: default_tun(),
+            mtu: default_mtu(),
+        }
+    }
+}
+
+impl Config {
+    pub fn load(path: &Path) -> Result<Config, String> {
+        let shown = path.display();
+        let text = std::fs::read_to_string(path).map_err(|e| format!("{shown}: {e}"))?;
+        let mut c: Config = toml::from_str(&text).map_err(|e| format!("{shown}: {e}"))?;
+        let bad = |key: &str, problem: &str| format!("{shown}: key `{key}`: {problem}");
+        let dir = path.parent().unwrap_or(Path::new("."));
+        let resolve = |p: &mut PathBuf| {
+            if p.is_relative() {
+                *p = dir.join(&*p);
+            }
+        };
+        resolve(&mut c.certificate);
+        resolve(&mut c.private_key);
+        c.ca.iter_mut().for_each(resolve);
+        resolve(&mut c.control_socket);
+        sixgate_dataplane::pki::parse_identity(&c.identity).map_err(|e| bad("identity", &e))?;
+        sixgate_dataplane::pki::parse_identity(&c.broker_identity)
+            .map_err(|e| bad("broker_identity", &e))?;
+        for (key, p) in [
+            ("certificate", &c.certificate),
+            ("private_key", &c.private_key),
+        ] {
+            if !p.exists() {
+                return Err(bad(key, &format!("{} does not exist", p.display())));
+            }
+        }
+        if c.ca.is_empty() {
+            return Err(bad("ca", "at least one CA certificate is needed"));
+        }
+        match c.dataplane.backend.as_str() {
+            "userspace" => {}
+            "xfrm" => {
+                return Err(bad(
+                    "dataplane.backend",
+                    "\"xfrm\" is not available yet; use \"userspace\"",
+                ))
+            }
+            other => {
+                return Err(bad(
+                    "dataplane.backend",
+                    &format!("{other:?} is neither \"userspace\" nor \"xfrm\""),
+                ))
+            }
+        }
+        if c.dataplane.tun.is_empty() || c.dataplane.tun.len() > 15 {
+            return Err(bad(
+                "dataplane.tun",
+                "an interface name of 1 to 15 characters",
+            ));
+        }
+        if c.dataplane.mtu < 1280 {
+            return Err(bad("dataplane.mtu", "IPv6 needs at least 1280"));
+        }
+        if c.retransmit_tries == 0 || c.retransmit_timeout_ms == 0 || c.dpd_interval == 0 {
+            return Err(bad("retransmit_tries", "timers and tries must be positive"));
+        }
+        Ok(c)
+    }
+}

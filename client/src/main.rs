@@ -1,0 +1,97 @@
+//! sixgate-client: connects to a sixgate (or any IKEv2) broker, installs
+//! the IPv6 address it is given (preferred lifetime forever, so the system
+//! uses it) and a default route through the tunnel, and keeps the tunnel
+//! up. `up` runs it (in the foreground, or detached with `--daemon`);
+//! `down` and `status` talk to the running client over its control socket.
+
+mod config;
+mod daemon;
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand};
+
+#[derive(Parser)]
+#[command(
+    name = "sixgate-client",
+    version,
+    about = "IPv6 over an IKEv2/ESP tunnel to a sixgate broker"
+)]
+struct Cli {
+    #[command(subcommand)]
+    command: Verb,
+}
+
+#[derive(Subcommand)]
+enum Verb {
+    /// Connect and keep the tunnel up.
+    Up {
+        /// The configuration file.
+        #[arg(long)]
+        config: PathBuf,
+        /// Detach from the terminal once the daemon is running.
+        #[arg(long)]
+        daemon: bool,
+    },
+    /// Disconnect and remove the address and routes.
+    Down {
+        /// The configuration file of the running client.
+        #[arg(long)]
+        config: PathBuf,
+    },
+    /// Print the tunnel's state, address, DNS servers and counters.
+    Status {
+        /// The configuration file of the running client.
+        #[arg(long)]
+        config: PathBuf,
+    },
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let path = match &cli.command {
+        Verb::Up { config, .. } | Verb::Down { config } | Verb::Status { config } => config.clone(),
+    };
+    let config = match config::Config::load(&path) {
+        Ok(c) => c,
+        Err(e) => {
+            eprintln!("sixgate-client: {e}");
+            return ExitCode::from(2);
+        }
+    };
+    if let Verb::Up { daemon: true, .. } = cli.command {
+        return match daemon::detach(&path, &config) {
+            Ok(()) => ExitCode::SUCCESS,
+            Err(e) => {
+                eprintln!("sixgate-client: {e}");
+                ExitCode::FAILURE
+            }
+        };
+    }
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+    {
+        Ok(r) => r,
+        Err(e) => {
+            eprintln!("sixgate-client: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    let result = runtime.block_on(async {
+        match cli.command {
+            Verb::Up { .. } => daemon::run(config).await,
+            Verb::Down { .. } => daemon::down(&config).await,
+            Verb::Status { .. } => daemon::print_status(&config).await,
+        }
+    });
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("sixgate-client: {e}");
+            ExitCode::FAILURE
+        }
+    }
+}
