@@ -1,8 +1,8 @@
 #!/usr/bin/env bash
 # Makes the example PKI that sixgate's tests and demo use, offline, with openssl.
 #
-#   ecdsa/ and rsa/   a CA, the broker (SAN DNS:broker.example.net), two clients
-#                     (SAN email:client@example.net, email:client2@example.net)
+#   ecdsa/ and rsa/   a CA, the broker (SAN DNS:broker.example.net), three clients
+#                     (SAN email:client@example.net, client2@..., client3@...)
 #   bad/              certificates that must be refused, one reason each:
 #                     rogue-*   a client certificate issued by a CA nobody trusts
 #                     expired-* valid 2020-2021 only
@@ -15,6 +15,10 @@
 # holds the leaf followed by its CA, as a daemon would send it.
 #
 # Usage: certs-example/make-certs.sh [OUTDIR]   (default: the directory of this script)
+#
+# Regenerating replaces every key and certificate: the strongSwan captures in
+# proto/tests/data/strongswan/ hold the current ones, so they would have to be
+# captured again (tests/lab/capture-strongswan.sh).
 set -euo pipefail
 
 out=${1:-$(cd "$(dirname "$0")" && pwd)}
@@ -97,12 +101,13 @@ for kind in ecdsa rsa; do
     mkdir -p "$d"
     newkey $kind "$d/ca.key"
     sign "/O=sixgate example/CN=sixgate example CA ($kind)" "$d/ca.key" "$d/ca.pem" self "" v3_ca $from $until
-    for who in broker client client2; do
+    for who in broker client client2 client3; do
         newkey $kind "$d/$who.key"
         case $who in
         broker) cn=broker.example.net san=DNS:broker.example.net ;;
         client) cn=client@example.net san=email:client@example.net ;;
         client2) cn=client2@example.net san=email:client2@example.net ;;
+        client3) cn=client3@example.net san=email:client3@example.net ;;
         esac
         sign "/O=sixgate example/CN=$cn" "$d/$who.key" "$d/$who.pem" "$d/ca.pem" "$d/ca.key" v3_leaf $from $until "$san"
         cat "$d/$who.pem" "$d/ca.pem" >"$d/$who-chain.pem"

@@ -35,6 +35,20 @@ pub struct Ike {
     /// IKE messages above this size are fragmented (RFC 7383).
     #[serde(default = "default_fragment_size")]
     pub fragment_size: usize,
+    /// Child SA lifetime before rekeying, seconds.
+    #[serde(default = "default_child_lifetime")]
+    pub child_lifetime: u64,
+    /// IKE SA lifetime before rekeying, seconds.
+    #[serde(default = "default_ike_lifetime")]
+    pub ike_lifetime: u64,
+}
+
+fn default_child_lifetime() -> u64 {
+    3600
+}
+
+fn default_ike_lifetime() -> u64 {
+    4 * 3600
 }
 
 fn default_dpd() -> u64 {
@@ -187,6 +201,12 @@ impl Config {
             return Err(bad(
                 "ike.ca",
                 "at least one CA certificate is needed".into(),
+            ));
+        }
+        if file.ike.child_lifetime < 2 || file.ike.ike_lifetime < 2 {
+            return Err(bad(
+                "ike.child_lifetime",
+                "lifetimes must be at least 2 seconds".into(),
             ));
         }
         if !(576..=65535).contains(&file.ike.fragment_size) {

@@ -109,6 +109,9 @@ pub async fn run(config: Config) -> Result<(), String> {
     ike.dns = f.pool.dns.clone();
     ike.dpd_interval = Duration::from_secs(f.ike.dpd_interval);
     ike.fragment_size = f.ike.fragment_size;
+    ike.child_lifetime = Duration::from_secs(f.ike.child_lifetime);
+    ike.ike_lifetime = Duration::from_secs(f.ike.ike_lifetime);
+    ike.rekey_jitter = ike.child_lifetime.min(ike.ike_lifetime) / 10;
     // The userspace data plane carries ESP in UDP only.
     ike.force_udp_encapsulation = true;
     let pool = store.clone();
@@ -197,6 +200,10 @@ fn handle_event(event: Event, dp: &Userspace, tun: &str, clients: &mut HashMap<S
             );
         }
         Event::ChildSaUp(child) | Event::ChildSaRekeyed { new: child, .. } => {
+            eprintln!(
+                "sixgate-broker: Child SA {:08x}/{:08x} installed",
+                child.inbound_spi, child.outbound_spi
+            );
             if let Err(e) = dp.install(&child) {
                 eprintln!(
                     "sixgate-broker: installing SA {:08x}: {e}",

@@ -26,6 +26,9 @@ pub struct Config {
     /// Retransmissions before the broker is declared dead.
     #[serde(default = "default_tries")]
     pub retransmit_tries: u32,
+    /// Child SA lifetime before rekeying, seconds.
+    #[serde(default = "default_child_lifetime")]
+    pub child_lifetime: u64,
     /// Write the DNS servers the broker gives to /etc/resolv.conf.
     #[serde(default)]
     pub resolv_conf: bool,
@@ -40,6 +43,9 @@ fn default_dpd() -> u64 {
 }
 fn default_retransmit() -> u64 {
     2000
+}
+fn default_child_lifetime() -> u64 {
+    3600
 }
 fn default_tries() -> u32 {
     5
@@ -132,6 +138,9 @@ impl Config {
         }
         if c.dataplane.mtu < 1280 {
             return Err(bad("dataplane.mtu", "IPv6 needs at least 1280"));
+        }
+        if c.child_lifetime < 2 {
+            return Err(bad("child_lifetime", "must be at least 2 seconds"));
         }
         if c.retransmit_tries == 0 || c.retransmit_timeout_ms == 0 || c.dpd_interval == 0 {
             return Err(bad("retransmit_tries", "timers and tries must be positive"));

@@ -138,6 +138,8 @@ pub async fn run(config: Config) -> Result<(), String> {
     ike.dpd_interval = Duration::from_secs(config.dpd_interval);
     ike.retransmit_timeout = Duration::from_millis(config.retransmit_timeout_ms);
     ike.retransmit_tries = config.retransmit_tries;
+    ike.child_lifetime = Duration::from_secs(config.child_lifetime);
+    ike.rekey_jitter = ike.child_lifetime / 10;
     let mut driver = udp::spawn(Arc::new(ike), sockets, Some(dp.esp_handler()), |_| {});
     let listener = control::bind(&config.control_socket)
         .map_err(|e| format!("{}: {e}", config.control_socket.display()))?;

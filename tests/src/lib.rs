@@ -144,6 +144,19 @@ impl StrongSwan {
         extra_charon: &str,
         swanctl_conf: &str,
     ) -> StrongSwan {
+        Self::start_with_routes(ns, kind, who, extra_charon, swanctl_conf, false)
+    }
+
+    /// Like [`StrongSwan::start`]; with `install_routes` charon routes the
+    /// tunnel's traffic itself (table 220), for data-plane tests.
+    pub fn start_with_routes(
+        ns: &Netns,
+        kind: &str,
+        who: &str,
+        extra_charon: &str,
+        swanctl_conf: &str,
+        install_routes: bool,
+    ) -> StrongSwan {
         let dir = TempDir::new("sgswan");
         let d = dir.path();
         for sub in ["x509", "x509ca", "private"] {
@@ -165,7 +178,7 @@ impl StrongSwan {
         let conf = format!(
             r#"charon {{
     load = random nonce openssl pem pkcs1 pkcs8 x509 revocation constraints pubkey kdf kernel-libipsec kernel-netlink socket-default vici
-    install_routes = no
+    install_routes = {routes}
     install_virtual_ip = yes
     port = 500
     port_nat_t = 4500
@@ -191,7 +204,8 @@ impl StrongSwan {
     }}
 }}
 "#,
-            d = d.display()
+            d = d.display(),
+            routes = if install_routes { "yes" } else { "no" },
         );
         std::fs::write(d.join("strongswan.conf"), conf).expect("strongswan.conf");
         let script = format!(
@@ -390,5 +404,353 @@ impl Drop for LinePeer {
     fn drop(&mut self) {
         let _ = self.child.kill();
         let _ = self.child.wait();
+    }
+}
+
+/// A workspace binary (sixgate-broker, sixgate-client) next to the test
+/// executable's directory: `cargo build --workspace` (as .ci/run does)
+/// must have built it.
+pub fn workspace_bin(name: &str) -> PathBuf {
+    let exe = std::env::current_exe().expect("test executable");
+    // target/<profile>/deps/<test> -> target/<profile>/<name>
+    let path = exe
+        .parent()
+        .and_then(Path::parent)
+        .expect("target dir")
+        .join(name);
+    assert!(
+        path.exists(),
+        "{} is missing: run `cargo build --workspace` first",
+        path.display()
+    );
+    path
+}
+
+/// A daemon in a namespace, its output in a log file; killed on drop.
+pub struct Daemon {
+    child: Child,
+    pub log: PathBuf,
+}
+
+impl Daemon {
+    pub fn spawn(ns: &Netns, program: &Path, args: &[&str], log: PathBuf) -> Daemon {
+        let file = std::fs::File::create(&log).expect("log file");
+        let child = ns
+            .command(program.to_str().expect("utf-8 path"))
+            .args(args)
+            .stdin(Stdio::null())
+            .stdout(file.try_clone().expect("log"))
+            .stderr(file)
+            .spawn()
+            .expect("spawn daemon");
+        Daemon { child, log }
+    }
+
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
+    pub fn log_text(&self) -> String {
+        std::fs::read_to_string(&self.log).unwrap_or_default()
+    }
+
+    /// SIGTERM, then wait for the exit (SIGKILL after `limit`).
+    pub fn terminate(&mut self, limit: Duration) -> Option<std::process::ExitStatus> {
+        let _ = Command::new("kill")
+            .args(["-TERM", &self.child.id().to_string()])
+            .status();
+        let end = Instant::now() + limit;
+        while Instant::now() < end {
+            if let Ok(Some(status)) = self.child.try_wait() {
+                return Some(status);
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+        None
+    }
+
+    /// SIGKILL: a crash.
+    pub fn kill(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+impl Drop for Daemon {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// The lab of DESIGN.md: an IPv4-only client network (192.0.2.0/24) with
+/// up to three client namespaces, the broker, and an IPv6-only "inet" host
+/// (2001:db8:ffff::2) behind the broker. A bridge in the broker namespace
+/// joins the client links.
+pub struct TunnelLab {
+    pub clients: Vec<Netns>,
+    pub broker: Netns,
+    pub inet: Netns,
+    pub dir: TempDir,
+}
+
+impl TunnelLab {
+    pub fn new(clients: usize) -> TunnelLab {
+        let broker = Netns::new("sgb");
+        let inet = Netns::new("sgi");
+        broker.run(&["ip", "link", "add", "br0", "type", "bridge"]);
+        // The client network is IPv4 only: not even link-local IPv6.
+        broker.run(&["sysctl", "-qw", "net.ipv6.conf.br0.disable_ipv6=1"]);
+        broker.run(&["ip", "addr", "add", "192.0.2.1/24", "dev", "br0"]);
+        broker.run(&["ip", "link", "set", "br0", "up"]);
+        let mut cs = Vec::new();
+        for i in 0..clients {
+            let c = Netns::new("sgc");
+            let (ca, cb) = (unique("sgca"), unique("sgcb"));
+            run(Command::new("ip").args([
+                "link",
+                "add",
+                &ca,
+                "netns",
+                &c.name,
+                "type",
+                "veth",
+                "peer",
+                "name",
+                &cb,
+                "netns",
+                &broker.name,
+            ]));
+            c.run(&[
+                "sysctl",
+                "-qw",
+                &format!("net.ipv6.conf.{ca}.disable_ipv6=1"),
+            ]);
+            broker.run(&[
+                "sysctl",
+                "-qw",
+                &format!("net.ipv6.conf.{cb}.disable_ipv6=1"),
+            ]);
+            c.run(&[
+                "ip",
+                "addr",
+                "add",
+                &format!("192.0.2.{}/24", 2 + i),
+                "dev",
+                &ca,
+            ]);
+            c.run(&["ip", "link", "set", &ca, "up"]);
+            broker.run(&["ip", "link", "set", &cb, "master", "br0"]);
+            broker.run(&["ip", "link", "set", &cb, "up"]);
+            cs.push(c);
+        }
+        let (ia, ib) = (unique("sgia"), unique("sgib"));
+        run(Command::new("ip").args([
+            "link",
+            "add",
+            &ia,
+            "netns",
+            &inet.name,
+            "type",
+            "veth",
+            "peer",
+            "name",
+            &ib,
+            "netns",
+            &broker.name,
+        ]));
+        inet.run(&[
+            "ip",
+            "addr",
+            "add",
+            "2001:db8:ffff::2/64",
+            "dev",
+            &ia,
+            "nodad",
+        ]);
+        inet.run(&["ip", "link", "set", &ia, "up"]);
+        inet.run(&[
+            "ip",
+            "-6",
+            "route",
+            "add",
+            "2001:db8:100::/64",
+            "via",
+            "2001:db8:ffff::1",
+        ]);
+        broker.run(&[
+            "ip",
+            "addr",
+            "add",
+            "2001:db8:ffff::1/64",
+            "dev",
+            &ib,
+            "nodad",
+        ]);
+        broker.run(&["ip", "link", "set", &ib, "up"]);
+        TunnelLab {
+            clients: cs,
+            broker,
+            inet,
+            dir: TempDir::new("sglab"),
+        }
+    }
+
+    /// Writes a broker configuration (ECDSA example PKI) with the given
+    /// pool and extra `[ike]` lines, and returns its path.
+    pub fn broker_config(&self, pool: &str, statics: &[(&str, &str)], ike_extra: &str) -> PathBuf {
+        let certs = certs_dir().join("ecdsa");
+        let c = certs.display();
+        let statics: String = statics
+            .iter()
+            .map(|(id, a)| format!("\"{id}\" = \"{a}\"\n"))
+            .collect();
+        let text = format!(
+            r#"[ike]
+listen = ["192.0.2.1"]
+identity = "broker.example.net"
+certificate = "{c}/broker.pem"
+private_key = "{c}/broker.key"
+ca = ["{c}/ca.pem"]
+dpd_interval = 2
+{ike_extra}
+[pool]
+prefix = "{pool}"
+dns = ["2001:db8:ffff::53"]
+[pool.static]
+{statics}
+[dataplane]
+backend = "userspace"
+[storage]
+path = "{dir}/broker-state"
+"#,
+            dir = self.dir.path().display()
+        );
+        let path = self.dir.path().join("broker.toml");
+        std::fs::write(&path, text).expect("write");
+        path
+    }
+
+    /// Writes a client configuration for identity `who` (client, client2,
+    /// client3) with certificate files `cert`/`key` relative to
+    /// certs-example/, and returns its path.
+    pub fn client_config(
+        &self,
+        name: &str,
+        who: &str,
+        cert: &str,
+        key: &str,
+        extra: &str,
+    ) -> PathBuf {
+        let certs = certs_dir();
+        let text = format!(
+            r#"broker = "192.0.2.1"
+broker_identity = "broker.example.net"
+identity = "{who}@example.net"
+certificate = "{c}/{cert}"
+private_key = "{c}/{key}"
+ca = ["{c}/ecdsa/ca.pem"]
+dpd_interval = 1
+retransmit_timeout_ms = 300
+retransmit_tries = 3
+control_socket = "{dir}/{name}.sock"
+{extra}
+[dataplane]
+backend = "userspace"
+"#,
+            c = certs.display(),
+            dir = self.dir.path().display()
+        );
+        let path = self.dir.path().join(format!("{name}.toml"));
+        std::fs::write(&path, text).expect("write");
+        path
+    }
+
+    pub fn start_broker(&self, config: &Path) -> Daemon {
+        let log = self.dir.path().join(format!("broker-{}.log", unique("")));
+        let d = Daemon::spawn(
+            &self.broker,
+            &workspace_bin("sixgate-broker"),
+            &["run", "--config", config.to_str().expect("path")],
+            log,
+        );
+        let sock = self.dir.path().join("broker-state/broker.sock");
+        wait_for(Duration::from_secs(20), || {
+            std::os::unix::net::UnixStream::connect(&sock)
+                .ok()
+                .map(|_| ())
+        })
+        .unwrap_or_else(|| panic!("broker did not start:\n{}", d.log_text()));
+        d
+    }
+
+    pub fn start_client(&self, i: usize, config: &Path) -> Daemon {
+        let log = self
+            .dir
+            .path()
+            .join(format!("client{i}-{}.log", unique("")));
+        Daemon::spawn(
+            &self.clients[i],
+            &workspace_bin("sixgate-client"),
+            &["up", "--config", config.to_str().expect("path")],
+            log,
+        )
+    }
+
+    /// `sixgate-client status` in client namespace `i`.
+    pub fn client_status(&self, i: usize, config: &Path) -> String {
+        let out = self.clients[i].try_run(&[
+            workspace_bin("sixgate-client").to_str().expect("path"),
+            "status",
+            "--config",
+            config.to_str().expect("path"),
+        ]);
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    }
+
+    /// Waits until client `i` reports the tunnel up; returns its address.
+    pub fn wait_up(&self, i: usize, config: &Path, limit: Duration) -> Option<String> {
+        wait_for(limit, || {
+            let s = self.client_status(i, config);
+            if !s.contains("state:      up") {
+                return None;
+            }
+            s.lines()
+                .find_map(|l| l.strip_prefix("address:").map(|a| a.trim().to_string()))
+        })
+    }
+
+    pub fn broker_cli(&self, verb: &str, config: &Path) -> String {
+        let out = self.broker.try_run(&[
+            workspace_bin("sixgate-broker").to_str().expect("path"),
+            verb,
+            "--config",
+            config.to_str().expect("path"),
+        ]);
+        format!(
+            "{}{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        )
+    }
+
+    /// Pings the inet host from client `i`; true if all replies came.
+    pub fn ping(&self, i: usize, count: u32) -> bool {
+        self.clients[i]
+            .try_run(&[
+                "ping",
+                "-6",
+                "-c",
+                &count.to_string(),
+                "-i",
+                "0.2",
+                "-W",
+                "2",
+                "2001:db8:ffff::2",
+            ])
+            .status
+            .success()
     }
 }
