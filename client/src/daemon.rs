@@ -51,6 +51,8 @@ struct Tunnel {
     children: Vec<u32>,
     reconnects: u64,
     last_error: Option<String>,
+    /// Why the broker refused the last attempt, if it did.
+    refusal: Option<String>,
 }
 
 /// The local address the kernel would use towards the broker.
@@ -163,6 +165,7 @@ pub async fn run(config: Config) -> Result<(), String> {
         children: Vec::new(),
         reconnects: 0,
         last_error: None,
+        refusal: None,
     };
     let mut backoff = Duration::from_secs(1);
     let mut retry_at: Option<tokio::time::Instant> = Some(tokio::time::Instant::now());
@@ -188,12 +191,15 @@ pub async fn run(config: Config) -> Result<(), String> {
                     if stopping {
                         break;
                     }
-                    tunnel.last_error = Some(format!("{reason:?}"));
-                    let wait = if tunnel.up_since.take().is_some() { Duration::from_secs(1) } else { backoff };
-                    backoff = (backoff * 2).min(Duration::from_secs(30));
-                    if wait == Duration::from_secs(1) {
-                        backoff = Duration::from_secs(2);
+                    // A refusal says more than the delete that follows it.
+                    tunnel.last_error = Some(tunnel.refusal.take().unwrap_or_else(|| format!("{reason:?}")));
+                    // After a working tunnel, try again at once; after a
+                    // failed attempt, back off: 1, 2, 4, ... 30 s.
+                    if tunnel.up_since.take().is_some() {
+                        backoff = Duration::from_secs(1);
                     }
+                    let wait = backoff;
+                    backoff = (backoff * 2).min(Duration::from_secs(30));
                     tunnel.reconnects += 1;
                     eprintln!("sixgate-client: tunnel down ({reason:?}); reconnecting in {}s", wait.as_secs());
                     retry_at = Some(tokio::time::Instant::now() + wait);
@@ -255,10 +261,7 @@ fn handle_event(
     tunnel: &mut Tunnel,
 ) -> Option<DownReason> {
     match event {
-        Event::IkeSaUp { .. } => {
-            tunnel.up_since = Some(SystemTime::now());
-            tunnel.last_error = None;
-        }
+        Event::IkeSaUp { .. } => {}
         Event::AddressAssigned { address, dns, .. } => {
             let addr = address.0;
             if let Err(e) = netconf::add_address(tun, addr) {
@@ -274,6 +277,8 @@ fn handle_event(
                 }
             }
             eprintln!("sixgate-client: up with {addr}, DNS {dns:?}");
+            tunnel.up_since = Some(SystemTime::now());
+            tunnel.last_error = None;
             tunnel.address = Some(addr);
             tunnel.dns = dns;
         }
@@ -288,7 +293,7 @@ fn handle_event(
             tunnel.children.retain(|s| *s != inbound_spi);
         }
         Event::ChildSaRefused { notify, .. } => {
-            tunnel.last_error = Some(format!("broker refused the tunnel: {notify:?}"));
+            tunnel.refusal = Some(format!("broker refused the tunnel: {notify:?}"));
         }
         Event::IkeSaDown { sa, reason } => {
             if tunnel.sa == Some(sa) {
