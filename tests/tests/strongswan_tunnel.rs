@@ -1,0 +1,170 @@
+//! The data plane against strongSwan (charon with kernel-libipsec, which
+//! carries ESP in UDP like sixgate's userspace plane): a strongSwan client
+//! through the sixgate broker, and the sixgate client through a strongSwan
+//! broker, each pinging the IPv6 host behind the broker and moving TCP
+//! both ways. Root, namespaces, the workspace binaries, iperf3.
+
+use std::process::Stdio;
+use std::time::Duration;
+
+use sixgate_tests::{wait_for, StrongSwan, TunnelLab};
+
+const UP: Duration = Duration::from_secs(30);
+
+fn ping(lab: &TunnelLab) -> bool {
+    lab.clients[0]
+        .try_run(&[
+            "ping",
+            "-6",
+            "-c",
+            "5",
+            "-i",
+            "0.2",
+            "-W",
+            "2",
+            "2001:db8:ffff::2",
+        ])
+        .status
+        .success()
+}
+
+fn tcp_both_ways(lab: &TunnelLab) {
+    for reverse in [false, true] {
+        let mut server = lab.inet.command("iperf3");
+        server
+            .args(["-s", "-1", "-B", "2001:db8:ffff::2"])
+            .stdout(Stdio::null())
+            .stderr(Stdio::null());
+        let mut server = server.spawn().expect("iperf3 server");
+        std::thread::sleep(Duration::from_millis(300));
+        let mut args = vec!["iperf3", "-6", "-c", "2001:db8:ffff::2", "-t", "2"];
+        if reverse {
+            args.push("-R");
+        }
+        let out = lab.clients[0].try_run(&args);
+        let _ = server.kill();
+        let _ = server.wait();
+        assert!(
+            out.status.success(),
+            "iperf3 reverse={reverse}: {}{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+}
+
+#[test]
+fn strongswan_client_through_the_sixgate_broker() {
+    let lab = TunnelLab::new(1);
+    let bconf = lab.broker_config("2001:db8:100::100/120", &[], "");
+    let broker = lab.start_broker(&bconf);
+    let conf = r#"connections {
+  sixgate {
+    version = 2
+    local_addrs = 192.0.2.2
+    remote_addrs = 192.0.2.1
+    vips = ::
+    encap = yes
+    local {
+      auth = pubkey
+      certs = client.pem
+      id = client@example.net
+    }
+    remote {
+      auth = pubkey
+      id = broker.example.net
+    }
+    children {
+      net {
+        remote_ts = ::/0
+      }
+    }
+  }
+}
+"#;
+    let swan = StrongSwan::start_with_routes(&lab.clients[0], "ecdsa", "client", "", conf, true);
+    let out = swan.swanctl(&["--initiate", "--child", "net", "--timeout", "20"]);
+    assert!(
+        out.contains("initiate completed successfully"),
+        "{out}\n{}",
+        broker.log_text()
+    );
+    let sas = swan.swanctl(&["--list-sas"]);
+    assert!(sas.contains("2001:db8:100::100"), "{sas}");
+    let ok = wait_for(UP, || ping(&lab).then_some(()));
+    assert!(
+        ok.is_some(),
+        "ping: {}\n{}",
+        lab.clients[0].run(&["ip", "-6", "route", "show", "table", "all"]),
+        broker.log_text()
+    );
+    tcp_both_ways(&lab);
+    let status = lab.broker_cli("status", &bconf);
+    assert!(status.contains("client@example.net"), "{status}");
+}
+
+#[test]
+fn sixgate_client_through_a_strongswan_broker() {
+    let lab = TunnelLab::new(1);
+    lab.broker
+        .run(&["sysctl", "-qw", "net.ipv6.conf.all.forwarding=1"]);
+    let conf = r#"connections {
+  sixgate {
+    version = 2
+    local_addrs = 192.0.2.1
+    pools = v6
+    encap = yes
+    local {
+      auth = pubkey
+      certs = broker.pem
+      id = broker.example.net
+    }
+    remote {
+      auth = pubkey
+      id = client@example.net
+    }
+    children {
+      net {
+        local_ts = ::/0
+      }
+    }
+  }
+}
+pools {
+  v6 {
+    addrs = 2001:db8:100::100/120
+    dns = 2001:db8:ffff::53
+  }
+}
+"#;
+    let swan = StrongSwan::start_with_routes(&lab.broker, "ecdsa", "broker", "", conf, true);
+    let cconf = lab.client_config(
+        "client",
+        "client",
+        "ecdsa/client.pem",
+        "ecdsa/client.key",
+        "",
+    );
+    let client = lab.start_client(0, &cconf);
+    let address = lab.wait_up(0, &cconf, UP).unwrap_or_else(|| {
+        panic!(
+            "not up: {}\n{}",
+            client.log_text(),
+            swan.log()
+                .lines()
+                .rev()
+                .take(40)
+                .collect::<Vec<_>>()
+                .join("\n")
+        )
+    });
+    assert!(address.starts_with("2001:db8:100::"), "{address}");
+    let ok = wait_for(UP, || ping(&lab).then_some(()));
+    assert!(
+        ok.is_some(),
+        "ping: {}",
+        lab.broker
+            .run(&["ip", "-6", "route", "show", "table", "all"])
+    );
+    tcp_both_ways(&lab);
+}
