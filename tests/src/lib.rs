@@ -407,23 +407,27 @@ impl Drop for LinePeer {
     }
 }
 
-/// A workspace binary (sixgate-broker, sixgate-client) next to the test
-/// executable's directory: `cargo build --workspace` (as .ci/run does)
-/// must have built it.
+/// A workspace binary (sixgate-broker, sixgate-client) of the same build
+/// profile as the running executable: beside it (another binary) or one
+/// directory up (a test in `deps/`). `cargo build --workspace` (as .ci/run
+/// does) must have built it.
 pub fn workspace_bin(name: &str) -> PathBuf {
-    let exe = std::env::current_exe().expect("test executable");
-    // target/<profile>/deps/<test> -> target/<profile>/<name>
-    let path = exe
-        .parent()
-        .and_then(Path::parent)
-        .expect("target dir")
-        .join(name);
-    assert!(
-        path.exists(),
-        "{} is missing: run `cargo build --workspace` first",
-        path.display()
-    );
-    path
+    let exe = std::env::current_exe().expect("executable path");
+    let dir = exe.parent().expect("executable directory");
+    let candidates = [
+        dir.join(name),
+        dir.parent().map(|p| p.join(name)).unwrap_or_default(),
+    ];
+    candidates
+        .iter()
+        .find(|p| p.exists())
+        .cloned()
+        .unwrap_or_else(|| {
+            panic!(
+                "{name} is missing beside {}: run `cargo build --workspace` first",
+                dir.display()
+            )
+        })
 }
 
 /// A daemon in a namespace, its output in a log file; killed on drop.
