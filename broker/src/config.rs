@@ -252,3 +252,117 @@ impl Config {
         })
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn write(dir: &Path, body: &str) -> PathBuf {
+        let certs = Path::new(env!("CARGO_MANIFEST_DIR")).join("../certs-example/ecdsa");
+        let text = body.replace("CERTS", &certs.display().to_string());
+        let p = dir.join("broker.toml");
+        std::fs::write(&p, text).unwrap();
+        p
+    }
+
+    const GOOD: &str = r#"
+[ike]
+listen = ["192.0.2.1"]
+identity = "broker.example.net"
+certificate = "CERTS/broker.pem"
+private_key = "CERTS/broker.key"
+ca = ["CERTS/ca.pem"]
+[pool]
+prefix = "2001:db8:100::100/120"
+dns = ["2001:db8:ffff::53"]
+[pool.static]
+"client2@example.net" = "2001:db8:100::1ff"
+[dataplane]
+backend = "userspace"
+[storage]
+path = "state"
+"#;
+
+    #[test]
+    fn the_documented_example_loads() {
+        let dir = tempfile::tempdir().unwrap();
+        let c = Config::load(&write(dir.path(), GOOD)).unwrap();
+        assert_eq!(c.pool_size, 256);
+        assert_eq!(
+            c.pool_base,
+            "2001:db8:100::100".parse::<Ipv6Addr>().unwrap()
+        );
+        assert_eq!(
+            c.file.storage.path,
+            dir.path().join("state"),
+            "relative to the file"
+        );
+        assert_eq!(c.control_socket, dir.path().join("state/broker.sock"));
+    }
+
+    #[test]
+    fn errors_name_the_file_the_key_and_the_problem() {
+        let dir = tempfile::tempdir().unwrap();
+        let cases = [
+            (
+                "prefix = \"2001:db8:100::100/120\"",
+                "prefix = \"2001:db8:100::100/20\"",
+                "pool.prefix",
+                "outside 64..=128",
+            ),
+            (
+                "prefix = \"2001:db8:100::100/120\"",
+                "prefix = \"2001:db8:100::101/120\"",
+                "pool.prefix",
+                "host bits",
+            ),
+            (
+                "\"2001:db8:100::1ff\"",
+                "\"2001:db8:200::1\"",
+                "pool.static.\"client2@example.net\"",
+                "outside",
+            ),
+            (
+                "listen = [\"192.0.2.1\"]",
+                "listen = [\"0.0.0.0\"]",
+                "ike.listen",
+                "name the addresses",
+            ),
+            (
+                "CERTS/broker.key",
+                "CERTS/nonexistent.key",
+                "ike.private_key",
+                "does not exist",
+            ),
+            (
+                "backend = \"userspace\"",
+                "backend = \"kernel\"",
+                "backend",
+                "unknown variant",
+            ),
+            (
+                "[storage]",
+                "[storage]\ncolour = \"blue\"",
+                "colour",
+                "unknown field",
+            ),
+            (
+                "identity = \"broker.example.net\"",
+                "identity = \"broker example\"",
+                "ike.identity",
+                "neither",
+            ),
+        ];
+        for (from, to, key, problem) in cases {
+            let p = write(dir.path(), &GOOD.replace(from, to));
+            let e = Config::load(&p).unwrap_err().to_string();
+            assert!(e.starts_with(&p.display().to_string()), "{e}");
+            assert!(e.contains(key), "{key}: {e}");
+            assert!(e.contains(problem), "{problem}: {e}");
+        }
+        let e = Config::load(&dir.path().join("missing.toml"))
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("missing.toml"), "{e}");
+    }
+}

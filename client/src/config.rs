@@ -148,3 +148,72 @@ impl Config {
         Ok(c)
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const GOOD: &str = r#"
+broker = "192.0.2.1"
+broker_identity = "broker.example.net"
+identity = "client@example.net"
+certificate = "CERTS/client.pem"
+private_key = "CERTS/client.key"
+ca = ["CERTS/ca.pem"]
+[dataplane]
+backend = "userspace"
+"#;
+
+    fn load(dir: &Path, body: &str) -> Result<Config, String> {
+        let certs = Path::new(env!("CARGO_MANIFEST_DIR")).join("../certs-example/ecdsa");
+        let p = dir.join("client.toml");
+        std::fs::write(&p, body.replace("CERTS", &certs.display().to_string())).unwrap();
+        Config::load(&p)
+    }
+
+    #[test]
+    fn the_documented_example_loads_and_errors_name_file_key_problem() {
+        let dir = tempfile::tempdir().unwrap();
+        let c = load(dir.path(), GOOD).unwrap();
+        assert_eq!(c.dataplane.tun, "sgc0");
+        assert_eq!(c.control_socket, PathBuf::from("/run/sixgate/client.sock"));
+        for (from, to, key, problem) in [
+            (
+                "broker = \"192.0.2.1\"",
+                "broker = \"broker.example.net\"",
+                "broker",
+                "invalid",
+            ),
+            (
+                "backend = \"userspace\"",
+                "backend = \"xfrm\"",
+                "dataplane.backend",
+                "not available yet",
+            ),
+            (
+                "CERTS/client.pem",
+                "CERTS/none.pem",
+                "certificate",
+                "does not exist",
+            ),
+            (
+                "identity = \"client@example.net\"",
+                "identity = \"client@example.net\"\nidentitty = \"x\"",
+                "identitty",
+                "unknown field",
+            ),
+            (
+                "[dataplane]",
+                "child_lifetime = 1\n[dataplane]",
+                "child_lifetime",
+                "at least 2",
+            ),
+        ] {
+            let e = load(dir.path(), &GOOD.replace(from, to)).unwrap_err();
+            assert!(
+                e.contains("client.toml") && e.contains(key) && e.contains(problem),
+                "{key}/{problem}: {e}"
+            );
+        }
+    }
+}

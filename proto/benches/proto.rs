@@ -25,7 +25,7 @@ fn ike_auth_payloads() -> Vec<Payload> {
     let v6 = |s: &str| s.parse().unwrap();
     vec![
         PayloadBody::IdI(Identification::rfc822("client@example.net")).into(),
-        PayloadBody::Cert(Certificate::x509(vec![0x30; 1200])).into(),
+        PayloadBody::Cert(Certificate::x509(vec![0x30; 1360])).into(),
         PayloadBody::CertReq(Certificate {
             encoding: CertEncoding::X509_SIGNATURE,
             data: vec![7; 40],

@@ -305,3 +305,94 @@ fn down_and_sigterm_remove_address_and_routes() {
         .run(&["ip", "-6", "addr"])
         .contains("2001:db8:100::"));
 }
+
+/// Kills a detached client by pid if a test fails before `down`.
+struct Detached(Option<u32>);
+
+impl Drop for Detached {
+    fn drop(&mut self) {
+        if let Some(pid) = self.0 {
+            let _ = std::process::Command::new("kill")
+                .args(["-KILL", &pid.to_string()])
+                .stderr(Stdio::null())
+                .status();
+        }
+    }
+}
+
+#[test]
+fn up_daemon_detaches_and_down_stops_it() {
+    let lab = TunnelLab::new(1);
+    let bconf = lab.broker_config("2001:db8:100::100/120", &[], "");
+    let _broker = lab.start_broker(&bconf);
+    let cconf = lab.client_config(
+        "client",
+        "client",
+        "ecdsa/client.pem",
+        "ecdsa/client.key",
+        "",
+    );
+    let client_bin = sixgate_tests::workspace_bin("sixgate-client");
+    let out = lab.clients[0].try_run(&[
+        client_bin.to_str().unwrap(),
+        "up",
+        "--config",
+        cconf.to_str().unwrap(),
+        "--daemon",
+    ]);
+    let text = String::from_utf8_lossy(&out.stdout).into_owned();
+    let pid = text
+        .split("pid ")
+        .nth(1)
+        .and_then(|r| r.split(')').next())
+        .and_then(|p| p.parse::<u32>().ok());
+    let guard = Detached(pid);
+    assert!(
+        out.status.success() && guard.0.is_some(),
+        "{text}{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert_eq!(
+        lab.wait_up(0, &cconf, UP).as_deref(),
+        Some("2001:db8:100::100")
+    );
+    assert!(lab.ping(0, 3));
+    let out = lab.clients[0].try_run(&[
+        client_bin.to_str().unwrap(),
+        "down",
+        "--config",
+        cconf.to_str().unwrap(),
+    ]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let gone = wait_for(Duration::from_secs(10), || {
+        (!std::path::Path::new(&format!("/proc/{}", guard.0.unwrap())).exists()).then_some(())
+    });
+    assert!(gone.is_some(), "the daemon exited");
+    assert!(!lab.clients[0].run(&["ip", "link"]).contains("sgc0"));
+}
+
+#[test]
+fn a_bad_configuration_is_refused_at_start() {
+    let lab = TunnelLab::new(0);
+    let bconf = lab.broker_config("2001:db8:100::100/20", &[], "");
+    let out = lab.broker.try_run(&[
+        sixgate_tests::workspace_bin("sixgate-broker")
+            .to_str()
+            .unwrap(),
+        "run",
+        "--config",
+        bconf.to_str().unwrap(),
+    ]);
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(2), "{err}");
+    assert!(
+        err.contains("broker.toml")
+            && err.contains("pool.prefix")
+            && err.contains("outside 64..=128"),
+        "{err}"
+    );
+}
