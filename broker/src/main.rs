@@ -12,6 +12,7 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
+use sixgate_dataplane::process;
 
 #[derive(Parser)]
 #[command(
@@ -58,29 +59,11 @@ fn main() -> ExitCode {
             return ExitCode::from(2);
         }
     };
-    let runtime = match tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
-        .enable_all()
-        .build()
-    {
-        Ok(r) => r,
-        Err(e) => {
-            eprintln!("sixgate-broker: {e}");
-            return ExitCode::FAILURE;
-        }
-    };
-    let result = runtime.block_on(async {
+    process::run("sixgate-broker", async {
         match cli.command {
             Verb::Run { .. } => daemon::run(config).await,
             Verb::Leases { .. } => daemon::print_leases(&config).await,
             Verb::Status { .. } => daemon::print_status(&config).await,
         }
-    });
-    match result {
-        Ok(()) => ExitCode::SUCCESS,
-        Err(e) => {
-            eprintln!("sixgate-broker: {e}");
-            ExitCode::FAILURE
-        }
-    }
+    })
 }

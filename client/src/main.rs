@@ -11,6 +11,7 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
+use sixgate_dataplane::process;
 
 #[derive(Parser)]
 #[command(
@@ -61,37 +62,13 @@ fn main() -> ExitCode {
         }
     };
     if let Verb::Up { daemon: true, .. } = cli.command {
-        return match daemon::detach(&path, &config) {
-            Ok(()) => ExitCode::SUCCESS,
-            Err(e) => {
-                eprintln!("sixgate-client: {e}");
-                ExitCode::FAILURE
-            }
-        };
+        return process::exit("sixgate-client", daemon::detach(&path, &config));
     }
-    let runtime = match tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
-        .enable_all()
-        .build()
-    {
-        Ok(r) => r,
-        Err(e) => {
-            eprintln!("sixgate-client: {e}");
-            return ExitCode::FAILURE;
-        }
-    };
-    let result = runtime.block_on(async {
+    process::run("sixgate-client", async {
         match cli.command {
             Verb::Up { .. } => daemon::run(config).await,
             Verb::Down { .. } => daemon::down(&config).await,
             Verb::Status { .. } => daemon::print_status(&config).await,
         }
-    });
-    match result {
-        Ok(()) => ExitCode::SUCCESS,
-        Err(e) => {
-            eprintln!("sixgate-client: {e}");
-            ExitCode::FAILURE
-        }
-    }
+    })
 }

@@ -11,5 +11,6 @@ pub mod control;
 pub mod esp;
 pub mod netconf;
 pub mod pki;
+pub mod process;
 pub mod udp;
 pub mod userspace;

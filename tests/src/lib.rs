@@ -740,6 +740,33 @@ backend = "userspace"
         )
     }
 
+    /// One iperf3 TCP stream between client `i` and the inet host for
+    /// `seconds` (inet to client with `reverse`); the received Mbit/s.
+    pub fn iperf(&self, i: usize, seconds: u32, reverse: bool) -> Result<f64, String> {
+        let mut server = self.inet.command("iperf3");
+        server
+            .args(["-s", "-1", "-B", "2001:db8:ffff::2"])
+            .stdout(Stdio::null())
+            .stderr(Stdio::null());
+        let mut server = server.spawn().map_err(|e| e.to_string())?;
+        std::thread::sleep(Duration::from_millis(300));
+        let secs = seconds.to_string();
+        let mut args = vec!["iperf3", "-6", "-J", "-c", "2001:db8:ffff::2", "-t", &secs];
+        if reverse {
+            args.push("-R");
+        }
+        let out = self.clients[i].try_run(&args);
+        let _ = server.kill();
+        let _ = server.wait();
+        let json: serde_json::Value =
+            serde_json::from_slice(&out.stdout).map_err(|e| format!("iperf3 output: {e}"))?;
+        json["end"]["sum_received"]["bits_per_second"]
+            .as_f64()
+            .filter(|b| *b > 0.0)
+            .map(|b| b / 1e6)
+            .ok_or_else(|| format!("iperf3: {}", json["error"]))
+    }
+
     /// Pings the inet host from client `i`; true if all replies came.
     pub fn ping(&self, i: usize, count: u32) -> bool {
         self.clients[i]

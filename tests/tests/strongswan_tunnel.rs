@@ -4,52 +4,16 @@
 //! broker, each pinging the IPv6 host behind the broker and moving TCP
 //! both ways. Root, namespaces, the workspace binaries, iperf3.
 
-use std::process::Stdio;
 use std::time::Duration;
 
 use sixgate_tests::{wait_for, StrongSwan, TunnelLab};
 
 const UP: Duration = Duration::from_secs(30);
 
-fn ping(lab: &TunnelLab) -> bool {
-    lab.clients[0]
-        .try_run(&[
-            "ping",
-            "-6",
-            "-c",
-            "5",
-            "-i",
-            "0.2",
-            "-W",
-            "2",
-            "2001:db8:ffff::2",
-        ])
-        .status
-        .success()
-}
-
 fn tcp_both_ways(lab: &TunnelLab) {
     for reverse in [false, true] {
-        let mut server = lab.inet.command("iperf3");
-        server
-            .args(["-s", "-1", "-B", "2001:db8:ffff::2"])
-            .stdout(Stdio::null())
-            .stderr(Stdio::null());
-        let mut server = server.spawn().expect("iperf3 server");
-        std::thread::sleep(Duration::from_millis(300));
-        let mut args = vec!["iperf3", "-6", "-c", "2001:db8:ffff::2", "-t", "2"];
-        if reverse {
-            args.push("-R");
-        }
-        let out = lab.clients[0].try_run(&args);
-        let _ = server.kill();
-        let _ = server.wait();
-        assert!(
-            out.status.success(),
-            "iperf3 reverse={reverse}: {}{}",
-            String::from_utf8_lossy(&out.stdout),
-            String::from_utf8_lossy(&out.stderr)
-        );
+        lab.iperf(0, 2, reverse)
+            .unwrap_or_else(|e| panic!("iperf3 reverse={reverse}: {e}"));
     }
 }
 
@@ -91,7 +55,7 @@ fn strongswan_client_through_the_sixgate_broker() {
     );
     let sas = swan.swanctl(&["--list-sas"]);
     assert!(sas.contains("2001:db8:100::100"), "{sas}");
-    let ok = wait_for(UP, || ping(&lab).then_some(()));
+    let ok = wait_for(UP, || lab.ping(0, 3).then_some(()));
     assert!(
         ok.is_some(),
         "ping: {}\n{}",
@@ -159,7 +123,7 @@ pools {
         )
     });
     assert!(address.starts_with("2001:db8:100::"), "{address}");
-    let ok = wait_for(UP, || ping(&lab).then_some(()));
+    let ok = wait_for(UP, || lab.ping(0, 3).then_some(()));
     assert!(
         ok.is_some(),
         "ping: {}",

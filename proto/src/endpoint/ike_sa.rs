@@ -347,6 +347,31 @@ impl<'a> Found<'a> {
         self.notifies.iter().map(|n| n.ty).find(|t| t.is_error())
     }
 
+    /// NAT detection (RFC 7296 2.23): `None` if the peer sent no
+    /// NAT_DETECTION payloads, else whether an address or port was
+    /// translated on the way (its hash of our address, or of its own, does
+    /// not match what we see). `spi_r` is as in the message's header.
+    fn nat_detected(
+        &self,
+        spi_i: u64,
+        spi_r: u64,
+        remote: SocketAddr,
+        local: SocketAddr,
+    ) -> Option<bool> {
+        let mismatch = |ty: NotifyType, addr: SocketAddr| {
+            let expected = nat_hash(spi_i, spi_r, addr);
+            self.notifies
+                .iter()
+                .filter(|n| n.ty == ty)
+                .all(|n| n.data != expected)
+        };
+        self.notify(NotifyType::NAT_DETECTION_SOURCE_IP)?;
+        Some(
+            mismatch(NotifyType::NAT_DETECTION_SOURCE_IP, remote)
+                || mismatch(NotifyType::NAT_DETECTION_DESTINATION_IP, local),
+        )
+    }
+
     fn nonce_ok(&self) -> Option<&'a [u8]> {
         self.nonce.filter(|n| (16..=256).contains(&n.len()))
     }
@@ -682,17 +707,8 @@ impl IkeSa {
         let spi_i = header.spi_i;
 
         // NAT detection: the peer hashed the addresses it used, with SPIr 0.
-        let remote_nat = found
-            .notifies
-            .iter()
-            .filter(|n| n.ty == NotifyType::NAT_DETECTION_SOURCE_IP)
-            .all(|n| n.data != nat_hash(spi_i, 0, remote));
-        let local_nat = found
-            .notifies
-            .iter()
-            .filter(|n| n.ty == NotifyType::NAT_DETECTION_DESTINATION_IP)
-            .all(|n| n.data != nat_hash(spi_i, 0, local));
-        let peer_nat_d = found.notify(NotifyType::NAT_DETECTION_SOURCE_IP).is_some();
+        let nat = found.nat_detected(spi_i, 0, remote, local);
+        let peer_nat_d = nat.is_some();
         let peer_fragmentation = found.notify(NotifyType::FRAGMENTATION_SUPPORTED).is_some();
         let peer_signature_hashes = found
             .notify(NotifyType::SIGNATURE_HASH_ALGORITHMS)
@@ -768,7 +784,7 @@ impl IkeSa {
         let mut sa = IkeSa::blank(id, now, local, remote, State::HalfOpen);
         sa.dpd_interval = config.dpd_interval;
         sa.on_nat_t_port = local.port() == config.nat_t_port;
-        sa.nat = peer_nat_d && (remote_nat || local_nat || config.force_udp_encapsulation);
+        sa.nat = nat.is_some_and(|translated| translated || config.force_udp_encapsulation);
         sa.gen = Some(gen);
         sa.exchange = Some(InitExchange {
             ni: ni.to_vec(),
@@ -873,18 +889,9 @@ impl IkeSa {
             return refuse(self, shared, "keys");
         };
         gen.next_request_id = 1;
-        let remote_nat = found
-            .notifies
-            .iter()
-            .filter(|n| n.ty == NotifyType::NAT_DETECTION_SOURCE_IP)
-            .all(|n| n.data != nat_hash(spi_i, spi_r, self.remote));
-        let local_nat = found
-            .notifies
-            .iter()
-            .filter(|n| n.ty == NotifyType::NAT_DETECTION_DESTINATION_IP)
-            .all(|n| n.data != nat_hash(spi_i, spi_r, self.local));
-        let peer_nat_d = found.notify(NotifyType::NAT_DETECTION_SOURCE_IP).is_some();
-        self.nat = peer_nat_d && (remote_nat || local_nat || shared.config.force_udp_encapsulation);
+        self.nat = found
+            .nat_detected(spi_i, spi_r, self.remote, self.local)
+            .is_some_and(|translated| translated || shared.config.force_udp_encapsulation);
         if self.nat && !self.on_nat_t_port {
             self.nat_t_switch(shared);
         }
@@ -911,15 +918,29 @@ impl IkeSa {
 
     // ----- IKE_AUTH ----------------------------------------------------
 
-    fn our_auth(&self, shared: &Shared, octets: &[u8]) -> Result<Authentication, String> {
-        let rfc7427 = self
-            .exchange
-            .as_ref()
-            .is_some_and(|e| e.peer_signature_hashes);
+    /// Our AUTH payload (RFC 7296 2.15): our IKE_SA_INIT message, the
+    /// peer's nonce and prf(SK_p, our ID'), signed; with RFC 7427 when the
+    /// peer announced SIGNATURE_HASH_ALGORITHMS.
+    fn our_auth(&self, shared: &Shared) -> Result<Authentication, String> {
+        let (Some(gen), Some(ex)) = (&self.gen, &self.exchange) else {
+            return Err("no keys".into());
+        };
+        let (message, nonce, sk_p) = if gen.initiator {
+            (&ex.request, &ex.nr, &gen.keys.sk_pi)
+        } else {
+            (&ex.response, &ex.ni, &gen.keys.sk_pr)
+        };
+        let octets = signed_octets(
+            message,
+            nonce,
+            gen.suite.prf,
+            sk_p,
+            &shared.config.identity.body(),
+        );
         shared
             .config
             .private_key
-            .sign(octets, rfc7427)
+            .sign(&octets, ex.peer_signature_hashes)
             .map_err(|e| e.to_string())
     }
 
@@ -933,18 +954,8 @@ impl IkeSa {
     }
 
     fn send_auth(&mut self, shared: &mut Shared, now: Instant, request: &ConnectRequest) {
-        let (Some(gen), Some(ex)) = (&self.gen, &self.exchange) else {
-            return;
-        };
         let config = shared.config.clone();
-        let octets = signed_octets(
-            &ex.request,
-            &ex.nr,
-            gen.suite.prf,
-            &gen.keys.sk_pi,
-            &config.identity.body(),
-        );
-        let auth = match self.our_auth(shared, &octets) {
+        let auth = match self.our_auth(shared) {
             Ok(a) => a,
             Err(why) => {
                 self.close(
@@ -1082,15 +1093,7 @@ impl IkeSa {
         let Some(ex) = &self.exchange else {
             return effects;
         };
-        let Some(gen) = &self.gen else { return effects };
-        let octets = signed_octets(
-            &ex.response,
-            &ex.ni,
-            gen.suite.prf,
-            &gen.keys.sk_pr,
-            &config.identity.body(),
-        );
-        let our_auth = match self.our_auth(shared, &octets) {
+        let our_auth = match self.our_auth(shared) {
             Ok(a) => a,
             Err(why) => {
                 self.refuse_auth(shared, now, id, NotifyType::AUTHENTICATION_FAILED, why);

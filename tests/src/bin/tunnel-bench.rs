@@ -12,33 +12,6 @@ use std::time::Duration;
 
 use sixgate_tests::{wait_for, Daemon, Netns, StrongSwan, TunnelLab};
 
-fn iperf_mbits(lab: &TunnelLab, seconds: u32) -> Result<f64, String> {
-    let mut server = lab.inet.command("iperf3");
-    server
-        .args(["-s", "-1", "-B", "2001:db8:ffff::2"])
-        .stdout(Stdio::null())
-        .stderr(Stdio::null());
-    let mut server = server.spawn().map_err(|e| e.to_string())?;
-    std::thread::sleep(Duration::from_millis(300));
-    let out = lab.clients[0].try_run(&[
-        "iperf3",
-        "-6",
-        "-J",
-        "-c",
-        "2001:db8:ffff::2",
-        "-t",
-        &seconds.to_string(),
-    ]);
-    let _ = server.kill();
-    let _ = server.wait();
-    let json: serde_json::Value =
-        serde_json::from_slice(&out.stdout).map_err(|e| format!("iperf3 output: {e}"))?;
-    json["end"]["sum_received"]["bits_per_second"]
-        .as_f64()
-        .map(|b| b / 1e6)
-        .ok_or_else(|| format!("iperf3: {}", json["error"]))
-}
-
 fn ping_ok(lab: &TunnelLab) -> bool {
     wait_for(Duration::from_secs(20), || {
         lab.clients[0]
@@ -67,7 +40,7 @@ fn sixgate(seconds: u32) -> Result<f64, String> {
     if !ping_ok(&lab) {
         return Err("no ping through sixgate".into());
     }
-    iperf_mbits(&lab, seconds)
+    lab.iperf(0, seconds, false)
 }
 
 const SWAN_CLIENT: &str = r#"connections { t { version = 2
@@ -115,7 +88,7 @@ fn strongswan(seconds: u32) -> Result<f64, String> {
     if !ping_ok(&lab) {
         return Err("no ping through strongSwan".into());
     }
-    iperf_mbits(&lab, seconds)
+    lab.iperf(0, seconds, false)
 }
 
 fn wg_keys(ns: &Netns) -> (String, String) {
@@ -236,7 +209,7 @@ fn wireguard_go(seconds: u32) -> Result<f64, String> {
     if !ping_ok(&lab) {
         return Err("no ping through wireguard-go".into());
     }
-    let result = iperf_mbits(&lab, seconds);
+    let result = lab.iperf(0, seconds, false);
     // SIGTERM lets wireguard-go remove its device and UAPI socket.
     for mut d in daemons {
         d.terminate(Duration::from_secs(3));
