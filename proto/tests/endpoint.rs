@@ -907,3 +907,47 @@ fn replayed_and_out_of_window_messages_are_dropped_and_counted() {
     lab.run_for(Duration::from_secs(100));
     assert!(down_reason(&lab.nodes[1].events).is_none());
 }
+
+#[test]
+fn simultaneous_ike_rekeys_settle_on_one_new_ike_sa() {
+    for seed in 0..6 {
+        let pool = MemPool::new(4);
+        let mut lab = Lab::pair(
+            50 + seed,
+            client_config("ecdsa"),
+            broker_config("ecdsa"),
+            &pool,
+        );
+        lab.connect();
+        established(&mut lab);
+        let (csa, bsa, now) = (sa_id(&lab, 0), sa_id(&lab, 1), lab.now);
+        lab.nodes[0].ep.rekey_ike_sa(now, csa);
+        lab.nodes[1].ep.rekey_ike_sa(now, bsa);
+        let ok = lab.run_until(Duration::from_secs(60), |lab| {
+            (0..2).all(|n| {
+                count(&lab.nodes[n].events, |e| {
+                    matches!(e, Event::IkeSaRekeyed { .. })
+                }) >= 1
+            })
+        });
+        assert!(ok, "seed {seed}");
+        lab.run_for(Duration::from_secs(30));
+        for n in 0..2 {
+            assert_eq!(
+                count(&lab.nodes[n].events, |e| matches!(
+                    e,
+                    Event::IkeSaRekeyed { .. }
+                )),
+                1,
+                "seed {seed} node {n}"
+            );
+            assert!(down_reason(&lab.nodes[n].events).is_none());
+        }
+        // The surviving generation carries on: a Child SA rekey over it.
+        let child = child_ups(&lab.nodes[0].events)[0].inbound_spi;
+        let now = lab.now;
+        lab.nodes[0].ep.rekey_child_sa(now, csa, child);
+        lab.run_for(Duration::from_secs(5));
+        assert_eq!(rekeyed(&lab.nodes[1].events).len(), 1, "seed {seed}");
+    }
+}

@@ -257,6 +257,15 @@ fn random_spi32(shared: &mut Shared) -> u32 {
     }
 }
 
+/// When to retry a rekey the peer turned down (TEMPORARY_FAILURE, as in a
+/// collision): a random point between one and four retransmission
+/// timeouts, so two peers that collided do not collide again.
+fn retry_delay(shared: &mut Shared) -> Duration {
+    let base = shared.config.retransmit_timeout;
+    let extra = shared.rng.next_u32() % 3000;
+    base + base * extra / 1000
+}
+
 /// Sends an unprotected IKE_SA_INIT response carrying one notify.
 fn init_error(
     shared: &mut Shared,
@@ -1935,7 +1944,7 @@ impl IkeSa {
                     .iter_mut()
                     .find(|c| c.sa.inbound_spi == rekey.old_inbound_spi)
                 {
-                    c.rekey_at = now + config.retransmit_timeout * 4;
+                    c.rekey_at = now + retry_delay(shared);
                 }
             }
             return;
@@ -2014,7 +2023,7 @@ impl IkeSa {
         let found = Found::new(payloads);
         let config = shared.config.clone();
         if found.error().is_some() {
-            self.ike_rekey_at = Some(now + config.retransmit_timeout * 4);
+            self.ike_rekey_at = Some(now + retry_delay(shared));
             return Effects::default();
         }
         let (Some(sa), Some(nr), Some(ke)) = (found.sa, found.nonce_ok(), found.ke) else {
