@@ -14,6 +14,7 @@ use std::collections::HashMap;
 use std::io::{self, Write};
 use std::net::{Ipv6Addr, SocketAddr};
 use std::os::fd::AsRawFd;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -41,21 +42,18 @@ struct Outbound {
     remote: SocketAddr,
 }
 
+/// The sending side: outbound SAs and the routes to them. Its own lock, so
+/// the two directions of a TCP flow never wait for each other.
 #[derive(Default)]
-struct Tables {
-    inbound: HashMap<u32, EspSa>,
-    outbound: HashMap<u32, Outbound>,
+struct SendTable {
+    sas: HashMap<u32, Outbound>,
     /// Host selectors (a client's /128) to outbound SPI.
     hosts: HashMap<Ipv6Addr, u32>,
     /// Other selectors, most recent first.
     ranges: Vec<(TrafficSelector, u32)>,
-    /// Inbound SPI to the outbound SPI of the same Child SA.
-    pairs: HashMap<u32, u32>,
-    /// Packets with no SA to go out on, or coming in for no SA.
-    no_sa: u64,
 }
 
-impl Tables {
+impl SendTable {
     fn route(&self, dst: Ipv6Addr) -> Option<u32> {
         if let Some(spi) = self.hosts.get(&dst) {
             return Some(*spi);
@@ -75,23 +73,33 @@ impl Tables {
     }
 }
 
+fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|e| e.into_inner())
+}
+
 struct Shared {
-    tables: Mutex<Tables>,
+    /// The receiving side: inbound SAs by SPI.
+    inbound: Mutex<HashMap<u32, EspSa>>,
+    send: Mutex<SendTable>,
+    /// Inbound SPI to the outbound SPI of the same Child SA.
+    pairs: Mutex<HashMap<u32, u32>>,
+    /// Packets with no SA to go out on, or coming in for no SA.
+    no_sa: AtomicU64,
     tun_writer: std::fs::File,
 }
 
 impl EspHandler for Shared {
     fn esp(&self, _local: SocketAddr, _remote: SocketAddr, packet: &mut [u8]) {
         let spi = u32::from_be_bytes([packet[0], packet[1], packet[2], packet[3]]);
-        let mut tables = self.tables.lock().unwrap_or_else(|e| e.into_inner());
-        let Some(sa) = tables.inbound.get_mut(&spi) else {
-            tables.no_sa += 1;
+        let mut inbound = lock(&self.inbound);
+        let Some(sa) = inbound.get_mut(&spi) else {
+            self.no_sa.fetch_add(1, Ordering::Relaxed);
             return;
         };
         let Ok((inner, next_header)) = sa.open(packet) else {
             return;
         };
-        drop(tables);
+        drop(inbound);
         if next_header == IPV6 {
             // A TUN write takes the packet or drops it; it does not block.
             let _ = (&self.tun_writer).write(inner);
@@ -122,7 +130,10 @@ impl Userspace {
         let fd = unsafe { std::os::fd::BorrowedFd::borrow_raw(device.as_raw_fd()) };
         let writer = std::fs::File::from(rustix::io::dup(fd)?);
         let shared = Arc::new(Shared {
-            tables: Mutex::new(Tables::default()),
+            inbound: Mutex::new(HashMap::new()),
+            send: Mutex::new(SendTable::default()),
+            pairs: Mutex::new(HashMap::new()),
+            no_sa: AtomicU64::new(0),
             tun_writer: writer,
         });
         tokio::spawn(send_loop(device, shared.clone(), socket.clone()));
@@ -143,10 +154,6 @@ impl Userspace {
         self.shared.clone()
     }
 
-    fn tables(&self) -> std::sync::MutexGuard<'_, Tables> {
-        self.shared.tables.lock().unwrap_or_else(|e| e.into_inner())
-    }
-
     /// Installs both directions of a Child SA and routes its remote
     /// selectors to it.
     pub fn install(&self, child: &ChildSa) -> io::Result<()> {
@@ -154,24 +161,24 @@ impl Userspace {
             .ok_or_else(|| io::Error::other("inbound keys"))?;
         let outbound = EspSa::new(child.outbound_spi, &child.outbound, child.esn)
             .ok_or_else(|| io::Error::other("outbound keys"))?;
-        let mut t = self.tables();
-        t.inbound.insert(child.inbound_spi, inbound);
-        t.outbound.insert(
+        lock(&self.shared.inbound).insert(child.inbound_spi, inbound);
+        lock(&self.shared.pairs).insert(child.inbound_spi, child.outbound_spi);
+        let mut send = lock(&self.shared.send);
+        send.sas.insert(
             child.outbound_spi,
             Outbound {
                 sa: outbound,
                 remote: child.remote,
             },
         );
-        t.pairs.insert(child.inbound_spi, child.outbound_spi);
         for ts in &child.remote_ts {
             if let TrafficSelector::Ipv6(r) = ts {
                 if r.start == r.end {
-                    t.hosts.insert(r.start, child.outbound_spi);
+                    send.hosts.insert(r.start, child.outbound_spi);
                     continue;
                 }
             }
-            t.ranges.insert(0, (ts.clone(), child.outbound_spi));
+            send.ranges.insert(0, (ts.clone(), child.outbound_spi));
         }
         Ok(())
     }
@@ -179,30 +186,27 @@ impl Userspace {
     /// Removes a Child SA (by its inbound SPI), and its routes if they
     /// still point at it.
     pub fn remove(&self, inbound_spi: u32) {
-        let mut t = self.tables();
-        t.inbound.remove(&inbound_spi);
-        if let Some(out) = t.pairs.remove(&inbound_spi) {
-            t.outbound.remove(&out);
-            t.unroute(out);
+        lock(&self.shared.inbound).remove(&inbound_spi);
+        if let Some(out) = lock(&self.shared.pairs).remove(&inbound_spi) {
+            let mut send = lock(&self.shared.send);
+            send.sas.remove(&out);
+            send.unroute(out);
         }
     }
 
     /// The counters of a Child SA, by inbound SPI.
     pub fn counters(&self, inbound_spi: u32) -> Option<SaCounters> {
-        let t = self.tables();
-        let inbound = t.inbound.get(&inbound_spi)?.counters;
-        let outbound = t
-            .pairs
-            .get(&inbound_spi)
-            .and_then(|o| t.outbound.get(o))
-            .map(|o| o.sa.counters)
+        let inbound = lock(&self.shared.inbound).get(&inbound_spi)?.counters;
+        let out = lock(&self.shared.pairs).get(&inbound_spi).copied();
+        let outbound = out
+            .and_then(|o| lock(&self.shared.send).sas.get(&o).map(|o| o.sa.counters))
             .unwrap_or_default();
         Some(SaCounters { inbound, outbound })
     }
 
     /// Packets dropped for want of an SA.
     pub fn no_sa_drops(&self) -> u64 {
-        self.tables().no_sa
+        self.shared.no_sa.load(Ordering::Relaxed)
     }
 }
 
@@ -224,12 +228,12 @@ async fn send_loop(device: tun::AsyncDevice, shared: Arc<Shared>, socket: Arc<Ud
         };
         let dst = Ipv6Addr::from(<[u8; 16]>::try_from(dst).unwrap_or_default());
         let remote = {
-            let mut t = shared.tables.lock().unwrap_or_else(|e| e.into_inner());
-            let Some(spi) = t.route(dst) else {
-                t.no_sa += 1;
+            let mut send = lock(&shared.send);
+            let Some(spi) = send.route(dst) else {
+                shared.no_sa.fetch_add(1, Ordering::Relaxed);
                 continue;
             };
-            let Some(out) = t.outbound.get_mut(&spi) else {
+            let Some(out) = send.sas.get_mut(&spi) else {
                 continue;
             };
             if out.sa.seal(inner, IPV6, &mut sealed).is_err() {
@@ -253,8 +257,8 @@ async fn keepalive_loop(shared: std::sync::Weak<Shared>, socket: Arc<UdpSocket>)
             return;
         };
         let remotes: Vec<SocketAddr> = {
-            let t = shared.tables.lock().unwrap_or_else(|e| e.into_inner());
-            let mut r: Vec<SocketAddr> = t.outbound.values().map(|o| o.remote).collect();
+            let send = lock(&shared.send);
+            let mut r: Vec<SocketAddr> = send.sas.values().map(|o| o.remote).collect();
             r.sort();
             r.dedup();
             r

@@ -48,7 +48,7 @@ fn prefers_aead_and_ecc_and_keeps_the_initiators_ke_group() {
     let c = IkePolicy::default()
         .select(&strongswan_default(), Some(ke_id::CURVE25519))
         .unwrap();
-    assert_eq!(c.suite.encr, Encryption::AesGcm16 { key_bits: 256 });
+    assert_eq!(c.suite.encr, Encryption::AesGcm16 { key_bits: 128 });
     assert_eq!(c.suite.integ, None);
     assert_eq!(c.suite.prf, Prf::HmacSha256);
     assert_eq!(c.suite.ke, KeGroup::Curve25519);
@@ -176,7 +176,7 @@ fn esp_selection_with_and_without_pfs() {
     let policy = EspPolicy::default();
     let offer = policy.proposals([1, 2, 3, 4], false);
     let c = policy.select(&offer, None).unwrap();
-    assert_eq!(c.encr, Encryption::AesGcm16 { key_bits: 256 });
+    assert_eq!(c.encr, Encryption::AesGcm16 { key_bits: 128 });
     assert_eq!(c.pfs, None);
     assert!(!c.esn, "ESN off when the peer also accepts it off");
     assert_eq!(c.peer_spi, vec![1, 2, 3, 4]);

@@ -226,7 +226,7 @@ fn main() {
         .and_then(|s| s.parse().ok())
         .unwrap_or(5);
     let results = [
-        ("sixgate (userspace ESP, AES-GCM-256)", sixgate(seconds)),
+        ("sixgate (userspace ESP, AES-GCM-128)", sixgate(seconds)),
         (
             "strongSwan kernel-libipsec (AES-GCM-128)",
             strongswan(seconds),
