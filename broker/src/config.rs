@@ -12,22 +12,82 @@ use serde::Deserialize;
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct File {
+    /// `[ike]`: addresses, identity and credentials.
     pub ike: Ike,
+    /// `[pool]`: the addresses handed to clients.
     pub pool: Pool,
+    /// `[dataplane]`: how ESP is carried.
     #[serde(default)]
     pub dataplane: Dataplane,
+    /// `[storage]`: where the state lives.
     pub storage: Storage,
+    /// `[control]`: the control socket.
     #[serde(default)]
     pub control: Control,
+    /// `[sites]`: DMZ sites over WireGuard, if any.
+    pub sites: Option<Sites>,
 }
 
+/// DMZ sites over WireGuard: the delegated prefixes and the tunnel.
+#[derive(Debug, Deserialize, Clone)]
+#[serde(deny_unknown_fields)]
+pub struct Sites {
+    /// The prefix that site prefixes are cut from.
+    pub prefix: String,
+    /// The default length of a site's prefix (64, 60 or 56).
+    #[serde(default = "default_site_length")]
+    pub prefix_length: u8,
+    /// IPv4 inside the tunnels, NAT'd out of the uplink.
+    pub transfer4: String,
+    /// The WireGuard interface.
+    #[serde(default = "default_wg_interface")]
+    pub interface: String,
+    /// Its UDP port.
+    #[serde(default = "default_wg_port")]
+    pub listen_port: u16,
+    /// What sites connect to, host:port.
+    pub endpoint: String,
+    /// The broker's upstream interface.
+    pub uplink: String,
+    /// A routing table (with rules) for the site prefixes, instead of main.
+    pub table: Option<u32>,
+    /// "kernel", "userspace" (wireguard-go) or "auto".
+    #[serde(default = "default_wg_backend")]
+    pub backend: String,
+    /// Seconds a removed site's prefix is held back before reuse.
+    #[serde(default = "default_hold_down")]
+    pub hold_down: u64,
+}
+
+fn default_site_length() -> u8 {
+    64
+}
+fn default_wg_interface() -> String {
+    "sgwg0".into()
+}
+fn default_wg_port() -> u16 {
+    51820
+}
+fn default_wg_backend() -> String {
+    "auto".into()
+}
+fn default_hold_down() -> u64 {
+    7 * 24 * 3600
+}
+
+/// The `[ike]` section.
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct Ike {
+    /// Addresses for UDP 500 and 4500.
     pub listen: Vec<IpAddr>,
+    /// Our IKE identity (a host name, RFC 822 name or address).
     pub identity: String,
+    /// Our certificate; the chain may follow the leaf in the same file.
     pub certificate: PathBuf,
+    /// The certificate's private key (PKCS#8 or PKCS#1 PEM).
     pub private_key: PathBuf,
+    /// Trust anchors for client certificates.
     pub ca: Vec<PathBuf>,
     /// Liveness check interval, seconds.
     #[serde(default = "default_dpd")]
@@ -59,23 +119,31 @@ fn default_fragment_size() -> usize {
     1280
 }
 
+/// The `[pool]` section.
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct Pool {
+    /// The pool, "ADDRESS/LENGTH".
     pub prefix: String,
+    /// DNS servers handed to clients that ask.
     #[serde(default)]
     pub dns: Vec<IpAddr>,
+    /// `[pool.static]`: identity = address.
     #[serde(default, rename = "static")]
     pub reservations: BTreeMap<String, Ipv6Addr>,
 }
 
+/// The `[dataplane]` section.
 #[derive(Debug, Deserialize, Default)]
 #[serde(deny_unknown_fields)]
 pub struct Dataplane {
+    /// "userspace" (ESP over TUN) or "xfrm" (the kernel).
     #[serde(default)]
     pub backend: Backend,
+    /// The TUN device of the userspace backend.
     #[serde(default = "default_tun")]
     pub tun: String,
+    /// Its MTU.
     #[serde(default = "default_mtu")]
     pub mtu: u16,
 }
@@ -88,32 +156,43 @@ fn default_mtu() -> u16 {
     1400
 }
 
+/// The ESP data plane.
 #[derive(Debug, Deserialize, Default, Clone, Copy, PartialEq, Eq)]
 #[serde(rename_all = "lowercase")]
 pub enum Backend {
+    /// ESP in UDP, in this process, over a TUN device.
     #[default]
     Userspace,
+    /// The kernel's IPsec (XFRM).
     Xfrm,
 }
 
+/// The `[storage]` section.
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct Storage {
+    /// The state directory (leases, sites, control socket).
     pub path: PathBuf,
 }
 
+/// The `[control]` section.
 #[derive(Debug, Deserialize, Default)]
 #[serde(deny_unknown_fields)]
 pub struct Control {
+    /// The control socket; default `<storage.path>/broker.sock`.
     pub socket: Option<PathBuf>,
 }
 
 /// The checked configuration, paths resolved against the file's directory.
 #[derive(Debug)]
 pub struct Config {
+    /// The file as written.
     pub file: File,
+    /// The pool's first address.
     pub pool_base: Ipv6Addr,
+    /// How many addresses it holds.
     pub pool_size: u64,
+    /// Where the control socket is.
     pub control_socket: PathBuf,
 }
 
@@ -128,6 +207,42 @@ impl std::fmt::Display for ConfigError {
 }
 
 impl std::error::Error for ConfigError {}
+
+/// Parses an IPv6 network "ADDRESS/LENGTH" whose host bits are zero.
+pub fn parse_net6(text: &str) -> Result<(Ipv6Addr, u8), String> {
+    let (addr, len) = text.split_once('/').ok_or("expected ADDRESS/LENGTH")?;
+    let addr: Ipv6Addr = addr
+        .parse()
+        .map_err(|_| format!("{addr:?} is not an IPv6 address"))?;
+    let len: u8 = len
+        .parse()
+        .ok()
+        .filter(|l| *l <= 128)
+        .ok_or_else(|| format!("{len:?} is not a prefix length"))?;
+    let host = u128::MAX.checked_shr(u32::from(len)).unwrap_or(0);
+    if u128::from(addr) & host != 0 {
+        return Err(format!("{addr} has host bits set for /{len}"));
+    }
+    Ok((addr, len))
+}
+
+/// Parses an IPv4 network "ADDRESS/LENGTH" whose host bits are zero.
+pub fn parse_net4(text: &str) -> Result<(std::net::Ipv4Addr, u8), String> {
+    let (addr, len) = text.split_once('/').ok_or("expected ADDRESS/LENGTH")?;
+    let addr: std::net::Ipv4Addr = addr
+        .parse()
+        .map_err(|_| format!("{addr:?} is not an IPv4 address"))?;
+    let len: u8 = len
+        .parse()
+        .ok()
+        .filter(|l| *l <= 32)
+        .ok_or_else(|| format!("{len:?} is not a prefix length"))?;
+    let host = u32::MAX.checked_shr(u32::from(len)).unwrap_or(0);
+    if u32::from(addr) & host != 0 {
+        return Err(format!("{addr} has host bits set for /{len}"));
+    }
+    Ok((addr, len))
+}
 
 /// Parses "2001:db8::100/120" into its first address and size.
 pub fn parse_prefix(text: &str) -> Result<(Ipv6Addr, u64), String> {
@@ -160,6 +275,7 @@ pub fn parse_prefix(text: &str) -> Result<(Ipv6Addr, u64), String> {
 }
 
 impl Config {
+    /// Reads and checks a configuration file.
     pub fn load(path: &Path) -> Result<Config, ConfigError> {
         let shown = path.display();
         let text =
@@ -236,6 +352,42 @@ impl Config {
         }
         if file.dataplane.mtu < 1280 {
             return Err(bad("dataplane.mtu", "IPv6 needs at least 1280".into()));
+        }
+        if let Some(sites) = &file.sites {
+            let (_, len) = parse_net6(&sites.prefix).map_err(|e| bad("sites.prefix", e))?;
+            if len > 56 {
+                return Err(bad(
+                    "sites.prefix",
+                    format!("/{len} cannot hold a /56; use /56 or shorter"),
+                ));
+            }
+            if ![64, 60, 56].contains(&sites.prefix_length) {
+                return Err(bad("sites.prefix_length", "one of 64, 60, 56".into()));
+            }
+            let (_, len4) = parse_net4(&sites.transfer4).map_err(|e| bad("sites.transfer4", e))?;
+            if len4 > 30 {
+                return Err(bad("sites.transfer4", "needs at least a /30".into()));
+            }
+            if sites
+                .endpoint
+                .rsplit_once(':')
+                .and_then(|(_, p)| p.parse::<u16>().ok())
+                .is_none()
+            {
+                return Err(bad("sites.endpoint", "expected HOST:PORT".into()));
+            }
+            if sites.interface.is_empty() || sites.interface.len() > 15 {
+                return Err(bad(
+                    "sites.interface",
+                    "an interface name of 1 to 15 characters".into(),
+                ));
+            }
+            if !["auto", "kernel", "userspace"].contains(&sites.backend.as_str()) {
+                return Err(bad(
+                    "sites.backend",
+                    "one of \"auto\", \"kernel\", \"userspace\"".into(),
+                ));
+            }
         }
         let control_socket = match &mut file.control.socket {
             Some(p) => {

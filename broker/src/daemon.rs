@@ -14,8 +14,8 @@ use sixgate_proto::endpoint::{self, Event, SaId};
 use sixgate_proto::wire::{Identity, TrafficSelector};
 use tokio::signal::unix::{signal, SignalKind};
 
-use crate::config::{Backend, Config};
-use crate::leases::{Lease, LeaseStore, Pool};
+use sixgate_broker::config::{Backend, Config};
+use sixgate_broker::leases::{Lease, LeaseStore, Pool};
 
 #[derive(Debug, Serialize, Deserialize)]
 enum Request {
@@ -68,6 +68,9 @@ pub async fn run(config: Config) -> Result<(), String> {
             "`dataplane.backend = \"xfrm\"` is not available yet; use backend = \"userspace\""
                 .into(),
         );
+    }
+    if f.sites.is_some() {
+        return Err("`[sites]`: DMZ sites over WireGuard are not available in this version yet; remove the section".into());
     }
     let identity = pki::parse_identity(&f.ike.identity)?;
     let chain = pki::load_chain(&f.ike.certificate)?;

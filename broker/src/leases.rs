@@ -23,7 +23,9 @@ use sixgate_proto::wire::{Identification, Identity};
 /// One lease, for `sixgate-broker leases`.
 #[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct Lease {
+    /// The identity holding it.
     pub identity: String,
+    /// The address.
     pub address: Ipv6Addr,
     /// Whether its owner is connected (false: released, kept for the owner).
     pub active: bool,
@@ -31,6 +33,7 @@ pub struct Lease {
     pub reserved: bool,
 }
 
+/// The leases, in sled (see the module documentation).
 pub struct LeaseStore {
     db: sled::Db,
     tree: sled::Tree,

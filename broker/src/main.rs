@@ -4,9 +4,9 @@
 //! `run` starts the daemon; `leases` and `status` ask the running daemon
 //! over its control socket (found through the same configuration file).
 
-mod config;
 mod daemon;
-mod leases;
+
+use sixgate_broker::config;
 
 use std::path::PathBuf;
 use std::process::ExitCode;
