@@ -54,6 +54,11 @@ pub struct Sites {
     /// "kernel", "userspace" (wireguard-go) or "auto".
     #[serde(default = "default_wg_backend")]
     pub backend: String,
+    /// A site that sent nothing for this many seconds is down: its prefix
+    /// is answered with ICMPv6 unreachable until it is back. Sites send a
+    /// keepalive every third of it.
+    #[serde(default = "default_peer_timeout")]
+    pub peer_timeout: u64,
     /// Seconds a removed site's prefix is held back before reuse.
     #[serde(default = "default_hold_down")]
     pub hold_down: u64,
@@ -70,6 +75,9 @@ fn default_wg_port() -> u16 {
 }
 fn default_wg_backend() -> String {
     "auto".into()
+}
+fn default_peer_timeout() -> u64 {
+    75
 }
 fn default_hold_down() -> u64 {
     7 * 24 * 3600
@@ -134,7 +142,7 @@ pub struct Pool {
 }
 
 /// The `[dataplane]` section.
-#[derive(Debug, Deserialize, Default)]
+#[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct Dataplane {
     /// "userspace" (ESP over TUN) or "xfrm" (the kernel).
@@ -146,6 +154,16 @@ pub struct Dataplane {
     /// Its MTU.
     #[serde(default = "default_mtu")]
     pub mtu: u16,
+}
+
+impl Default for Dataplane {
+    fn default() -> Self {
+        Dataplane {
+            backend: Backend::default(),
+            tun: default_tun(),
+            mtu: default_mtu(),
+        }
+    }
 }
 
 fn default_tun() -> String {
@@ -382,6 +400,9 @@ impl Config {
                     "an interface name of 1 to 15 characters".into(),
                 ));
             }
+            if sites.peer_timeout < 3 {
+                return Err(bad("sites.peer_timeout", "at least 3 seconds".into()));
+            }
             if !["auto", "kernel", "userspace"].contains(&sites.backend.as_str()) {
                 return Err(bad(
                     "sites.backend",
@@ -450,6 +471,13 @@ path = "state"
             "relative to the file"
         );
         assert_eq!(c.control_socket, dir.path().join("state/broker.sock"));
+        let minimal = GOOD.replace("[dataplane]\nbackend = \"userspace\"\n", "");
+        let c = Config::load(&write(dir.path(), &minimal)).unwrap();
+        assert_eq!(
+            (c.file.dataplane.tun.as_str(), c.file.dataplane.mtu),
+            ("sgb0", 1400),
+            "defaults without [dataplane]"
+        );
     }
 
     #[test]

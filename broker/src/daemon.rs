@@ -16,23 +16,41 @@ use tokio::signal::unix::{signal, SignalKind};
 
 use sixgate_broker::config::{Backend, Config};
 use sixgate_broker::leases::{Lease, LeaseStore, Pool};
+use sixgate_broker::sitenet::{SiteNet, SiteState};
+use sixgate_broker::sites::{Site, SiteStore};
 
 #[derive(Debug, Serialize, Deserialize)]
-enum Request {
+pub enum Request {
     Leases,
     Status,
+    SiteAdd {
+        name: String,
+        public_key: Option<String>,
+        prefix_length: Option<u8>,
+    },
+    SiteList,
+    SiteShow(String),
+    SiteConfig {
+        name: String,
+        uplink: String,
+        lan: String,
+    },
+    SiteRemove(String),
 }
 
 #[derive(Debug, Serialize, Deserialize)]
-enum Response {
+pub enum Response {
     Leases(Vec<Lease>),
     Status(Vec<StatusRow>),
+    Site(Site),
+    Sites(Vec<SiteState>),
+    Files(Vec<(String, String)>),
     Error(String),
 }
 
 /// One connected client, as `status` prints it.
 #[derive(Debug, Clone, Serialize, Deserialize)]
-struct StatusRow {
+pub struct StatusRow {
     identity: String,
     outer: String,
     inner: Option<Ipv6Addr>,
@@ -68,9 +86,6 @@ pub async fn run(config: Config) -> Result<(), String> {
             "`dataplane.backend = \"xfrm\"` is not available yet; use backend = \"userspace\""
                 .into(),
         );
-    }
-    if f.sites.is_some() {
-        return Err("`[sites]`: DMZ sites over WireGuard are not available in this version yet; remove the section".into());
     }
     let identity = pki::parse_identity(&f.ike.identity)?;
     let chain = pki::load_chain(&f.ike.certificate)?;
@@ -121,6 +136,17 @@ pub async fn run(config: Config) -> Result<(), String> {
     let mut driver = udp::spawn(Arc::new(ike), sockets, Some(dp.esp_handler()), move |ep| {
         ep.set_address_pool(Box::new(Pool(pool)))
     });
+    let mut sites = match &f.sites {
+        Some(cfg) => {
+            let (prefix, len) = sixgate_broker::config::parse_net6(&cfg.prefix)?;
+            let net4 = sixgate_broker::config::parse_net4(&cfg.transfer4)?;
+            let store = SiteStore::open(&f.storage.path, (prefix, len), net4, cfg.hold_down)
+                .map_err(|e| e.to_string())?;
+            Some(SiteNet::start(cfg, store)?)
+        }
+        None => None,
+    };
+    let mut liveness = tokio::time::interval(Duration::from_secs(1));
     let listener = control::bind(&config.control_socket)
         .map_err(|e| format!("{}: {e}", config.control_socket.display()))?;
     let mut term = signal(SignalKind::terminate()).map_err(|e| e.to_string())?;
@@ -145,13 +171,22 @@ pub async fn run(config: Config) -> Result<(), String> {
                 let response = match control::read_request::<Request>(&mut stream).await {
                     Ok(Request::Leases) => store.list().map(Response::Leases).unwrap_or_else(|e| Response::Error(e.to_string())),
                     Ok(Request::Status) => Response::Status(status_rows(&clients, &dp)),
+                    Ok(request) => site_request(sites.as_mut(), request),
                     Err(e) => Response::Error(e.to_string()),
                 };
                 let _ = control::write_response(&mut stream, &response).await;
             }
+            _ = liveness.tick() => {
+                if let Some(s) = sites.as_mut() {
+                    s.check_liveness();
+                }
+            }
             _ = term.recv() => break,
             _ = int.recv() => break,
         }
+    }
+    if let Some(mut s) = sites.take() {
+        s.stop();
     }
 
     // Orderly stop: tell every client, give the deletes a moment, then
@@ -177,6 +212,40 @@ pub async fn run(config: Config) -> Result<(), String> {
     let _ = std::fs::remove_file(&config.control_socket);
     let _ = netconf::del_link(&tun);
     Ok(())
+}
+
+fn site_request(sites: Option<&mut SiteNet>, request: Request) -> Response {
+    let Some(sites) = sites else {
+        return Response::Error("this broker has no [sites] configured".into());
+    };
+    let result = match request {
+        Request::SiteAdd {
+            name,
+            public_key,
+            prefix_length,
+        } => sites
+            .add(&name, public_key.as_deref(), prefix_length)
+            .map(Response::Site),
+        Request::SiteList => sites.list().map(Response::Sites),
+        Request::SiteShow(name) => sites.get(&name).map(Response::Site),
+        Request::SiteConfig { name, uplink, lan } => {
+            sites.files(&name, &uplink, &lan).map(Response::Files)
+        }
+        Request::SiteRemove(name) => sites.remove(&name).map(Response::Site),
+        Request::Leases | Request::Status => Err("not a site request".into()),
+    };
+    result.unwrap_or_else(Response::Error)
+}
+
+/// Sends a request to the running broker.
+pub async fn ask(config: &Config, request: &Request) -> Result<Response, String> {
+    match control::ask(&config.control_socket, request)
+        .await
+        .map_err(|e| e.to_string())?
+    {
+        Response::Error(e) => Err(e),
+        r => Ok(r),
+    }
 }
 
 fn handle_event(event: Event, dp: &Userspace, tun: &str, clients: &mut HashMap<SaId, Client>) {
@@ -342,6 +411,87 @@ pub async fn print_status(config: &Config) -> Result<(), String> {
             Ok(())
         }
         Response::Error(e) => Err(e),
+        other => Err(format!("unexpected answer {other:?}")),
+    }
+}
+
+/// `site ...` verbs: ask the daemon and print the answer.
+pub async fn site_verb(
+    config: &Config,
+    request: Request,
+    out: Option<&std::path::Path>,
+) -> Result<(), String> {
+    match ask(config, &request).await? {
+        Response::Site(site) => {
+            let verb = match request {
+                Request::SiteAdd { .. } => "added",
+                Request::SiteRemove(_) => "removed (its prefix is held back before reuse)",
+                _ => "",
+            };
+            if !verb.is_empty() {
+                println!("site {} {verb}", site.name);
+            }
+            println!("prefix:        {}", site.prefix_text());
+            println!("transfer IPv6: {}", site.transfer6);
+            println!("transfer IPv4: {}", site.transfer4);
+            println!("public key:    {}", site.public_key);
+            println!(
+                "key pair:      {}",
+                if site.private_key.is_some() {
+                    "generated by sixgate (in `site config`)"
+                } else {
+                    "the site's own"
+                }
+            );
+            Ok(())
+        }
+        Response::Sites(sites) => {
+            println!(
+                "{:<20} {:<24} {:<24} {:>12} {:>12} {:>10} STATE",
+                "NAME", "PREFIX", "TRANSFER", "RX", "TX", "HANDSHAKE"
+            );
+            let now = SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .map(|d| d.as_secs())
+                .unwrap_or(0);
+            for s in sites {
+                let hs = if s.last_handshake == 0 {
+                    "never".to_string()
+                } else {
+                    format!("{}s ago", now.saturating_sub(s.last_handshake))
+                };
+                println!(
+                    "{:<20} {:<24} {:<24} {:>12} {:>12} {:>10} {}",
+                    s.site.name,
+                    s.site.prefix_text(),
+                    s.site.transfer6,
+                    s.rx_bytes,
+                    s.tx_bytes,
+                    hs,
+                    if s.up { "up" } else { "down" }
+                );
+            }
+            Ok(())
+        }
+        Response::Files(files) => {
+            let dir = out.ok_or("--out DIR is needed")?;
+            std::fs::create_dir_all(dir).map_err(|e| format!("{}: {e}", dir.display()))?;
+            for (name, text) in files {
+                let path = dir.join(&name);
+                std::fs::write(&path, text).map_err(|e| format!("{}: {e}", path.display()))?;
+                use std::os::unix::fs::PermissionsExt;
+                // The WireGuard file holds keys.
+                let mode = if name.ends_with(".conf") && name.starts_with("wg") {
+                    0o600
+                } else {
+                    0o644
+                };
+                std::fs::set_permissions(&path, std::fs::Permissions::from_mode(mode))
+                    .map_err(|e| e.to_string())?;
+                println!("{}", path.display());
+            }
+            Ok(())
+        }
         other => Err(format!("unexpected answer {other:?}")),
     }
 }

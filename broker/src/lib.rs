@@ -4,4 +4,6 @@
 
 pub mod config;
 pub mod leases;
+pub mod siteconfig;
+pub mod sitenet;
 pub mod sites;

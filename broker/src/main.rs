@@ -45,12 +45,81 @@ enum Verb {
         #[arg(long)]
         config: PathBuf,
     },
+    /// Manage DMZ sites (delegated prefixes over WireGuard).
+    Site {
+        #[command(subcommand)]
+        verb: SiteVerb,
+    },
+}
+
+#[derive(Subcommand)]
+enum SiteVerb {
+    /// Add a site: allocate its prefix and keys, configure its peer.
+    Add {
+        /// The site's name (a-z, 0-9, -).
+        name: String,
+        /// The site's WireGuard public key; without it a key pair is made.
+        #[arg(long)]
+        public_key: Option<String>,
+        /// 64, 60 or 56; default `[sites] prefix_length`.
+        #[arg(long)]
+        prefix_length: Option<u8>,
+        /// The configuration file of the running broker.
+        #[arg(long)]
+        config: PathBuf,
+    },
+    /// List the sites with their latest handshake and counters.
+    List {
+        /// The configuration file of the running broker.
+        #[arg(long)]
+        config: PathBuf,
+    },
+    /// Show one site.
+    Show {
+        /// The site's name.
+        name: String,
+        /// The configuration file of the running broker.
+        #[arg(long)]
+        config: PathBuf,
+    },
+    /// Write the DMZ router's files (wg-quick, nftables, dnsmasq).
+    Config {
+        /// The site's name.
+        name: String,
+        /// Where to write them.
+        #[arg(long)]
+        out: PathBuf,
+        /// The DMZ router's home-side interface.
+        #[arg(long, default_value = "eth0")]
+        uplink: String,
+        /// The DMZ router's LAN interface.
+        #[arg(long, default_value = "eth1")]
+        lan: String,
+        /// The configuration file of the running broker.
+        #[arg(long)]
+        config: PathBuf,
+    },
+    /// Remove a site (its prefix is held back for `[sites] hold_down`).
+    Remove {
+        /// The site's name.
+        name: String,
+        /// The configuration file of the running broker.
+        #[arg(long)]
+        config: PathBuf,
+    },
 }
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
     let path = match &cli.command {
         Verb::Run { config } | Verb::Leases { config } | Verb::Status { config } => config.clone(),
+        Verb::Site { verb } => match verb {
+            SiteVerb::Add { config, .. }
+            | SiteVerb::List { config }
+            | SiteVerb::Show { config, .. }
+            | SiteVerb::Config { config, .. }
+            | SiteVerb::Remove { config, .. } => config.clone(),
+        },
     };
     let config = match config::Config::load(&path) {
         Ok(c) => c,
@@ -64,6 +133,35 @@ fn main() -> ExitCode {
             Verb::Run { .. } => daemon::run(config).await,
             Verb::Leases { .. } => daemon::print_leases(&config).await,
             Verb::Status { .. } => daemon::print_status(&config).await,
+            Verb::Site { verb } => {
+                use daemon::Request;
+                let (request, out) = match verb {
+                    SiteVerb::Add {
+                        name,
+                        public_key,
+                        prefix_length,
+                        ..
+                    } => (
+                        Request::SiteAdd {
+                            name,
+                            public_key,
+                            prefix_length,
+                        },
+                        None,
+                    ),
+                    SiteVerb::List { .. } => (Request::SiteList, None),
+                    SiteVerb::Show { name, .. } => (Request::SiteShow(name), None),
+                    SiteVerb::Config {
+                        name,
+                        out,
+                        uplink,
+                        lan,
+                        ..
+                    } => (Request::SiteConfig { name, uplink, lan }, Some(out)),
+                    SiteVerb::Remove { name, .. } => (Request::SiteRemove(name), None),
+                };
+                daemon::site_verb(&config, request, out.as_deref()).await
+            }
         }
     })
 }

@@ -202,6 +202,23 @@ impl SiteStore {
         Ok(Ipv6Addr::from(bytes))
     }
 
+    /// The broker's WireGuard private key, made on first use.
+    pub fn broker_key(&self) -> Result<[u8; 32], SiteError> {
+        if let Some(k) = self.tree.get(b"wgkey")? {
+            return <[u8; 32]>::try_from(k.as_ref())
+                .map_err(|_| SiteError::Storage("corrupt broker key".into()));
+        }
+        let secret = x25519_dalek::StaticSecret::random_from_rng(rand_core::OsRng);
+        self.tree.insert(b"wgkey", secret.as_bytes())?;
+        self.tree.flush()?;
+        Ok(secret.to_bytes())
+    }
+
+    /// The IPv4 transfer network.
+    pub fn transfer4_net(&self) -> (Ipv4Addr, u8) {
+        (Ipv4Addr::from(self.transfer4.0), self.transfer4.1)
+    }
+
     /// The broker's own IPv4 transfer address (the network's first host).
     pub fn broker_transfer4(&self) -> Ipv4Addr {
         Ipv4Addr::from(self.transfer4.0 + 1)

@@ -14,3 +14,4 @@ pub mod pki;
 pub mod process;
 pub mod udp;
 pub mod userspace;
+pub mod wireguard;

@@ -8,7 +8,8 @@ use std::io;
 use std::net::Ipv6Addr;
 use std::process::Command;
 
-fn ip(args: &[&str]) -> io::Result<()> {
+/// Runs `ip` with these arguments.
+pub fn ip(args: &[&str]) -> io::Result<()> {
     let out = Command::new("ip").args(args).output()?;
     if out.status.success() {
         Ok(())
@@ -80,4 +81,31 @@ pub fn enable_ipv6_forwarding() -> io::Result<()> {
         }
     }
     std::fs::write("/proc/sys/net/ipv6/conf/all/forwarding", "1")
+}
+
+/// Applies an nftables ruleset (`nft -f -`).
+pub fn nft(ruleset: &str) -> io::Result<()> {
+    use std::io::Write;
+    let mut child = Command::new("nft")
+        .args(["-f", "-"])
+        .stdin(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()?;
+    if let Some(mut stdin) = child.stdin.take() {
+        stdin.write_all(ruleset.as_bytes())?;
+    }
+    let out = child.wait_with_output()?;
+    if out.status.success() {
+        Ok(())
+    } else {
+        Err(io::Error::other(format!(
+            "nft: {}",
+            String::from_utf8_lossy(&out.stderr).trim()
+        )))
+    }
+}
+
+/// Turns on IPv4 forwarding (for NAT of sites' IPv4).
+pub fn enable_ipv4_forwarding() -> io::Result<()> {
+    std::fs::write("/proc/sys/net/ipv4/ip_forward", "1")
 }

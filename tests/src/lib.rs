@@ -438,10 +438,13 @@ pub struct Daemon {
 
 impl Daemon {
     pub fn spawn(ns: &Netns, program: &Path, args: &[&str], log: PathBuf) -> Daemon {
+        use std::os::unix::process::CommandExt;
         let file = std::fs::File::create(&log).expect("log file");
+        // Its own process group, so that a kill takes its children along.
         let child = ns
             .command(program.to_str().expect("utf-8 path"))
             .args(args)
+            .process_group(0)
             .stdin(Stdio::null())
             .stdout(file.try_clone().expect("log"))
             .stderr(file)
@@ -475,7 +478,7 @@ impl Daemon {
         None
     }
 
-    /// SIGKILL: a crash.
+    /// SIGKILL: a crash (its own process only).
     pub fn kill(&mut self) {
         let _ = self.child.kill();
         let _ = self.child.wait();
@@ -483,7 +486,13 @@ impl Daemon {
 }
 
 impl Drop for Daemon {
+    /// Kills the daemon and everything it started.
     fn drop(&mut self) {
+        let group = format!("-{}", self.child.id());
+        let _ = Command::new("kill")
+            .args(["-KILL", "--", &group])
+            .stderr(Stdio::null())
+            .status();
         let _ = self.child.kill();
         let _ = self.child.wait();
     }

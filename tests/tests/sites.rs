@@ -1,0 +1,405 @@
+//! DMZ sites over WireGuard (wireguard-go), as root in namespaces, with the
+//! DMZ router set up only from the files `site config` writes:
+//!
+//! ```text
+//! inet (2001:db8:ffff::2, 203.0.113.2) -- broker (up0) --- wan (192.0.2.0/24) --- home router
+//!                                                                                   | 198.51.100.0/24
+//!                                                        home host (.50) ----------+---- DMZ router (.10) -- lan0 -- DMZ host
+//! ```
+
+use std::process::Stdio;
+use std::time::Duration;
+
+use sixgate_tests::{certs_dir, wait_for, workspace_bin, Daemon, Netns, TempDir};
+
+fn veth(a: &Netns, a_name: &str, b: &Netns, b_name: &str) {
+    let out = std::process::Command::new("ip")
+        .args([
+            "link", "add", a_name, "netns", &a.name, "type", "veth", "peer", "name", b_name,
+            "netns", &b.name,
+        ])
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    a.run(&["ip", "link", "set", a_name, "up"]);
+    b.run(&["ip", "link", "set", b_name, "up"]);
+}
+
+struct SitesLab {
+    inet: Netns,
+    broker: Netns,
+    home: Netns,
+    dmzr: Netns,
+    homehost: Netns,
+    dmzhost: Netns,
+    dir: TempDir,
+}
+
+impl SitesLab {
+    fn new() -> SitesLab {
+        let lab = SitesLab {
+            inet: Netns::new("sgsi"),
+            broker: Netns::new("sgsb"),
+            home: Netns::new("sgsh"),
+            dmzr: Netns::new("sgsr"),
+            homehost: Netns::new("sgsx"),
+            dmzhost: Netns::new("sgsd"),
+            dir: TempDir::new("sgsites"),
+        };
+        veth(&lab.inet, "eth0", &lab.broker, "up0");
+        lab.inet.run(&[
+            "ip",
+            "addr",
+            "add",
+            "2001:db8:ffff::2/64",
+            "dev",
+            "eth0",
+            "nodad",
+        ]);
+        lab.inet
+            .run(&["ip", "addr", "add", "203.0.113.2/24", "dev", "eth0"]);
+        lab.inet.run(&[
+            "ip",
+            "-6",
+            "route",
+            "add",
+            "2001:db8:1000::/48",
+            "via",
+            "2001:db8:ffff::1",
+        ]);
+        lab.broker.run(&[
+            "ip",
+            "addr",
+            "add",
+            "2001:db8:ffff::1/64",
+            "dev",
+            "up0",
+            "nodad",
+        ]);
+        lab.broker
+            .run(&["ip", "addr", "add", "203.0.113.1/24", "dev", "up0"]);
+        // The home router: NAT from the home LAN to its WAN, like any.
+        veth(&lab.broker, "wan0", &lab.home, "wan0");
+        lab.broker
+            .run(&["ip", "addr", "add", "192.0.2.1/24", "dev", "wan0"]);
+        lab.home
+            .run(&["ip", "addr", "add", "192.0.2.2/24", "dev", "wan0"]);
+        lab.home
+            .run(&["ip", "link", "add", "br0", "type", "bridge"]);
+        lab.home
+            .run(&["ip", "addr", "add", "198.51.100.1/24", "dev", "br0"]);
+        lab.home.run(&["ip", "link", "set", "br0", "up"]);
+        lab.home.run(&["sysctl", "-qw", "net.ipv4.ip_forward=1"]);
+        lab.home.run(&["nft", "add table ip nat; add chain ip nat post { type nat hook postrouting priority srcnat; }; add rule ip nat post oifname wan0 masquerade"]);
+        for (ns, port) in [(&lab.dmzr, "hp1"), (&lab.homehost, "hp2")] {
+            veth(ns, "up0", &lab.home, port);
+            lab.home.run(&["ip", "link", "set", port, "master", "br0"]);
+        }
+        lab.dmzr
+            .run(&["ip", "addr", "add", "198.51.100.10/24", "dev", "up0"]);
+        lab.dmzr
+            .run(&["ip", "route", "add", "default", "via", "198.51.100.1"]);
+        lab.homehost
+            .run(&["ip", "addr", "add", "198.51.100.50/24", "dev", "up0"]);
+        lab.homehost
+            .run(&["ip", "route", "add", "default", "via", "198.51.100.1"]);
+        // The DMZ LAN: the host takes its IPv6 address by SLAAC.
+        veth(&lab.dmzr, "lan0", &lab.dmzhost, "eth0");
+        lab
+    }
+
+    fn broker_config(&self) -> std::path::PathBuf {
+        let c = certs_dir().join("ecdsa");
+        let c = c.display();
+        let text = format!(
+            r#"[ike]
+listen = ["192.0.2.1"]
+identity = "broker.example.net"
+certificate = "{c}/broker.pem"
+private_key = "{c}/broker.key"
+ca = ["{c}/ca.pem"]
+[pool]
+prefix = "2001:db8:100::100/120"
+[storage]
+path = "{dir}/state"
+[sites]
+prefix = "2001:db8:1000::/48"
+prefix_length = 64
+transfer4 = "192.168.3.0/24"
+interface = "sgwg0"
+listen_port = 51820
+endpoint = "192.0.2.1:51820"
+uplink = "up0"
+backend = "userspace"
+peer_timeout = 3
+hold_down = 0
+"#,
+            dir = self.dir.path().display()
+        );
+        let p = self.dir.path().join("broker.toml");
+        std::fs::write(&p, text).unwrap();
+        p
+    }
+
+    fn broker(&self, config: &std::path::Path) -> Daemon {
+        let log = self
+            .dir
+            .path()
+            .join(format!("broker-{}.log", sixgate_tests::unique("")));
+        let d = Daemon::spawn(
+            &self.broker,
+            &workspace_bin("sixgate-broker"),
+            &["run", "--config", config.to_str().unwrap()],
+            log,
+        );
+        let sock = self.dir.path().join("state/broker.sock");
+        wait_for(Duration::from_secs(20), || {
+            std::os::unix::net::UnixStream::connect(&sock)
+                .ok()
+                .map(|_| ())
+        })
+        .unwrap_or_else(|| panic!("broker did not start:\n{}", d.log_text()));
+        d
+    }
+
+    fn cli(&self, args: &[&str]) -> String {
+        let mut argv = vec![workspace_bin("sixgate-broker")
+            .to_str()
+            .unwrap()
+            .to_string()];
+        argv.extend(args.iter().map(|s| s.to_string()));
+        let refs: Vec<&str> = argv.iter().map(String::as_str).collect();
+        let out = self.broker.try_run(&refs);
+        let text = format!(
+            "{}{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
+        assert!(out.status.success(), "{args:?}: {text}");
+        text
+    }
+}
+
+/// What the broker installed that must come back after a restart and be
+/// gone after a stop.
+fn installed(broker: &Netns) -> (String, String, String) {
+    let wg = String::from_utf8_lossy(&broker.try_run(&["wg", "show", "sgwg0", "peers"]).stdout)
+        .into_owned();
+    let routes = broker.run(&["ip", "-6", "route", "show", "table", "all"]);
+    let routes: String = routes
+        .lines()
+        .filter(|l| l.contains("2001:db8:1000"))
+        .collect::<Vec<_>>()
+        .join("\n");
+    let nft = String::from_utf8_lossy(
+        &broker
+            .try_run(&["nft", "list", "table", "inet", "sixgate_sites"])
+            .stdout,
+    )
+    .into_owned();
+    (wg, routes, nft)
+}
+
+#[test]
+fn a_dmz_site_from_the_generated_files_alone() {
+    let lab = SitesLab::new();
+    let config = lab.broker_config();
+    let mut broker = lab.broker(&config);
+    let added = lab.cli(&["site", "add", "home", "--config", config.to_str().unwrap()]);
+    assert!(
+        added.contains("prefix:        2001:db8:1000:1::/64"),
+        "{added}"
+    );
+    let files = lab.dir.path().join("site");
+    lab.cli(&[
+        "site",
+        "config",
+        "home",
+        "--out",
+        files.to_str().unwrap(),
+        "--uplink",
+        "up0",
+        "--lan",
+        "lan0",
+        "--config",
+        config.to_str().unwrap(),
+    ]);
+    let wgconf = std::fs::read_to_string(files.join("wg-sixgate.conf")).unwrap();
+    assert!(
+        wgconf.contains("Table = off")
+            && wgconf.contains("PrivateKey = ")
+            && !wgconf.contains("PrivateKey =\n"),
+        "{wgconf}"
+    );
+
+    // The DMZ router, from the three files.
+    lab.dmzr
+        .run(&["nft", "-f", files.join("dmz.nft").to_str().unwrap()]);
+    let mut up = lab.dmzr.command("wg-quick");
+    up.args(["up", files.join("wg-sixgate.conf").to_str().unwrap()])
+        .env("WG_QUICK_USERSPACE_IMPLEMENTATION", "wireguard-go")
+        .env("WG_I_PREFER_BUGGY_USERSPACE_TO_POLISHED_KMOD", "1");
+    let out = up.output().unwrap();
+    assert!(
+        out.status.success(),
+        "wg-quick up: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let _dnsmasq = Daemon::spawn(
+        &lab.dmzr,
+        std::path::Path::new("/usr/sbin/dnsmasq"),
+        &[
+            "-C",
+            files.join("dnsmasq.conf").to_str().unwrap(),
+            "-k",
+            "--pid-file",
+            &format!("--dhcp-leasefile={}/leases", lab.dir.path().display()),
+        ],
+        lab.dir.path().join("dnsmasq.log"),
+    );
+    let down = || {
+        let mut c = lab.dmzr.command("wg-quick");
+        c.args(["down", files.join("wg-sixgate.conf").to_str().unwrap()])
+            .stdout(Stdio::null())
+            .stderr(Stdio::null());
+        let _ = c.status();
+    };
+
+    let result = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+        // SLAAC on the DMZ host.
+        let addr = wait_for(Duration::from_secs(30), || {
+            let a = lab
+                .dmzhost
+                .run(&["ip", "-6", "addr", "show", "dev", "eth0", "scope", "global"]);
+            a.split_whitespace()
+                .find(|w| w.starts_with("2001:db8:1000:1:"))
+                .map(|w| w.split('/').next().unwrap().to_string())
+        })
+        .expect("a SLAAC address from the delegated prefix");
+        // Out and in.
+        let ping6 = |ns: &Netns, to: &str| {
+            ns.try_run(&["ping", "-6", "-c", "2", "-W", "2", to])
+                .status
+                .success()
+        };
+        assert!(
+            wait_for(Duration::from_secs(20), || ping6(
+                &lab.dmzhost,
+                "2001:db8:ffff::2"
+            )
+            .then_some(()))
+            .is_some(),
+            "DMZ host to inet\n{}",
+            broker.log_text()
+        );
+        assert!(ping6(&lab.inet, &addr), "inet to DMZ host");
+        // IPv4 through the broker's NAT, but not to the home network.
+        lab.dmzhost
+            .run(&["ip", "addr", "add", "10.77.0.50/24", "dev", "eth0"]);
+        lab.dmzhost
+            .run(&["ip", "route", "add", "default", "via", "10.77.0.1"]);
+        assert!(
+            lab.dmzhost
+                .try_run(&["ping", "-c", "2", "-W", "2", "203.0.113.2"])
+                .status
+                .success(),
+            "IPv4 via NAT"
+        );
+        assert!(
+            !lab.dmzhost
+                .try_run(&["ping", "-c", "2", "-W", "1", "198.51.100.50"])
+                .status
+                .success(),
+            "the home host must be out of reach"
+        );
+        assert!(
+            !lab.dmzhost
+                .try_run(&["ping", "-c", "2", "-W", "1", "198.51.100.1"])
+                .status
+                .success(),
+            "the home router too"
+        );
+        // A large transfer from inet to the DMZ host (MSS clamped at 1420).
+        let mut server = lab.dmzhost.command("iperf3");
+        server
+            .args(["-s", "-1"])
+            .stdout(Stdio::null())
+            .stderr(Stdio::null());
+        let mut server = server.spawn().unwrap();
+        std::thread::sleep(Duration::from_millis(300));
+        let out = lab
+            .inet
+            .try_run(&["iperf3", "-6", "-c", &addr, "-n", "20M"]);
+        let _ = server.kill();
+        let _ = server.wait();
+        assert!(
+            out.status.success(),
+            "large transfer: {}",
+            String::from_utf8_lossy(&out.stdout)
+        );
+        let list = lab.cli(&["site", "list", "--config", config.to_str().unwrap()]);
+        assert!(list.contains("home") && list.contains(" up"), "{list}");
+
+        // The tunnel goes down: the prefix is answered with unreachable.
+        down();
+        let unreachable = wait_for(Duration::from_secs(20), || {
+            let out = lab
+                .inet
+                .try_run(&["ping", "-6", "-c", "1", "-W", "1", &addr]);
+            let text = String::from_utf8_lossy(&out.stdout).into_owned();
+            text.contains("nreachable").then_some(text)
+        });
+        assert!(unreachable.is_some(), "ICMPv6 unreachable from the broker");
+    }));
+    down();
+    result.unwrap();
+
+    // Restart: the same state comes back; stop: nothing is left.
+    let before = installed(&lab.broker);
+    assert!(
+        before.0.trim().len() == 44
+            && before.1.contains("unreachable")
+            && before.2.contains("masquerade"),
+        "{before:?}\n{}\n{}\n{}",
+        lab.cli(&["site", "list", "--config", config.to_str().unwrap()]),
+        String::from_utf8_lossy(&lab.broker.try_run(&["wg", "show", "sgwg0"]).stderr),
+        broker.log_text()
+    );
+    assert!(
+        broker
+            .terminate(Duration::from_secs(10))
+            .is_some_and(|s| s.success()),
+        "{}",
+        broker.log_text()
+    );
+    let after_stop = installed(&lab.broker);
+    assert!(
+        after_stop.0.is_empty() && after_stop.1.is_empty() && after_stop.2.is_empty(),
+        "left behind: {after_stop:?}"
+    );
+    assert!(!lab.broker.run(&["ip", "link"]).contains("sgwg0"));
+    let mut broker = lab.broker(&config);
+    let again = installed(&lab.broker);
+    assert_eq!((&again.0, &again.1), (&before.0, &before.1));
+    assert_eq!(again.2, before.2);
+    let shown = lab.cli(&["site", "show", "home", "--config", config.to_str().unwrap()]);
+    assert!(shown.contains("2001:db8:1000:1::/64"), "{shown}");
+    lab.cli(&[
+        "site",
+        "remove",
+        "home",
+        "--config",
+        config.to_str().unwrap(),
+    ]);
+    let gone = installed(&lab.broker);
+    assert!(gone.0.trim().is_empty(), "peer left behind: {gone:?}");
+    assert!(
+        !gone.1.contains("2001:db8:1000:1::") && !gone.2.contains("2001:db8:1000:1::"),
+        "{gone:?}"
+    );
+    assert!(broker.terminate(Duration::from_secs(10)).is_some());
+}
