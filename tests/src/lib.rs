@@ -794,3 +794,99 @@ backend = "userspace"
             .success()
     }
 }
+
+/// Sends one JSON request line to a daemon's control socket and returns
+/// the JSON answer.
+pub fn control_request(socket: &Path, request: &serde_json::Value) -> serde_json::Value {
+    use std::io::{BufRead, Write};
+    let mut stream = std::os::unix::net::UnixStream::connect(socket).expect("control socket");
+    let mut line = serde_json::to_vec(request).expect("json");
+    line.push(b'\n');
+    stream.write_all(&line).expect("write");
+    let mut answer = String::new();
+    std::io::BufReader::new(stream)
+        .read_line(&mut answer)
+        .expect("read");
+    serde_json::from_str(&answer).expect("json answer")
+}
+
+/// Adds and removes `n` DMZ sites through a running broker's control
+/// socket, checking every `check_every` rounds that the broker's network
+/// namespace holds no route, rule or peer of a removed site. Returns the
+/// mean time of one `site add`.
+pub fn sites_add_remove_loop(
+    broker: &Netns,
+    socket: &Path,
+    n: usize,
+    check_every: usize,
+) -> Duration {
+    let peers = || {
+        String::from_utf8_lossy(&broker.try_run(&["wg", "show", "all", "peers"]).stdout)
+            .into_owned()
+    };
+    let baseline = peers();
+    let mut adding = Duration::ZERO;
+    for i in 0..n {
+        let name = format!("loop{i}");
+        let start = Instant::now();
+        let added = control_request(
+            socket,
+            &serde_json::json!({"SiteAdd": {"name": name, "public_key": null, "prefix_length": null}}),
+        );
+        adding += start.elapsed();
+        let prefix = added["Site"]["prefix"]
+            .as_str()
+            .unwrap_or_else(|| panic!("add {i}: {added}"))
+            .to_string();
+        let removed = control_request(socket, &serde_json::json!({"SiteRemove": name}));
+        assert!(removed.get("Site").is_some(), "remove {i}: {removed}");
+        if (i + 1) % check_every == 0 || i + 1 == n {
+            let routes = broker.run(&["ip", "-6", "route", "show", "table", "all"]);
+            assert!(
+                !routes.contains(&format!("{prefix}/")),
+                "route of a removed site left: {routes}"
+            );
+            let rules = broker.run(&["ip", "-6", "rule"]);
+            assert!(!rules.contains(&prefix), "rule left: {rules}");
+            let now = peers();
+            assert_eq!(now, baseline, "peers left behind");
+        }
+    }
+    adding / n.max(1) as u32
+}
+
+/// A broker configuration with `[sites]` (and a routing table for them),
+/// its state under `dir`.
+pub fn sites_broker_config(dir: &Path, uplink: &str, table: Option<u32>) -> PathBuf {
+    let c = certs_dir().join("ecdsa");
+    let c = c.display();
+    let table = table.map(|t| format!("table = {t}\n")).unwrap_or_default();
+    let text = format!(
+        r#"[ike]
+listen = ["192.0.2.1"]
+identity = "broker.example.net"
+certificate = "{c}/broker.pem"
+private_key = "{c}/broker.key"
+ca = ["{c}/ca.pem"]
+[pool]
+prefix = "2001:db8:100::100/120"
+[storage]
+path = "{dir}/state"
+[sites]
+prefix = "2001:db8:1000::/48"
+prefix_length = 64
+transfer4 = "192.168.3.0/24"
+interface = "sgwg0"
+listen_port = 51820
+endpoint = "192.0.2.1:51820"
+uplink = "{uplink}"
+backend = "userspace"
+peer_timeout = 3
+hold_down = 0
+{table}"#,
+        dir = dir.display()
+    );
+    let p = dir.join("broker.toml");
+    std::fs::write(&p, text).expect("write");
+    p
+}

@@ -10,7 +10,7 @@
 use std::process::Stdio;
 use std::time::Duration;
 
-use sixgate_tests::{certs_dir, wait_for, workspace_bin, Daemon, Netns, TempDir};
+use sixgate_tests::{wait_for, workspace_bin, Daemon, Netns, TempDir};
 
 fn veth(a: &Netns, a_name: &str, b: &Netns, b_name: &str) {
     let out = std::process::Command::new("ip")
@@ -113,36 +113,7 @@ impl SitesLab {
     }
 
     fn broker_config(&self) -> std::path::PathBuf {
-        let c = certs_dir().join("ecdsa");
-        let c = c.display();
-        let text = format!(
-            r#"[ike]
-listen = ["192.0.2.1"]
-identity = "broker.example.net"
-certificate = "{c}/broker.pem"
-private_key = "{c}/broker.key"
-ca = ["{c}/ca.pem"]
-[pool]
-prefix = "2001:db8:100::100/120"
-[storage]
-path = "{dir}/state"
-[sites]
-prefix = "2001:db8:1000::/48"
-prefix_length = 64
-transfer4 = "192.168.3.0/24"
-interface = "sgwg0"
-listen_port = 51820
-endpoint = "192.0.2.1:51820"
-uplink = "up0"
-backend = "userspace"
-peer_timeout = 3
-hold_down = 0
-"#,
-            dir = self.dir.path().display()
-        );
-        let p = self.dir.path().join("broker.toml");
-        std::fs::write(&p, text).unwrap();
-        p
+        sixgate_tests::sites_broker_config(self.dir.path(), "up0", None)
     }
 
     fn broker(&self, config: &std::path::Path) -> Daemon {
@@ -402,4 +373,60 @@ fn a_dmz_site_from_the_generated_files_alone() {
         "{gone:?}"
     );
     assert!(broker.terminate(Duration::from_secs(10)).is_some());
+}
+
+#[test]
+fn a_thousand_sites_come_and_go_without_leaks() {
+    let broker = Netns::new("sgsl");
+    let inet = Netns::new("sgsm");
+    veth(&inet, "eth0", &broker, "up0");
+    broker.run(&["ip", "addr", "add", "192.0.2.1/24", "dev", "up0"]);
+    let dir = TempDir::new("sgsloop");
+    // With a routing table, so the policy rules are exercised too.
+    let config = sixgate_tests::sites_broker_config(dir.path(), "up0", Some(100));
+    let log = dir.path().join("broker.log");
+    let mut daemon = Daemon::spawn(
+        &broker,
+        &workspace_bin("sixgate-broker"),
+        &["run", "--config", config.to_str().unwrap()],
+        log,
+    );
+    let socket = dir.path().join("state/broker.sock");
+    wait_for(Duration::from_secs(20), || {
+        std::os::unix::net::UnixStream::connect(&socket)
+            .ok()
+            .map(|_| ())
+    })
+    .unwrap_or_else(|| panic!("broker did not start:\n{}", daemon.log_text()));
+    // One site stays, so the rules and routes of a live site are checked too.
+    let kept = sixgate_tests::control_request(
+        &socket,
+        &serde_json::json!({"SiteAdd": {"name": "kept", "public_key": null, "prefix_length": 56}}),
+    );
+    let kept_prefix = kept["Site"]["prefix"].as_str().unwrap().to_string();
+    let per_add = sixgate_tests::sites_add_remove_loop(&broker, &socket, 1000, 100);
+    eprintln!(
+        "site add: {:.1} ms on average over 1000",
+        per_add.as_secs_f64() * 1e3
+    );
+    let rules = broker.run(&["ip", "-6", "rule"]);
+    assert!(
+        rules.contains(&kept_prefix) && rules.contains("lookup 100"),
+        "{rules}"
+    );
+    let routes = broker.run(&["ip", "-6", "route", "show", "table", "100"]);
+    assert!(
+        routes.contains(&format!("unreachable {kept_prefix}/56")),
+        "{routes}"
+    );
+    assert!(daemon
+        .terminate(Duration::from_secs(10))
+        .is_some_and(|s| s.success()));
+    assert!(
+        !broker.run(&["ip", "-6", "rule"]).contains(&kept_prefix),
+        "rules removed on stop"
+    );
+    assert!(!broker
+        .run(&["ip", "-6", "route", "show", "table", "all"])
+        .contains(&kept_prefix));
 }
