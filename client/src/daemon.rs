@@ -228,7 +228,7 @@ pub async fn run(config: Config) -> Result<(), String> {
         }
     }
     // Whatever is left: address, route, SAs, the TUN device, the socket.
-    teardown(&dp, &tun, &config, &mut tunnel);
+    teardown(&dp, &tun, &mut tunnel);
     let _ = driver.commands.send(Command::Shutdown);
     let _ = std::fs::remove_file(&config.control_socket);
     let _ = netconf::del_link(&tun);
@@ -297,7 +297,7 @@ fn handle_event(
         }
         Event::IkeSaDown { sa, reason } => {
             if tunnel.sa == Some(sa) {
-                teardown(dp, tun, config, tunnel);
+                teardown(dp, tun, tunnel);
                 tunnel.sa = None;
                 return Some(reason);
             }
@@ -307,7 +307,7 @@ fn handle_event(
     None
 }
 
-fn teardown(dp: &Userspace, tun: &str, _config: &Config, tunnel: &mut Tunnel) {
+fn teardown(dp: &Userspace, tun: &str, tunnel: &mut Tunnel) {
     for spi in tunnel.children.drain(..) {
         dp.remove(spi);
     }

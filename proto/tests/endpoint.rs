@@ -951,3 +951,47 @@ fn simultaneous_ike_rekeys_settle_on_one_new_ike_sa() {
         assert_eq!(rekeyed(&lab.nodes[1].events).len(), 1, "seed {seed}");
     }
 }
+
+#[test]
+fn a_higher_major_version_is_answered_in_version_2() {
+    let pool = MemPool::new(4);
+    let mut lab = Lab::pair(60, client_config("ecdsa"), broker_config("ecdsa"), &pool);
+    let request = Message {
+        header: Header {
+            spi_i: 7,
+            spi_r: 0,
+            minor_version: 0,
+            exchange: ExchangeType::IKE_SA_INIT,
+            flags: Flags::new(true, false),
+            message_id: 0,
+        },
+        payloads: vec![],
+    };
+    let mut bytes = request.emit().unwrap();
+    bytes[17] = 0x30; // IKEv3
+    let (from, to) = (
+        "192.0.2.2:500".parse().unwrap(),
+        "192.0.2.1:500".parse().unwrap(),
+    );
+    let now = lab.now;
+    lab.nodes[1].ep.handle(now, from, to, &bytes);
+    lab.deliver();
+    let answer = Message::parse(&lab.nodes[1].sent.last().expect("an answer").payload).unwrap();
+    assert_eq!(answer.header.spi_i, 7);
+    assert!(answer.header.flags.response());
+    assert_eq!(
+        answer
+            .notifies(NotifyType::INVALID_MAJOR_VERSION)
+            .next()
+            .unwrap()
+            .data,
+        vec![0x20]
+    );
+    // A response of a higher version gets nothing.
+    let sent = lab.nodes[1].sent.len();
+    bytes[19] |= Flags::RESPONSE;
+    lab.nodes[1].ep.handle(now, from, to, &bytes);
+    lab.deliver();
+    assert_eq!(lab.nodes[1].sent.len(), sent);
+    assert_eq!(lab.nodes[1].ep.ike_sa_count(), 0);
+}

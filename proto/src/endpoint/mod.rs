@@ -494,8 +494,8 @@ impl Endpoint {
         let header = match Header::peek(datagram) {
             Ok(h) => h,
             Err(InvalidMessage::UnsupportedMajorVersion(_)) => {
-                // RFC 7296 2.5: answer in version 2 with INVALID_MAJOR_VERSION.
                 self.shared.stats.invalid += 1;
+                ike_sa::invalid_major_version(&mut self.shared, remote, local, datagram);
                 return;
             }
             Err(_) => {

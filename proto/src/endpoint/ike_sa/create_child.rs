@@ -414,7 +414,6 @@ impl IkeSa {
     pub(super) fn handle_retired(
         &mut self,
         shared: &mut Shared,
-        now: Instant,
         datagram: &[u8],
         header: &Header,
     ) -> Effects {
@@ -445,7 +444,6 @@ impl IkeSa {
         if deletes_ike {
             self.drop_retired();
         }
-        let _ = now;
         Effects::default()
     }
 

@@ -203,7 +203,7 @@ impl IkeSa {
         let ni = ex.ni.clone();
         let nr = ex.nr.clone();
         self.state = State::Established;
-        self.established(shared, now, true);
+        self.established(shared, now);
         match self.responder_child(shared, &found, &ni, &nr) {
             Ok((child, reply)) => {
                 inner.extend(reply);

@@ -271,6 +271,42 @@ fn retry_delay(shared: &mut Shared) -> Duration {
     base + base * extra / 1000
 }
 
+/// RFC 7296 2.5: a request of a higher major version is answered,
+/// unprotected and in version 2, with INVALID_MAJOR_VERSION (whose data is
+/// the version we speak); responses are not answered.
+pub(crate) fn invalid_major_version(
+    shared: &mut Shared,
+    remote: SocketAddr,
+    local: SocketAddr,
+    datagram: &[u8],
+) {
+    let Some(h) = datagram.get(..HEADER_LEN) else {
+        return;
+    };
+    if h[19] & Flags::RESPONSE != 0 {
+        return;
+    }
+    let word = |r: std::ops::Range<usize>| {
+        h.get(r)
+            .and_then(|b| <[u8; 8]>::try_from(b).ok())
+            .map_or(0, u64::from_be_bytes)
+    };
+    let msg = Message {
+        header: Header {
+            spi_i: word(0..8),
+            spi_r: word(8..16),
+            minor_version: 0,
+            exchange: ExchangeType(h[18]),
+            flags: Flags::new(false, true),
+            message_id: u32::from_be_bytes([h[20], h[21], h[22], h[23]]),
+        },
+        payloads: vec![notify(NotifyType::INVALID_MAJOR_VERSION, vec![0x20])],
+    };
+    if let Ok(bytes) = msg.emit() {
+        push_datagram(shared, remote, local, &bytes);
+    }
+}
+
 /// Sends an unprotected IKE_SA_INIT response carrying one notify.
 fn init_error(
     shared: &mut Shared,
@@ -560,7 +596,7 @@ impl IkeSa {
         }
         if let Some((old, _)) = &self.retired {
             if old.spi_i == header.spi_i && old.spi_r == header.spi_r {
-                return self.handle_retired(shared, now, datagram, header);
+                return self.handle_retired(shared, datagram, header);
             }
         }
         let Some(gen) = &mut self.gen else {
@@ -641,7 +677,7 @@ impl IkeSa {
             }
         };
         if response {
-            self.handle_response(shared, now, header, &payloads)
+            self.handle_response(shared, now, &payloads)
         } else {
             self.handle_request(shared, now, header, &payloads)
         }
@@ -691,7 +727,6 @@ impl IkeSa {
         &mut self,
         shared: &mut Shared,
         now: Instant,
-        header: &Header,
         payloads: &[Payload],
     ) -> Effects {
         let Some(outstanding) = self.outstanding.take() else {
@@ -714,7 +749,6 @@ impl IkeSa {
                 effects = self.handle_ike_rekey_response(shared, now, *rekey, payloads)
             }
         }
-        let _ = header;
         self.kick(shared, now);
         effects
     }
@@ -761,7 +795,7 @@ impl IkeSa {
         }
         self.peer_identity = Some(idr.clone());
         self.state = State::Established;
-        self.established(shared, now, true);
+        self.established(shared, now);
         match self.initiator_child(shared, &found, child_spi, &request) {
             Ok(child) => self.child_up(shared, now, child, None),
             Err(ty) => {
@@ -865,7 +899,7 @@ impl IkeSa {
         lifetime - Duration::from_millis(shared.rng.next_u64() % jitter_ms)
     }
 
-    fn established(&mut self, shared: &mut Shared, now: Instant, _first: bool) {
+    fn established(&mut self, shared: &mut Shared, now: Instant) {
         self.ike_rekey_at = Some(now + self.rekey_delay(shared, shared.config.ike_lifetime));
         let Some(gen) = &self.gen else { return };
         shared.events.push_back(Event::IkeSaUp {
