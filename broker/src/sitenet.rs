@@ -55,15 +55,15 @@ pub struct SiteNet {
     heard: HashMap<String, (u64, Instant)>,
 }
 
-fn table_args(cfg: &Sites) -> Vec<String> {
-    cfg.table
-        .map(|t| vec!["table".to_string(), t.to_string()])
-        .unwrap_or_default()
-}
-
-fn ip(args: &[String]) -> Result<(), String> {
-    let refs: Vec<&str> = args.iter().map(String::as_str).collect();
-    netconf::ip(&refs).map_err(|e| e.to_string())
+/// `ip -6 route VERB ARGS [table T]`, in the sites' table if one is set.
+fn route_cmd(cfg: &Sites, verb: &str, args: &[&str]) -> Result<(), String> {
+    let table = cfg.table.map(|t| t.to_string());
+    let mut argv = vec!["-6", "route", verb];
+    argv.extend_from_slice(args);
+    if let Some(t) = &table {
+        argv.extend(["table", t.as_str()]);
+    }
+    netconf::ip(&argv).map_err(|e| e.to_string())
 }
 
 fn peer(site: &Site) -> Result<Peer, String> {
@@ -138,27 +138,18 @@ impl SiteNet {
 
     fn install_site(&self, site: &Site) -> Result<(), String> {
         let prefix = site.prefix_text();
-        let mut args: Vec<String> = [
-            "-6",
-            "route",
+        route_cmd(
+            &self.cfg,
             "replace",
-            "unreachable",
-            &prefix,
-            "metric",
-            UNREACHABLE_METRIC,
-        ]
-        .iter()
-        .map(|s| s.to_string())
-        .collect();
-        args.extend(table_args(&self.cfg));
-        ip(&args)?;
+            &["unreachable", &prefix, "metric", UNREACHABLE_METRIC],
+        )?;
         if let Some(t) = self.cfg.table {
+            let t = t.to_string();
             for dir in ["from", "to"] {
-                let t = t.to_string();
-                let rule = ["-6", "rule", "add", dir, &prefix, "lookup", &t];
                 // `ip rule add` does not replace: delete a left-over first.
                 let _ = netconf::ip(&["-6", "rule", "del", dir, &prefix, "lookup", &t]);
-                netconf::ip(&rule).map_err(|e| e.to_string())?;
+                netconf::ip(&["-6", "rule", "add", dir, &prefix, "lookup", &t])
+                    .map_err(|e| e.to_string())?;
             }
         }
         Ok(())
@@ -167,20 +158,11 @@ impl SiteNet {
     fn uninstall_site(&mut self, site: &Site) {
         let prefix = site.prefix_text();
         self.unroute(site);
-        let mut args: Vec<String> = [
-            "-6",
-            "route",
+        let _ = route_cmd(
+            &self.cfg,
             "del",
-            "unreachable",
-            &prefix,
-            "metric",
-            UNREACHABLE_METRIC,
-        ]
-        .iter()
-        .map(|s| s.to_string())
-        .collect();
-        args.extend(table_args(&self.cfg));
-        let _ = ip(&args);
+            &["unreachable", &prefix, "metric", UNREACHABLE_METRIC],
+        );
         if let Some(t) = self.cfg.table {
             for dir in ["from", "to"] {
                 let _ = netconf::ip(&["-6", "rule", "del", dir, &prefix, "lookup", &t.to_string()]);
@@ -189,38 +171,22 @@ impl SiteNet {
     }
 
     fn route(&mut self, site: &Site) -> Result<(), String> {
-        let mut args: Vec<String> = [
-            "-6",
-            "route",
+        route_cmd(
+            &self.cfg,
             "replace",
-            &site.prefix_text(),
-            "dev",
-            &self.cfg.interface,
-        ]
-        .iter()
-        .map(|s| s.to_string())
-        .collect();
-        args.extend(table_args(&self.cfg));
-        ip(&args)?;
+            &[&site.prefix_text(), "dev", &self.cfg.interface],
+        )?;
         self.routed.insert(site.name.clone());
         Ok(())
     }
 
     fn unroute(&mut self, site: &Site) {
         if self.routed.remove(&site.name) {
-            let mut args: Vec<String> = [
-                "-6",
-                "route",
+            let _ = route_cmd(
+                &self.cfg,
                 "del",
-                &site.prefix_text(),
-                "dev",
-                &self.cfg.interface,
-            ]
-            .iter()
-            .map(|s| s.to_string())
-            .collect();
-            args.extend(table_args(&self.cfg));
-            let _ = ip(&args);
+                &[&site.prefix_text(), "dev", &self.cfg.interface],
+            );
         }
     }
 

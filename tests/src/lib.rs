@@ -817,11 +817,12 @@ pub fn control_request(socket: &Path, request: &serde_json::Value) -> serde_json
 pub fn sites_add_remove_loop(
     broker: &Netns,
     socket: &Path,
+    interface: &str,
     n: usize,
     check_every: usize,
 ) -> Duration {
     let peers = || {
-        String::from_utf8_lossy(&broker.try_run(&["wg", "show", "all", "peers"]).stdout)
+        String::from_utf8_lossy(&broker.try_run(&["wg", "show", interface, "peers"]).stdout)
             .into_owned()
     };
     let baseline = peers();
@@ -855,9 +856,16 @@ pub fn sites_add_remove_loop(
     adding / n.max(1) as u32
 }
 
-/// A broker configuration with `[sites]` (and a routing table for them),
-/// its state under `dir`.
-pub fn sites_broker_config(dir: &Path, uplink: &str, table: Option<u32>) -> PathBuf {
+/// A broker configuration with `[sites]` on WireGuard device `interface`
+/// (and a routing table for them), its state under `dir`. The interface
+/// name must be unique on the machine: wireguard-go's UAPI socket lives in
+/// /var/run/wireguard, which all namespaces share.
+pub fn sites_broker_config(
+    dir: &Path,
+    interface: &str,
+    uplink: &str,
+    table: Option<u32>,
+) -> PathBuf {
     let c = certs_dir().join("ecdsa");
     let c = c.display();
     let table = table.map(|t| format!("table = {t}\n")).unwrap_or_default();
@@ -876,7 +884,7 @@ path = "{dir}/state"
 prefix = "2001:db8:1000::/48"
 prefix_length = 64
 transfer4 = "192.168.3.0/24"
-interface = "sgwg0"
+interface = "{interface}"
 listen_port = 51820
 endpoint = "192.0.2.1:51820"
 uplink = "{uplink}"

@@ -37,6 +37,8 @@ struct SitesLab {
     homehost: Netns,
     dmzhost: Netns,
     dir: TempDir,
+    /// The broker's WireGuard device (unique: UAPI sockets are shared).
+    wg: String,
 }
 
 impl SitesLab {
@@ -49,6 +51,7 @@ impl SitesLab {
             homehost: Netns::new("sgsx"),
             dmzhost: Netns::new("sgsd"),
             dir: TempDir::new("sgsites"),
+            wg: sixgate_tests::unique("sgw"),
         };
         veth(&lab.inet, "eth0", &lab.broker, "up0");
         lab.inet.run(&[
@@ -113,7 +116,7 @@ impl SitesLab {
     }
 
     fn broker_config(&self) -> std::path::PathBuf {
-        sixgate_tests::sites_broker_config(self.dir.path(), "up0", None)
+        sixgate_tests::sites_broker_config(self.dir.path(), &self.wg, "up0", None)
     }
 
     fn broker(&self, config: &std::path::Path) -> Daemon {
@@ -157,9 +160,9 @@ impl SitesLab {
 
 /// What the broker installed that must come back after a restart and be
 /// gone after a stop.
-fn installed(broker: &Netns) -> (String, String, String) {
-    let wg = String::from_utf8_lossy(&broker.try_run(&["wg", "show", "sgwg0", "peers"]).stdout)
-        .into_owned();
+fn installed(broker: &Netns, wg: &str) -> (String, String, String) {
+    let wg =
+        String::from_utf8_lossy(&broker.try_run(&["wg", "show", wg, "peers"]).stdout).into_owned();
     let routes = broker.run(&["ip", "-6", "route", "show", "table", "all"]);
     let routes: String = routes
         .lines()
@@ -330,14 +333,14 @@ fn a_dmz_site_from_the_generated_files_alone() {
     result.unwrap();
 
     // Restart: the same state comes back; stop: nothing is left.
-    let before = installed(&lab.broker);
+    let before = installed(&lab.broker, &lab.wg);
     assert!(
         before.0.trim().len() == 44
             && before.1.contains("unreachable")
             && before.2.contains("masquerade"),
         "{before:?}\n{}\n{}\n{}",
         lab.cli(&["site", "list", "--config", config.to_str().unwrap()]),
-        String::from_utf8_lossy(&lab.broker.try_run(&["wg", "show", "sgwg0"]).stderr),
+        String::from_utf8_lossy(&lab.broker.try_run(&["wg", "show", &lab.wg]).stderr),
         broker.log_text()
     );
     assert!(
@@ -347,14 +350,14 @@ fn a_dmz_site_from_the_generated_files_alone() {
         "{}",
         broker.log_text()
     );
-    let after_stop = installed(&lab.broker);
+    let after_stop = installed(&lab.broker, &lab.wg);
     assert!(
         after_stop.0.is_empty() && after_stop.1.is_empty() && after_stop.2.is_empty(),
         "left behind: {after_stop:?}"
     );
-    assert!(!lab.broker.run(&["ip", "link"]).contains("sgwg0"));
+    assert!(!lab.broker.run(&["ip", "link"]).contains(&lab.wg));
     let mut broker = lab.broker(&config);
-    let again = installed(&lab.broker);
+    let again = installed(&lab.broker, &lab.wg);
     assert_eq!((&again.0, &again.1), (&before.0, &before.1));
     assert_eq!(again.2, before.2);
     let shown = lab.cli(&["site", "show", "home", "--config", config.to_str().unwrap()]);
@@ -366,7 +369,7 @@ fn a_dmz_site_from_the_generated_files_alone() {
         "--config",
         config.to_str().unwrap(),
     ]);
-    let gone = installed(&lab.broker);
+    let gone = installed(&lab.broker, &lab.wg);
     assert!(gone.0.trim().is_empty(), "peer left behind: {gone:?}");
     assert!(
         !gone.1.contains("2001:db8:1000:1::") && !gone.2.contains("2001:db8:1000:1::"),
@@ -383,7 +386,8 @@ fn a_thousand_sites_come_and_go_without_leaks() {
     broker.run(&["ip", "addr", "add", "192.0.2.1/24", "dev", "up0"]);
     let dir = TempDir::new("sgsloop");
     // With a routing table, so the policy rules are exercised too.
-    let config = sixgate_tests::sites_broker_config(dir.path(), "up0", Some(100));
+    let wg = sixgate_tests::unique("sgw");
+    let config = sixgate_tests::sites_broker_config(dir.path(), &wg, "up0", Some(100));
     let log = dir.path().join("broker.log");
     let mut daemon = Daemon::spawn(
         &broker,
@@ -404,7 +408,7 @@ fn a_thousand_sites_come_and_go_without_leaks() {
         &serde_json::json!({"SiteAdd": {"name": "kept", "public_key": null, "prefix_length": 56}}),
     );
     let kept_prefix = kept["Site"]["prefix"].as_str().unwrap().to_string();
-    let per_add = sixgate_tests::sites_add_remove_loop(&broker, &socket, 1000, 100);
+    let per_add = sixgate_tests::sites_add_remove_loop(&broker, &socket, &wg, 1000, 100);
     eprintln!(
         "site add: {:.1} ms on average over 1000",
         per_add.as_secs_f64() * 1e3

@@ -25,7 +25,8 @@ fn main() {
         .map(|s| s.trim().split('@').next().unwrap_or("").to_string())
         .unwrap_or_default();
     let dir = TempDir::new("sgsitebench");
-    let config = sites_broker_config(dir.path(), &uplink, Some(100));
+    let wg = sixgate_tests::unique("sgw");
+    let config = sites_broker_config(dir.path(), &wg, &uplink, Some(100));
     let config = config.to_str().expect("path");
     let mut daemon = Daemon::spawn(
         &broker,
@@ -44,7 +45,7 @@ fn main() {
         eprintln!("the broker did not start:\n{}", daemon.log_text());
         std::process::exit(1);
     }
-    let per_add = sites_add_remove_loop(&broker, &socket, n, 100);
+    let per_add = sites_add_remove_loop(&broker, &socket, &wg, n, 100);
     println!("sites added and removed: {n}");
     println!(
         "time per site add:       {:.2} ms",
