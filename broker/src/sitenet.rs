@@ -10,7 +10,7 @@ use std::collections::{HashMap, HashSet};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use sixgate_dataplane::netconf;
-use sixgate_dataplane::wireguard::{key_hex, Peer, PeerStats, UserspaceDevice};
+use sixgate_dataplane::wireguard::{key_hex, Device, Peer, PeerStats};
 
 use crate::config::Sites;
 use crate::siteconfig::SiteFiles;
@@ -47,7 +47,7 @@ pub struct SiteState {
 pub struct SiteNet {
     cfg: Sites,
     store: SiteStore,
-    device: Option<UserspaceDevice>,
+    device: Option<Device>,
     key: [u8; 32],
     /// Sites whose prefix route points into the tunnel.
     routed: HashSet<String>,
@@ -82,16 +82,13 @@ impl SiteNet {
     /// Brings up the WireGuard device with every stored site (what is in
     /// sled is what the kernel gets) and the routes, rules and nftables.
     pub fn start(cfg: &Sites, store: SiteStore) -> Result<SiteNet, String> {
-        if cfg.backend == "kernel" {
-            return Err("`sites.backend = \"kernel\"`: kernel WireGuard is not available yet; use \"userspace\" (wireguard-go)".into());
-        }
         let key = store.broker_key().map_err(|e| e.to_string())?;
         store
             .release_expired(now_secs())
             .map_err(|e| e.to_string())?;
         // A crash may have left the device of an earlier run behind.
         let _ = netconf::del_link(&cfg.interface);
-        let device = UserspaceDevice::start(&cfg.interface).map_err(|e| e.to_string())?;
+        let device = Device::start(&cfg.interface, &cfg.backend).map_err(|e| e.to_string())?;
         let mut net = SiteNet {
             cfg: cfg.clone(),
             store,
@@ -107,7 +104,7 @@ impl SiteNet {
         Ok(net)
     }
 
-    fn device(&self) -> Result<&UserspaceDevice, String> {
+    fn device(&self) -> Result<&Device, String> {
         self.device
             .as_ref()
             .ok_or_else(|| "the WireGuard device is stopped".to_string())

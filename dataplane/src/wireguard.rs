@@ -208,3 +208,191 @@ fn peer_lines(p: &Peer) -> String {
 pub fn key_hex(k: &Key) -> String {
     hex(k)
 }
+
+/// A kernel WireGuard device, configured through `wg` (which speaks the
+/// kernel's generic netlink interface).
+pub struct KernelDevice {
+    name: String,
+}
+
+fn run(program: &str, args: &[&str], input: Option<&str>) -> io::Result<String> {
+    let mut child = Command::new(program)
+        .args(args)
+        .stdin(if input.is_some() {
+            Stdio::piped()
+        } else {
+            Stdio::null()
+        })
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .map_err(|e| io::Error::new(e.kind(), format!("{program}: {e}")))?;
+    if let (Some(text), Some(mut stdin)) = (input, child.stdin.take()) {
+        stdin.write_all(text.as_bytes())?;
+    }
+    let out = child.wait_with_output()?;
+    if out.status.success() {
+        Ok(String::from_utf8_lossy(&out.stdout).into_owned())
+    } else {
+        Err(io::Error::other(format!(
+            "{program} {}: {}",
+            args.join(" "),
+            String::from_utf8_lossy(&out.stderr).trim()
+        )))
+    }
+}
+
+fn b64(k: &Key) -> String {
+    use base64::Engine;
+    base64::engine::general_purpose::STANDARD.encode(k)
+}
+
+impl KernelDevice {
+    /// Creates the interface (fails where the kernel has no WireGuard).
+    pub fn start(name: &str) -> io::Result<KernelDevice> {
+        run("ip", &["link", "add", name, "type", "wireguard"], None)?;
+        Ok(KernelDevice {
+            name: name.to_string(),
+        })
+    }
+
+    fn peer_conf(p: &Peer) -> String {
+        format!(
+            "[Peer]\nPublicKey = {}\nPresharedKey = {}\nAllowedIPs = {}\n",
+            b64(&p.public_key),
+            b64(&p.preshared_key),
+            p.allowed_ips.join(", ")
+        )
+    }
+
+    /// Sets the private key and port, and replaces all peers.
+    pub fn configure(&self, private_key: &Key, listen_port: u16, peers: &[Peer]) -> io::Result<()> {
+        let mut conf = format!(
+            "[Interface]\nPrivateKey = {}\nListenPort = {listen_port}\n",
+            b64(private_key)
+        );
+        for p in peers {
+            conf.push_str(&Self::peer_conf(p));
+        }
+        run("wg", &["setconf", &self.name, "/dev/stdin"], Some(&conf)).map(|_| ())
+    }
+
+    /// Adds or updates one peer.
+    pub fn set_peer(&self, p: &Peer) -> io::Result<()> {
+        run(
+            "wg",
+            &["addconf", &self.name, "/dev/stdin"],
+            Some(&Self::peer_conf(p)),
+        )
+        .map(|_| ())
+    }
+
+    /// Removes one peer.
+    pub fn remove_peer(&self, public_key: &Key) -> io::Result<()> {
+        run(
+            "wg",
+            &["set", &self.name, "peer", &b64(public_key), "remove"],
+            None,
+        )
+        .map(|_| ())
+    }
+
+    /// The peers' counters, by public key (hex, as the UAPI spells it).
+    pub fn peer_stats(&self) -> io::Result<HashMap<String, PeerStats>> {
+        use base64::Engine;
+        let dump = run("wg", &["show", &self.name, "dump"], None)?;
+        let mut out = HashMap::new();
+        // The first line is the interface; then: public key, preshared key,
+        // endpoint, allowed ips, latest handshake, rx, tx, keepalive.
+        for line in dump.lines().skip(1) {
+            let f: Vec<&str> = line.split('\t').collect();
+            let Some(key) = f
+                .first()
+                .and_then(|k| base64::engine::general_purpose::STANDARD.decode(k).ok())
+            else {
+                continue;
+            };
+            let Ok(key) = <Key>::try_from(key.as_slice()) else {
+                continue;
+            };
+            let n = |i: usize| f.get(i).and_then(|v| v.parse().ok()).unwrap_or(0);
+            out.insert(
+                hex(&key),
+                PeerStats {
+                    last_handshake: n(4),
+                    rx_bytes: n(5),
+                    tx_bytes: n(6),
+                },
+            );
+        }
+        Ok(out)
+    }
+
+    /// Deletes the interface.
+    pub fn stop(self) {
+        let _ = run("ip", &["link", "del", &self.name], None);
+    }
+}
+
+/// A WireGuard device of either kind.
+pub enum Device {
+    /// In the kernel.
+    Kernel(KernelDevice),
+    /// wireguard-go.
+    Userspace(UserspaceDevice),
+}
+
+impl Device {
+    /// Starts `name` with `backend` "kernel", "userspace" or "auto" (the
+    /// kernel where it has WireGuard, else wireguard-go).
+    pub fn start(name: &str, backend: &str) -> io::Result<Device> {
+        match backend {
+            "kernel" => KernelDevice::start(name).map(Device::Kernel),
+            "userspace" => UserspaceDevice::start(name).map(Device::Userspace),
+            _ => match KernelDevice::start(name) {
+                Ok(d) => Ok(Device::Kernel(d)),
+                Err(_) => UserspaceDevice::start(name).map(Device::Userspace),
+            },
+        }
+    }
+
+    /// Sets the private key and port, and replaces all peers.
+    pub fn configure(&self, private_key: &Key, listen_port: u16, peers: &[Peer]) -> io::Result<()> {
+        match self {
+            Device::Kernel(d) => d.configure(private_key, listen_port, peers),
+            Device::Userspace(d) => d.configure(private_key, listen_port, peers),
+        }
+    }
+
+    /// Adds or updates one peer.
+    pub fn set_peer(&self, peer: &Peer) -> io::Result<()> {
+        match self {
+            Device::Kernel(d) => d.set_peer(peer),
+            Device::Userspace(d) => d.set_peer(peer),
+        }
+    }
+
+    /// Removes one peer.
+    pub fn remove_peer(&self, public_key: &Key) -> io::Result<()> {
+        match self {
+            Device::Kernel(d) => d.remove_peer(public_key),
+            Device::Userspace(d) => d.remove_peer(public_key),
+        }
+    }
+
+    /// The peers' counters, by public key (hex).
+    pub fn peer_stats(&self) -> io::Result<HashMap<String, PeerStats>> {
+        match self {
+            Device::Kernel(d) => d.peer_stats(),
+            Device::Userspace(d) => d.peer_stats(),
+        }
+    }
+
+    /// Removes the device.
+    pub fn stop(self) {
+        match self {
+            Device::Kernel(d) => d.stop(),
+            Device::Userspace(d) => d.stop(),
+        }
+    }
+}

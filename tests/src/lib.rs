@@ -869,6 +869,8 @@ pub fn sites_broker_config(
     let c = certs_dir().join("ecdsa");
     let c = c.display();
     let table = table.map(|t| format!("table = {t}\n")).unwrap_or_default();
+    // The kernel WireGuard run (in a VM) sets this.
+    let backend = std::env::var("SIXGATE_SITES_BACKEND").unwrap_or_else(|_| "userspace".into());
     let text = format!(
         r#"[ike]
 listen = ["192.0.2.1"]
@@ -888,7 +890,7 @@ interface = "{interface}"
 listen_port = 51820
 endpoint = "192.0.2.1:51820"
 uplink = "{uplink}"
-backend = "userspace"
+backend = "{backend}"
 peer_timeout = 3
 hold_down = 0
 {table}"#,

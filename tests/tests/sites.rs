@@ -12,6 +12,14 @@ use std::time::Duration;
 
 use sixgate_tests::{wait_for, workspace_bin, Daemon, Netns, TempDir};
 
+/// One at a time: the VM test emulates a whole machine on the same two
+/// cores, and its timeouts should not depend on what runs beside it.
+static SERIAL: std::sync::Mutex<()> = std::sync::Mutex::new(());
+
+fn serial() -> std::sync::MutexGuard<'static, ()> {
+    SERIAL.lock().unwrap_or_else(|e| e.into_inner())
+}
+
 fn veth(a: &Netns, a_name: &str, b: &Netns, b_name: &str) {
     let out = std::process::Command::new("ip")
         .args([
@@ -180,9 +188,18 @@ fn installed(broker: &Netns, wg: &str) -> (String, String, String) {
 
 #[test]
 fn a_dmz_site_from_the_generated_files_alone() {
+    let _serial = serial();
     let lab = SitesLab::new();
     let config = lab.broker_config();
     let mut broker = lab.broker(&config);
+    if std::env::var("SIXGATE_SITES_BACKEND").as_deref() == Ok("kernel") {
+        let link = lab.broker.run(&["ip", "-d", "link", "show", &lab.wg]);
+        assert!(
+            link.contains("wireguard"),
+            "a kernel WireGuard device: {link}"
+        );
+        println!("broker on a kernel WireGuard device");
+    }
     let added = lab.cli(&["site", "add", "home", "--config", config.to_str().unwrap()]);
     assert!(
         added.contains("prefix:        2001:db8:1000:1::/64"),
@@ -380,6 +397,7 @@ fn a_dmz_site_from_the_generated_files_alone() {
 
 #[test]
 fn a_thousand_sites_come_and_go_without_leaks() {
+    let _serial = serial();
     let broker = Netns::new("sgsl");
     let inet = Netns::new("sgsm");
     veth(&inet, "eth0", &broker, "up0");
@@ -433,4 +451,54 @@ fn a_thousand_sites_come_and_go_without_leaks() {
     assert!(!broker
         .run(&["ip", "-6", "route", "show", "table", "all"])
         .contains(&kept_prefix));
+}
+
+/// The same site test with the broker on kernel WireGuard, in Debian's
+/// kernel booted under virtme-ng (software emulation: this machine's kernel
+/// has no WireGuard). Fails, not skips, when the VM cannot start.
+#[test]
+fn kernel_wireguard_passes_the_site_test_in_a_vm() {
+    let _serial = serial();
+    let kernel = std::fs::read_dir("/boot")
+        .expect("/boot")
+        .filter_map(|e| e.ok().map(|e| e.path()))
+        .filter(|p| {
+            let n = p.file_name().unwrap().to_string_lossy().into_owned();
+            n.starts_with("vmlinuz-") && n.ends_with("-amd64") && !n.contains("-rt-")
+        })
+        .max()
+        .expect("a Debian kernel in /boot (linux-image-amd64)");
+    let exe = std::env::current_exe().unwrap();
+    let inner = format!(
+        "modprobe tun && modprobe wireguard && SIXGATE_SITES_BACKEND=kernel {} a_dmz_site_from_the_generated_files_alone --exact --nocapture --test-threads 1",
+        exe.display()
+    );
+    let out = std::process::Command::new("vng")
+        .args([
+            "-r",
+            kernel.to_str().unwrap(),
+            "--disable-kvm",
+            "--memory",
+            "2G",
+            "--cpus",
+            "2",
+            "--",
+            "sh",
+            "-c",
+            &inner,
+        ])
+        .stdin(Stdio::null())
+        .output()
+        .expect("vng (virtme-ng) must be installed");
+    let text = format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(
+        out.status.success()
+            && text.contains("broker on a kernel WireGuard device")
+            && text.contains("test result: ok. 1 passed"),
+        "in the VM:\n{text}"
+    );
 }
