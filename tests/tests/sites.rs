@@ -289,10 +289,37 @@ fn a_dmz_site_from_the_generated_files_alone() {
         );
         assert!(ping6(&lab.inet, &addr), "inet to DMZ host");
         // IPv4 through the broker's NAT, but not to the home network.
-        lab.dmzhost
-            .run(&["ip", "addr", "add", "10.77.0.50/24", "dev", "eth0"]);
-        lab.dmzhost
-            .run(&["ip", "route", "add", "default", "via", "10.77.0.1"]);
+        // IPv4 by DHCP from the generated dnsmasq.conf (busybox udhcpc,
+        // with a hook script that applies the lease).
+        let hook = lab.dir.path().join("udhcpc.sh");
+        std::fs::write(
+            &hook,
+            "#!/bin/sh\n[ \"$1\" = bound ] || exit 0\nip addr add \"$ip/${mask:-24}\" dev \"$interface\"\nip route replace default via \"$router\"\n",
+        )
+        .unwrap();
+        std::fs::set_permissions(&hook, std::os::unix::fs::PermissionsExt::from_mode(0o755))
+            .unwrap();
+        lab.dmzhost.run(&[
+            "busybox",
+            "udhcpc",
+            "-i",
+            "eth0",
+            "-n",
+            "-q",
+            "-t",
+            "10",
+            "-T",
+            "1",
+            "-s",
+            hook.to_str().unwrap(),
+        ]);
+        let v4 = lab
+            .dmzhost
+            .run(&["ip", "-4", "addr", "show", "dev", "eth0"]);
+        assert!(
+            v4.contains("inet 10.77.0."),
+            "a DHCPv4 lease from the DMZ router: {v4}"
+        );
         assert!(
             lab.dmzhost
                 .try_run(&["ping", "-c", "2", "-W", "2", "203.0.113.2"])
