@@ -77,17 +77,26 @@ fn parse(der: &[u8]) -> Result<X509Certificate<'_>, CertError> {
 #[derive(Debug, Clone, Default)]
 pub struct TrustAnchors {
     cas: Vec<Vec<u8>>,
+    /// The CERTREQ hashes, computed once: every IKE_SA_INIT answer sends them.
+    certreq: Vec<u8>,
 }
 
 impl TrustAnchors {
     /// Trust anchors from DER certificates; each must parse and be a CA.
     pub fn new(cas: Vec<Vec<u8>>) -> Result<TrustAnchors, CertError> {
+        let mut certreq = Vec::new();
         for der in &cas {
-            if !is_ca(&parse(der)?) {
+            let cert = parse(der)?;
+            if !is_ca(&cert) {
                 return Err(CertError::NotACa);
             }
+            let hash = ring::digest::digest(
+                &ring::digest::SHA1_FOR_LEGACY_USE_ONLY,
+                cert.public_key().raw,
+            );
+            certreq.extend_from_slice(hash.as_ref());
         }
-        Ok(TrustAnchors { cas })
+        Ok(TrustAnchors { cas, certreq })
     }
 
     /// The anchors, as DER.
@@ -97,18 +106,8 @@ impl TrustAnchors {
 
     /// The SHA-1 hashes of the anchors' SubjectPublicKeyInfo, as a CERTREQ
     /// payload carries them (RFC 7296 3.7).
-    pub fn certreq_hashes(&self) -> Vec<u8> {
-        let mut out = Vec::new();
-        for der in &self.cas {
-            if let Ok(cert) = parse(der) {
-                let hash = ring::digest::digest(
-                    &ring::digest::SHA1_FOR_LEGACY_USE_ONLY,
-                    cert.public_key().raw,
-                );
-                out.extend_from_slice(hash.as_ref());
-            }
-        }
-        out
+    pub fn certreq_hashes(&self) -> &[u8] {
+        &self.certreq
     }
 
     /// Validates `chain` (leaf first, then any intermediates) at `now`

@@ -141,7 +141,8 @@ fn identity_must_be_in_the_certificate() {
 
 #[test]
 fn certreq_names_the_anchors_by_key_hash() {
-    let hashes = anchors("rsa").certreq_hashes();
+    let anchors = anchors("rsa");
+    let hashes = anchors.certreq_hashes();
     assert_eq!(hashes.len(), 20);
 }
 

@@ -64,16 +64,7 @@ impl IkeSa {
         if request.initial_contact {
             inner.push(notify(NotifyType::INITIAL_CONTACT, Vec::new()));
         }
-        let hashes = config.trust_anchors.certreq_hashes();
-        if !hashes.is_empty() {
-            inner.push(
-                PayloadBody::CertReq(Certificate {
-                    encoding: CertEncoding::X509_SIGNATURE,
-                    data: hashes,
-                })
-                .into(),
-            );
-        }
+        inner.extend(certreq(shared));
         if let Some(idr) = &request.remote_identity {
             inner.push(PayloadBody::IdR(idr.clone()).into());
         }

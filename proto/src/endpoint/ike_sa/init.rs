@@ -68,14 +68,7 @@ impl IkeSa {
             nat_hash(spi_i, 0, self.remote),
         ));
         payloads.push(notify(NotifyType::FRAGMENTATION_SUPPORTED, Vec::new()));
-        payloads.push(notify(
-            NotifyType::SIGNATURE_HASH_ALGORITHMS,
-            hash_algorithms_notify(&[
-                HashAlgorithm::SHA2_256,
-                HashAlgorithm::SHA2_384,
-                HashAlgorithm::SHA2_512,
-            ]),
-        ));
+        payloads.push(signature_hashes());
         let msg = Message {
             header: Header {
                 spi_i,
@@ -221,28 +214,12 @@ impl IkeSa {
                 nat_hash(spi_i, spi_r, remote),
             ));
         }
-        let hashes = config.trust_anchors.certreq_hashes();
-        if !hashes.is_empty() {
-            payloads.push(
-                PayloadBody::CertReq(Certificate {
-                    encoding: CertEncoding::X509_SIGNATURE,
-                    data: hashes,
-                })
-                .into(),
-            );
-        }
+        payloads.extend(certreq(shared));
         if peer_fragmentation {
             payloads.push(notify(NotifyType::FRAGMENTATION_SUPPORTED, Vec::new()));
         }
         if peer_signature_hashes {
-            payloads.push(notify(
-                NotifyType::SIGNATURE_HASH_ALGORITHMS,
-                hash_algorithms_notify(&[
-                    HashAlgorithm::SHA2_256,
-                    HashAlgorithm::SHA2_384,
-                    HashAlgorithm::SHA2_512,
-                ]),
-            ));
+            payloads.push(signature_hashes());
         }
         let response = Message {
             header: Header {

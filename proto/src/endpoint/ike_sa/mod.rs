@@ -307,6 +307,30 @@ pub(crate) fn invalid_major_version(
     }
 }
 
+/// The CERTREQ payload naming our trust anchors, if we have any.
+fn certreq(shared: &Shared) -> Option<Payload> {
+    let hashes = shared.config.trust_anchors.certreq_hashes();
+    (!hashes.is_empty()).then(|| {
+        PayloadBody::CertReq(Certificate {
+            encoding: CertEncoding::X509_SIGNATURE,
+            data: hashes.to_vec(),
+        })
+        .into()
+    })
+}
+
+/// SIGNATURE_HASH_ALGORITHMS: the RFC 7427 hashes we verify with.
+fn signature_hashes() -> Payload {
+    notify(
+        NotifyType::SIGNATURE_HASH_ALGORITHMS,
+        hash_algorithms_notify(&[
+            HashAlgorithm::SHA2_256,
+            HashAlgorithm::SHA2_384,
+            HashAlgorithm::SHA2_512,
+        ]),
+    )
+}
+
 /// Sends an unprotected IKE_SA_INIT response carrying one notify.
 fn init_error(
     shared: &mut Shared,
