@@ -10,8 +10,12 @@
 pub mod control;
 pub mod esp;
 pub mod netconf;
+pub mod netlink;
 pub mod pki;
+pub mod plane;
 pub mod process;
+pub mod rtnl;
 pub mod udp;
 pub mod userspace;
 pub mod wireguard;
+pub mod xfrm;

@@ -262,3 +262,11 @@ impl Driver {
         }
     }
 }
+
+/// Sends a NAT keepalive (RFC 3948 2.3: one 0xFF octet) to each of
+/// `remotes` from the NAT-T socket, so NAT mappings on the way stay open.
+pub async fn send_keepalives(socket: &UdpSocket, remotes: &[SocketAddr]) {
+    for remote in remotes {
+        let _ = socket.send_to(&[0xff], remote).await;
+    }
+}

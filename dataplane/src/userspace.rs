@@ -263,8 +263,7 @@ async fn keepalive_loop(shared: std::sync::Weak<Shared>, socket: Arc<UdpSocket>)
             r.dedup();
             r
         };
-        for remote in remotes {
-            let _ = socket.send_to(&[0xff], remote).await;
-        }
+        drop(shared);
+        crate::udp::send_keepalives(&socket, &remotes).await;
     }
 }

@@ -1,0 +1,291 @@
+//! The data plane a daemon runs, whichever backend does the ESP: the
+//! daemons install and remove Child SAs, read counters and place
+//! addresses and routes through this one type.
+//!
+//! - Userspace: ESP in UDP over a TUN device ([`crate::userspace`]);
+//!   addresses and routes go on the TUN device.
+//! - Kernel XFRM ([`crate::xfrm`]): route-based where the kernel has XFRM
+//!   interfaces (an `xfrm` link whose if_id the states and policies carry;
+//!   addresses and routes go on it, so they work even where the uplink
+//!   has no IPv6), policy-based on the uplink otherwise. With UDP
+//!   encapsulation the NAT-T socket hands ESP to the kernel
+//!   (`UDP_ENCAP_ESPINUDP`) and this module sends the NAT keepalives.
+
+use std::io;
+use std::net::{IpAddr, Ipv6Addr, SocketAddr};
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::Duration;
+
+use sixgate_proto::endpoint::{ChildSa, SaId};
+use tokio::net::UdpSocket;
+use tokio::sync::mpsc;
+
+use crate::rtnl::Rtnl;
+use crate::udp::{self, EspHandler};
+use crate::userspace::{SaCounters, Userspace};
+use crate::xfrm::msg::Limits;
+use crate::xfrm::{KernelEvent, Xfrm, XfrmConfig};
+
+/// The if_id of sixgate's XFRM interface (one per network namespace).
+pub const IF_ID: u32 = 0x5a6;
+
+/// Which backend, and its settings.
+#[derive(Debug, Clone)]
+pub struct PlaneConfig {
+    /// Kernel XFRM instead of userspace ESP.
+    pub kernel: bool,
+    /// The TUN device (userspace) or XFRM interface (kernel) to create.
+    pub device: String,
+    /// Its MTU.
+    pub mtu: u16,
+    /// Kernel only: use an XFRM interface if the kernel has them.
+    pub route_based: bool,
+    /// Kernel only: byte and time limits of each SA.
+    pub limits: Limits,
+    /// Our outer address (policy-based mode puts addresses and routes on
+    /// the link that holds it).
+    pub local: IpAddr,
+}
+
+enum Backend {
+    Userspace(Userspace),
+    Xfrm(Arc<Xfrm>),
+}
+
+/// A running data plane.
+pub struct DataPlane {
+    backend: Backend,
+    /// Where inner addresses and routes go.
+    link: String,
+    link_index: u32,
+    /// Whether `link` is ours to delete at the end.
+    owns_link: bool,
+    rtnl: Mutex<Rtnl>,
+}
+
+/// Turns on the kernel's ESP-in-UDP decapsulation on the NAT-T socket:
+/// the kernel then takes ESP arriving there and leaves IKE (behind the
+/// non-ESP marker) to us.
+fn enable_espinudp(socket: &UdpSocket) -> io::Result<()> {
+    use std::os::fd::AsRawFd;
+    const UDP_ENCAP: libc::c_int = 100;
+    const UDP_ENCAP_ESPINUDP: libc::c_int = 2;
+    let value: libc::c_int = UDP_ENCAP_ESPINUDP;
+    // SAFETY: the descriptor is the socket's own and open for the whole
+    // call; the option value is a c_int on our stack, with its size.
+    #[allow(unsafe_code)]
+    let rc = unsafe {
+        libc::setsockopt(
+            socket.as_raw_fd(),
+            libc::IPPROTO_UDP,
+            UDP_ENCAP,
+            (&value as *const libc::c_int).cast(),
+            std::mem::size_of::<libc::c_int>() as libc::socklen_t,
+        )
+    };
+    if rc == 0 {
+        Ok(())
+    } else {
+        Err(io::Error::last_os_error())
+    }
+}
+
+impl DataPlane {
+    /// Starts the backend. `nat_t` is the NAT-T socket (port 4500) that
+    /// ESP in UDP arrives on and is sent from. Kernel events, for the
+    /// kernel backend, arrive on the returned channel.
+    pub fn start(
+        config: &PlaneConfig,
+        nat_t: Arc<UdpSocket>,
+    ) -> Result<(DataPlane, Option<mpsc::UnboundedReceiver<KernelEvent>>), String> {
+        let mut rtnl = Rtnl::open().map_err(|e| format!("rtnetlink: {e}"))?;
+        if !config.kernel {
+            let dp =
+                Userspace::start(&config.device, config.mtu, nat_t).map_err(|e| e.to_string())?;
+            let index = rtnl
+                .link_index(&config.device)
+                .map_err(|e| format!("{}: {e}", config.device))?;
+            return Ok((
+                DataPlane {
+                    backend: Backend::Userspace(dp),
+                    link: config.device.clone(),
+                    link_index: index,
+                    owns_link: true,
+                    rtnl: Mutex::new(rtnl),
+                },
+                None,
+            ));
+        }
+        // Routes of an earlier run that was killed point at SAs that are
+        // gone; `Xfrm::open` removes those SAs and policies.
+        if let Err(e) = rtnl.flush_own_routes() {
+            tracing::warn!("removing old routes: {e}");
+        }
+        let mut if_id = None;
+        let (link, link_index, owns_link) = match config
+            .route_based
+            .then(|| rtnl.create_xfrm_link(&config.device, IF_ID))
+        {
+            Some(Ok(index)) => {
+                if_id = Some(IF_ID);
+                (config.device.clone(), index, true)
+            }
+            other => {
+                if let Some(Err(e)) = other {
+                    eprintln!(
+                        "sixgate: no XFRM interface ({e}); using policy-based IPsec on the uplink"
+                    );
+                }
+                let index = rtnl
+                    .link_with_address(config.local)
+                    .map_err(|e| format!("the uplink: {e}"))?;
+                let name = rtnl
+                    .link_name(index)
+                    .unwrap_or_else(|_| format!("link {index}"));
+                (name, index, false)
+            }
+        };
+        let xfrm_config = XfrmConfig {
+            if_id,
+            limits: config.limits,
+            replay_window: 1024,
+        };
+        let (xfrm, events) = match Xfrm::open(xfrm_config) {
+            Ok(x) => x,
+            Err(e) => {
+                if owns_link {
+                    let _ = rtnl.delete_link(&link);
+                }
+                return Err(e.to_string());
+            }
+        };
+        enable_espinudp(&nat_t).map_err(|e| format!("UDP_ENCAP on the NAT-T socket: {e}"))?;
+        let xfrm = Arc::new(xfrm);
+        tokio::spawn(keepalives(Arc::downgrade(&xfrm), nat_t));
+        Ok((
+            DataPlane {
+                backend: Backend::Xfrm(xfrm),
+                link,
+                link_index,
+                owns_link,
+                rtnl: Mutex::new(rtnl),
+            },
+            Some(events),
+        ))
+    }
+
+    fn rtnl(&self) -> MutexGuard<'_, Rtnl> {
+        self.rtnl.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// The ESP receive path to attach to the UDP driver (userspace only;
+    /// the kernel takes its ESP itself).
+    pub fn esp_handler(&self) -> Option<Arc<dyn EspHandler>> {
+        match &self.backend {
+            Backend::Userspace(u) => Some(u.esp_handler()),
+            Backend::Xfrm(_) => None,
+        }
+    }
+
+    /// Whether every Child SA must use UDP encapsulation (the userspace
+    /// plane has no raw ESP socket).
+    pub fn forces_udp_encapsulation(&self) -> bool {
+        matches!(self.backend, Backend::Userspace(_))
+    }
+
+    /// A short description for the start-up line.
+    pub fn describe(&self) -> String {
+        match &self.backend {
+            Backend::Userspace(_) => format!("userspace ESP on TUN {}", self.link),
+            Backend::Xfrm(_) if self.owns_link => {
+                format!("kernel XFRM on interface {}", self.link)
+            }
+            Backend::Xfrm(_) => format!("kernel XFRM, policy-based on {}", self.link),
+        }
+    }
+
+    /// Installs both directions of a Child SA.
+    pub fn install(&self, child: &ChildSa) -> io::Result<()> {
+        match &self.backend {
+            Backend::Userspace(u) => u.install(child),
+            Backend::Xfrm(x) => x.install(child),
+        }
+    }
+
+    /// Removes a Child SA, by inbound SPI.
+    pub fn remove(&self, inbound_spi: u32) {
+        match &self.backend {
+            Backend::Userspace(u) => u.remove(inbound_spi),
+            Backend::Xfrm(x) => x.remove(inbound_spi),
+        }
+    }
+
+    /// The traffic counters of a Child SA (the kernel's, for XFRM).
+    pub fn counters(&self, inbound_spi: u32) -> Option<SaCounters> {
+        match &self.backend {
+            Backend::Userspace(u) => u.counters(inbound_spi),
+            Backend::Xfrm(x) => x.counters(inbound_spi),
+        }
+    }
+
+    /// The Child SA (IKE SA, inbound SPI) an SPI of either direction
+    /// belongs to, for kernel events.
+    pub fn child_of(&self, spi: u32) -> Option<(SaId, u32)> {
+        match &self.backend {
+            Backend::Userspace(_) => None,
+            Backend::Xfrm(x) => x.child_of(spi),
+        }
+    }
+
+    /// Routes `addr`/128 into the tunnel (the broker, per client).
+    pub fn add_host_route(&self, addr: Ipv6Addr) -> io::Result<()> {
+        self.rtnl().add_route(addr, 128, self.link_index, None)
+    }
+
+    /// Removes a route added by [`DataPlane::add_host_route`].
+    pub fn delete_host_route(&self, addr: Ipv6Addr) -> io::Result<()> {
+        self.rtnl().delete_route(addr, 128, self.link_index)
+    }
+
+    /// Puts the client's virtual address in place, and the default route
+    /// into the tunnel with it as source.
+    pub fn set_virtual_address(&self, addr: Ipv6Addr) -> io::Result<()> {
+        let mut rtnl = self.rtnl();
+        rtnl.add_address(self.link_index, addr)?;
+        rtnl.add_route(Ipv6Addr::UNSPECIFIED, 0, self.link_index, Some(addr))
+    }
+
+    /// Removes what [`DataPlane::set_virtual_address`] added.
+    pub fn clear_virtual_address(&self, addr: Ipv6Addr) {
+        let mut rtnl = self.rtnl();
+        let _ = rtnl.delete_route(Ipv6Addr::UNSPECIFIED, 0, self.link_index);
+        let _ = rtnl.delete_address(self.link_index, addr);
+    }
+
+    /// Removes every SA, policy, route and device this plane installed.
+    pub fn stop(&self) {
+        if let Backend::Xfrm(x) = &self.backend {
+            x.remove_all();
+        }
+        let mut rtnl = self.rtnl();
+        let _ = rtnl.flush_own_routes();
+        if self.owns_link {
+            let _ = rtnl.delete_link(&self.link);
+        }
+    }
+}
+
+/// NAT keepalives (RFC 3948 4) for kernel SAs in UDP: one 0xFF octet to
+/// each such peer every 20 s, from the NAT-T socket.
+async fn keepalives(xfrm: std::sync::Weak<Xfrm>, socket: Arc<UdpSocket>) {
+    let mut tick = tokio::time::interval(Duration::from_secs(20));
+    loop {
+        tick.tick().await;
+        let Some(xfrm) = xfrm.upgrade() else {
+            return;
+        };
+        let remotes: Vec<SocketAddr> = xfrm.encapsulated_peers();
+        drop(xfrm);
+        udp::send_keepalives(&socket, &remotes).await;
+    }
+}

@@ -1,0 +1,231 @@
+//! Addresses, routes and links through rtnetlink: the client's virtual
+//! address (never deprecated, no DAD), its default route, the broker's
+//! route to each client, and the XFRM interface of the route-based kernel
+//! data plane.
+//!
+//! Routes sixgate adds carry its own protocol number ([`RTPROT_SIXGATE`]),
+//! so a daemon that was killed can find and remove its leftovers at the
+//! next start without touching anyone else's routes.
+
+use std::io;
+use std::net::{IpAddr, Ipv6Addr};
+
+use netlink_packet_route::address::{
+    AddressAttribute, AddressHeaderFlags, AddressMessage, AddressScope, CacheInfo,
+};
+use netlink_packet_route::link::{
+    InfoData, InfoKind, InfoXfrm, LinkAttribute, LinkFlags, LinkInfo, LinkMessage,
+};
+use netlink_packet_route::route::{
+    RouteAddress, RouteAttribute, RouteMessage, RouteProtocol, RouteScope, RouteType,
+};
+use netlink_packet_route::{AddressFamily, RouteNetlinkMessage};
+use netlink_sys::protocols::NETLINK_ROUTE;
+
+use crate::netlink::NetlinkSocket;
+
+/// The `proto` of routes sixgate installs (`ip route show proto 90`).
+pub const RTPROT_SIXGATE: u8 = 90;
+
+const NLM_F_CREATE: u16 = 0x400;
+const NLM_F_EXCL: u16 = 0x200;
+const NLM_F_REPLACE: u16 = 0x100;
+const RT_TABLE_MAIN: u8 = 254;
+const INFINITY_LIFE_TIME: u32 = u32::MAX;
+
+/// An rtnetlink socket.
+pub struct Rtnl {
+    socket: NetlinkSocket,
+}
+
+impl Rtnl {
+    /// Opens a socket in the current network namespace.
+    pub fn open() -> io::Result<Rtnl> {
+        Ok(Rtnl {
+            socket: NetlinkSocket::open(NETLINK_ROUTE)?,
+        })
+    }
+
+    /// Every link, as (index, name).
+    fn links(&mut self) -> io::Result<Vec<(u32, String)>> {
+        let links = self
+            .socket
+            .dump(RouteNetlinkMessage::GetLink(LinkMessage::default()))?;
+        Ok(links
+            .into_iter()
+            .filter_map(|l| match l {
+                RouteNetlinkMessage::NewLink(l) => l.attributes.iter().find_map(|a| match a {
+                    LinkAttribute::IfName(n) => Some((l.header.index, n.clone())),
+                    _ => None,
+                }),
+                _ => None,
+            })
+            .collect())
+    }
+
+    /// The index of the link called `name`.
+    pub fn link_index(&mut self, name: &str) -> io::Result<u32> {
+        self.links()?
+            .into_iter()
+            .find_map(|(i, n)| (n == name).then_some(i))
+            .ok_or_else(|| io::Error::new(io::ErrorKind::NotFound, format!("no link {name}")))
+    }
+
+    /// The name of link `index`.
+    pub fn link_name(&mut self, index: u32) -> io::Result<String> {
+        self.links()?
+            .into_iter()
+            .find_map(|(i, n)| (i == index).then_some(n))
+            .ok_or_else(|| io::Error::new(io::ErrorKind::NotFound, format!("no link {index}")))
+    }
+
+    /// The index of the link that holds `addr`.
+    pub fn link_with_address(&mut self, addr: IpAddr) -> io::Result<u32> {
+        let all = self
+            .socket
+            .dump(RouteNetlinkMessage::GetAddress(AddressMessage::default()))?;
+        all.into_iter()
+            .find_map(|m| match m {
+                RouteNetlinkMessage::NewAddress(a)
+                    if a.attributes.iter().any(|at| {
+                        matches!(at, AddressAttribute::Address(x) | AddressAttribute::Local(x) if *x == addr)
+                    }) =>
+                {
+                    Some(a.header.index)
+                }
+                _ => None,
+            })
+            .ok_or_else(|| {
+                io::Error::new(io::ErrorKind::NotFound, format!("no link holds {addr}"))
+            })
+    }
+
+    /// Creates the XFRM interface `name` for `if_id` and sets it up;
+    /// returns its index. A leftover of the same name is replaced.
+    pub fn create_xfrm_link(&mut self, name: &str, if_id: u32) -> io::Result<u32> {
+        match self.delete_link(name) {
+            Ok(()) => {}
+            Err(e) if e.raw_os_error() == Some(libc::ENODEV) => {}
+            Err(e) => return Err(e),
+        }
+        let mut m = LinkMessage::default();
+        m.header.flags = LinkFlags::Up;
+        m.header.change_mask = LinkFlags::Up;
+        m.attributes.push(LinkAttribute::IfName(name.to_string()));
+        m.attributes.push(LinkAttribute::LinkInfo(vec![
+            LinkInfo::Kind(InfoKind::Xfrm),
+            LinkInfo::Data(InfoData::Xfrm(vec![InfoXfrm::IfId(if_id)])),
+        ]));
+        self.socket
+            .request(RouteNetlinkMessage::NewLink(m), NLM_F_CREATE | NLM_F_EXCL)?;
+        self.link_index(name)
+    }
+
+    /// Deletes the link called `name`.
+    pub fn delete_link(&mut self, name: &str) -> io::Result<()> {
+        let index = match self.link_index(name) {
+            Ok(i) => i,
+            Err(e) if e.kind() == io::ErrorKind::NotFound => {
+                return Err(io::Error::from_raw_os_error(libc::ENODEV))
+            }
+            Err(e) => return Err(e),
+        };
+        let mut m = LinkMessage::default();
+        m.header.index = index;
+        self.socket.request(RouteNetlinkMessage::DelLink(m), 0)
+    }
+
+    fn address_message(index: u32, addr: Ipv6Addr) -> AddressMessage {
+        let mut m = AddressMessage::default();
+        m.header.family = AddressFamily::Inet6;
+        m.header.prefix_len = 128;
+        m.header.scope = AddressScope::Universe;
+        m.header.index = index;
+        m.attributes
+            .push(AddressAttribute::Address(IpAddr::V6(addr)));
+        m
+    }
+
+    /// Adds (or refreshes) `addr`/128 on link `index` with valid and
+    /// preferred lifetime forever, so it is never "deprecated" and source
+    /// address selection picks it, and without duplicate address detection
+    /// (the broker's pool guarantees it is unique).
+    pub fn add_address(&mut self, index: u32, addr: Ipv6Addr) -> io::Result<()> {
+        let mut m = Self::address_message(index, addr);
+        m.header.flags = AddressHeaderFlags::Nodad;
+        let mut lifetimes = CacheInfo::default();
+        lifetimes.ifa_preferred = INFINITY_LIFE_TIME;
+        lifetimes.ifa_valid = INFINITY_LIFE_TIME;
+        m.attributes.push(AddressAttribute::CacheInfo(lifetimes));
+        self.socket.request(
+            RouteNetlinkMessage::NewAddress(m),
+            NLM_F_CREATE | NLM_F_REPLACE,
+        )
+    }
+
+    /// Removes `addr`/128 from link `index`.
+    pub fn delete_address(&mut self, index: u32, addr: Ipv6Addr) -> io::Result<()> {
+        let m = Self::address_message(index, addr);
+        self.socket.request(RouteNetlinkMessage::DelAddress(m), 0)
+    }
+
+    fn route_message(dst: Ipv6Addr, len: u8, index: u32) -> RouteMessage {
+        let mut m = RouteMessage::default();
+        m.header.address_family = AddressFamily::Inet6;
+        m.header.destination_prefix_length = len;
+        m.header.table = RT_TABLE_MAIN;
+        m.header.protocol = RouteProtocol::Other(RTPROT_SIXGATE);
+        m.header.scope = RouteScope::Universe;
+        m.header.kind = RouteType::Unicast;
+        if len > 0 {
+            m.attributes
+                .push(RouteAttribute::Destination(RouteAddress::Inet6(dst)));
+        }
+        m.attributes.push(RouteAttribute::Oif(index));
+        m
+    }
+
+    /// Routes `dst`/`len` out of link `index`, with `src` as the preferred
+    /// source address if given (replacing a route to the same prefix).
+    pub fn add_route(
+        &mut self,
+        dst: Ipv6Addr,
+        len: u8,
+        index: u32,
+        src: Option<Ipv6Addr>,
+    ) -> io::Result<()> {
+        let mut m = Self::route_message(dst, len, index);
+        if let Some(s) = src {
+            m.attributes
+                .push(RouteAttribute::PrefSource(RouteAddress::Inet6(s)));
+        }
+        self.socket.request(
+            RouteNetlinkMessage::NewRoute(m),
+            NLM_F_CREATE | NLM_F_REPLACE,
+        )
+    }
+
+    /// Removes a route added by [`Rtnl::add_route`].
+    pub fn delete_route(&mut self, dst: Ipv6Addr, len: u8, index: u32) -> io::Result<()> {
+        let m = Self::route_message(dst, len, index);
+        self.socket.request(RouteNetlinkMessage::DelRoute(m), 0)
+    }
+
+    /// Removes every IPv6 route with sixgate's protocol number (the
+    /// leftovers of a daemon that did not stop cleanly); returns how many.
+    pub fn flush_own_routes(&mut self) -> io::Result<usize> {
+        let mut query = RouteMessage::default();
+        query.header.address_family = AddressFamily::Inet6;
+        let routes = self.socket.dump(RouteNetlinkMessage::GetRoute(query))?;
+        let mut n = 0;
+        for r in routes {
+            if let RouteNetlinkMessage::NewRoute(r) = r {
+                if r.header.protocol == RouteProtocol::Other(RTPROT_SIXGATE) {
+                    self.socket.request(RouteNetlinkMessage::DelRoute(r), 0)?;
+                    n += 1;
+                }
+            }
+        }
+        Ok(n)
+    }
+}

@@ -1,0 +1,564 @@
+//! The kernel data plane: Child SAs become XFRM states and policies, and
+//! the kernel does the ESP.
+//!
+//! Each Child SA is two states (inbound and outbound) tied by a reqid to
+//! out/in/fwd policies for its traffic selectors. Policies are shared by
+//! successive SAs of the same selectors (a rekey adds the new pair under
+//! the same reqid, and the kernel sends with the newest), and are counted
+//! so they go when the last SA using them goes.
+//!
+//! What sixgate installs is recognisable: every reqid carries
+//! [`REQID_TAG`] in its top bits, and in route-based mode everything also
+//! carries the daemon's if_id. At start-up [`Xfrm::open`] removes such
+//! leftovers (of a daemon that was killed) and nothing else.
+//!
+//! Kernel events come from a thread listening to the XFRM multicast
+//! groups: soft expires (time to rekey), hard expires (the SA is gone) and
+//! acquires (traffic hit a policy with no SA).
+
+pub mod msg;
+
+use std::collections::HashMap;
+use std::io;
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
+use std::sync::{Mutex, MutexGuard};
+
+use netlink_packet_xfrm::{XfrmAttrs, XfrmMessage, XFRMNLGRP_ACQUIRE, XFRMNLGRP_EXPIRE};
+use netlink_sys::protocols::NETLINK_XFRM;
+use sixgate_proto::crypto::EspKeys;
+use sixgate_proto::endpoint::{ChildSa, SaId};
+use sixgate_proto::wire::TrafficSelector;
+use tokio::sync::mpsc;
+
+use crate::esp::Counters;
+use crate::netlink::NetlinkSocket;
+use crate::userspace::SaCounters;
+use msg::{Direction, Limits, PolicySpec, Prefix, SaSpec};
+
+/// The top 12 bits of every reqid sixgate uses.
+pub const REQID_TAG: u32 = 0x5a60_0000;
+const REQID_MASK: u32 = 0xfff0_0000;
+
+/// Policies of more specific selectors are tried first: the priority
+/// drops with the total prefix length.
+const PRIORITY_BASE: u32 = 200_000;
+
+/// How the kernel backend is set up.
+#[derive(Debug, Clone)]
+pub struct XfrmConfig {
+    /// Route-based mode: the if_id of the XFRM interface that states and
+    /// policies belong to. `None`: plain policy-based XFRM.
+    pub if_id: Option<u32>,
+    /// Limits put on every SA.
+    pub limits: Limits,
+    /// Inbound anti-replay window, in packets.
+    pub replay_window: u32,
+}
+
+/// What the kernel reports about the SAs. SPIs are either direction's;
+/// [`Xfrm::child_of`] finds the Child SA.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum KernelEvent {
+    /// An SA crossed a soft limit (`hard: false`: time to rekey) or a
+    /// hard one (the kernel removed it).
+    Expire {
+        /// The SA's SPI.
+        spi: u32,
+        /// Whether the SA is gone.
+        hard: bool,
+    },
+    /// Traffic to `dst` matched an outbound policy that has no SA.
+    Acquire {
+        /// The packet's destination.
+        dst: IpAddr,
+    },
+}
+
+struct Installed {
+    ike_sa: SaId,
+    local: IpAddr,
+    remote: IpAddr,
+    /// The peer's NAT-T address, if ESP goes in UDP.
+    encapsulated: Option<SocketAddr>,
+    outbound_spi: u32,
+    policies: Vec<PolicyKey>,
+}
+
+type PolicyKey = (Prefix, Prefix, Direction);
+
+struct PolicyUse {
+    spec: PolicySpec,
+    users: usize,
+}
+
+struct State {
+    socket: NetlinkSocket,
+    sas: HashMap<u32, Installed>,
+    policies: HashMap<PolicyKey, PolicyUse>,
+    next_reqid: u32,
+}
+
+/// A running kernel data plane.
+pub struct Xfrm {
+    config: XfrmConfig,
+    state: Mutex<State>,
+}
+
+/// Why the kernel cannot run this backend, worded for the operator.
+fn unsupported(e: io::Error) -> io::Error {
+    let hint = "set `[dataplane] backend = \"userspace\"` to run without kernel IPsec";
+    let why = match e.raw_os_error() {
+        Some(libc::EPERM) | Some(libc::EACCES) => {
+            "the kernel refused XFRM changes: sixgate needs CAP_NET_ADMIN".to_string()
+        }
+        Some(libc::ENOENT) | Some(libc::EPROTONOSUPPORT) | Some(libc::ENOSYS) => {
+            "the kernel has no ESP support (is the esp4 module available?)".to_string()
+        }
+        _ => format!("the kernel refused a test SA: {e}"),
+    };
+    io::Error::new(e.kind(), format!("kernel XFRM backend: {why}; {hint}"))
+}
+
+impl Xfrm {
+    /// Checks that the kernel can do ESP here (by adding and removing a
+    /// test SA), removes leftovers of an earlier run, and starts the
+    /// event thread, whose events arrive on the returned channel.
+    pub fn open(config: XfrmConfig) -> io::Result<(Xfrm, mpsc::UnboundedReceiver<KernelEvent>)> {
+        let mut socket = NetlinkSocket::open(NETLINK_XFRM).map_err(unsupported)?;
+        probe(&mut socket).map_err(unsupported)?;
+        let xfrm = Xfrm {
+            config,
+            state: Mutex::new(State {
+                socket,
+                sas: HashMap::new(),
+                policies: HashMap::new(),
+                next_reqid: REQID_TAG | 1,
+            }),
+        };
+        xfrm.remove_leftovers()?;
+        let (tx, rx) = mpsc::unbounded_channel();
+        let events = NetlinkSocket::listen(NETLINK_XFRM, &[XFRMNLGRP_EXPIRE, XFRMNLGRP_ACQUIRE])?;
+        std::thread::Builder::new()
+            .name("xfrm-events".into())
+            .spawn(move || event_thread(events, tx))?;
+        Ok((xfrm, rx))
+    }
+
+    fn lock(&self) -> MutexGuard<'_, State> {
+        self.state.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Removes every state and policy that carries sixgate's tag; returns
+    /// how many.
+    pub fn remove_leftovers(&self) -> io::Result<usize> {
+        let mut st = self.lock();
+        let mut n = 0;
+        for m in st.socket.dump(msg::dump_policies())? {
+            if let XfrmMessage::AddPolicy(p) = m {
+                if !policy_is_ours(&p, self.config.if_id) {
+                    continue;
+                }
+                let sel = p.user_policy_info.selector;
+                let if_id = p.nlas.iter().find_map(|a| match a {
+                    XfrmAttrs::IfId(id) => Some(*id),
+                    _ => None,
+                });
+                let (src, dst) = selector_prefixes(&sel);
+                st.socket.request(
+                    msg::delete_policy(src, dst, p.user_policy_info.direction, if_id),
+                    0,
+                )?;
+                n += 1;
+            }
+        }
+        for m in st.socket.dump(msg::dump_sas())? {
+            if let XfrmMessage::AddSa(s) = m {
+                if !sa_is_ours(&s) {
+                    continue;
+                }
+                let info = s.user_sa_info;
+                let (src, dst) = if info.family == libc::AF_INET as u16 {
+                    (
+                        IpAddr::V4(info.saddr.to_ipv4()),
+                        IpAddr::V4(info.id.daddr.to_ipv4()),
+                    )
+                } else {
+                    (
+                        IpAddr::V6(info.saddr.to_ipv6()),
+                        IpAddr::V6(info.id.daddr.to_ipv6()),
+                    )
+                };
+                st.socket
+                    .request(msg::delete_sa(src, dst, info.id.spi), 0)?;
+                n += 1;
+            }
+        }
+        Ok(n)
+    }
+
+    /// Installs both SAs of a Child SA and the policies for its selectors.
+    pub fn install(&self, child: &ChildSa) -> io::Result<()> {
+        let local = child.local.ip();
+        let remote = child.remote.ip();
+        let keys = policy_keys(child);
+        let mut st = self.lock();
+        // A rekey or a reconnect of the same selectors keeps their reqid.
+        let reqid = match keys.first().and_then(|k| st.policies.get(k)) {
+            Some(u) if u.spec.tmpl_dst == remote || u.spec.tmpl_src == remote => u.spec.reqid,
+            _ => {
+                let r = st.next_reqid;
+                st.next_reqid = REQID_TAG | ((r + 1) & !REQID_MASK).max(1);
+                r
+            }
+        };
+        let (in_encap, out_encap) = if child.udp_encapsulation {
+            (
+                Some((child.remote.port(), child.local.port())),
+                Some((child.local.port(), child.remote.port())),
+            )
+        } else {
+            (None, None)
+        };
+        let inbound = SaSpec {
+            src: remote,
+            dst: local,
+            spi: child.inbound_spi,
+            reqid,
+            keys: &child.inbound,
+            esn: child.esn,
+            replay_window: self.config.replay_window,
+            encap: in_encap,
+            if_id: self.config.if_id,
+            limits: self.config.limits,
+        };
+        let outbound = SaSpec {
+            src: local,
+            dst: remote,
+            spi: child.outbound_spi,
+            keys: &child.outbound,
+            replay_window: 0,
+            encap: out_encap,
+            ..inbound
+        };
+        st.socket.request(msg::new_sa(&inbound), 0)?;
+        if let Err(e) = st.socket.request(msg::new_sa(&outbound), 0) {
+            let _ = st
+                .socket
+                .request(msg::delete_sa(remote, local, child.inbound_spi), 0);
+            return Err(e);
+        }
+        for key in &keys {
+            let (tmpl_src, tmpl_dst) = match key.2 {
+                Direction::Out => (local, remote),
+                Direction::In | Direction::Fwd => (remote, local),
+            };
+            let spec = PolicySpec {
+                src: key.0,
+                dst: key.1,
+                dir: key.2,
+                priority: PRIORITY_BASE - u32::from(key.0 .1) - u32::from(key.1 .1),
+                tmpl_src,
+                tmpl_dst,
+                reqid,
+                if_id: self.config.if_id,
+            };
+            let changed = st.policies.get(key).is_none_or(|u| u.spec != spec);
+            if changed {
+                st.socket.request(msg::update_policy(&spec), 0)?;
+            }
+            let u = st
+                .policies
+                .entry(*key)
+                .or_insert(PolicyUse { spec, users: 0 });
+            u.spec = spec;
+            u.users += 1;
+        }
+        st.sas.insert(
+            child.inbound_spi,
+            Installed {
+                ike_sa: child.ike_sa,
+                local,
+                remote,
+                encapsulated: child.udp_encapsulation.then_some(child.remote),
+                outbound_spi: child.outbound_spi,
+                policies: keys,
+            },
+        );
+        Ok(())
+    }
+
+    /// Removes a Child SA (by inbound SPI), and the policies no other SA
+    /// uses.
+    pub fn remove(&self, inbound_spi: u32) {
+        let mut st = self.lock();
+        let Some(sa) = st.sas.remove(&inbound_spi) else {
+            return;
+        };
+        // A hard expire may have removed them already.
+        let _ = st
+            .socket
+            .request(msg::delete_sa(sa.remote, sa.local, inbound_spi), 0);
+        let _ = st
+            .socket
+            .request(msg::delete_sa(sa.local, sa.remote, sa.outbound_spi), 0);
+        for key in sa.policies {
+            let Some(u) = st.policies.get_mut(&key) else {
+                continue;
+            };
+            u.users -= 1;
+            if u.users == 0 {
+                st.policies.remove(&key);
+                let _ = st.socket.request(
+                    msg::delete_policy(key.0, key.1, key.2 as u8, self.config.if_id),
+                    0,
+                );
+            }
+        }
+    }
+
+    /// Removes everything this backend installed.
+    pub fn remove_all(&self) {
+        let spis: Vec<u32> = self.lock().sas.keys().copied().collect();
+        for spi in spis {
+            self.remove(spi);
+        }
+    }
+
+    /// The kernel's counters of a Child SA, by inbound SPI.
+    pub fn counters(&self, inbound_spi: u32) -> Option<SaCounters> {
+        let mut st = self.lock();
+        let sa = st.sas.get(&inbound_spi)?;
+        let (local, remote, out_spi) = (sa.local, sa.remote, sa.outbound_spi);
+        let mut read = |src, dst, spi| -> Counters {
+            let mut c = Counters::default();
+            if let Ok(XfrmMessage::AddSa(s)) = st.socket.get(msg::get_sa(src, dst, spi)) {
+                c.bytes = s.user_sa_info.lifetime_cur.bytes;
+                c.packets = s.user_sa_info.lifetime_cur.packets;
+            }
+            c
+        };
+        Some(SaCounters {
+            inbound: read(remote, local, inbound_spi),
+            outbound: read(local, remote, out_spi),
+        })
+    }
+
+    /// The peers whose ESP goes in UDP (they get NAT keepalives).
+    pub fn encapsulated_peers(&self) -> Vec<SocketAddr> {
+        let mut peers: Vec<SocketAddr> = self
+            .lock()
+            .sas
+            .values()
+            .filter_map(|s| s.encapsulated)
+            .collect();
+        peers.sort();
+        peers.dedup();
+        peers
+    }
+
+    /// The Child SA an SA of `spi` (either direction) belongs to.
+    pub fn child_of(&self, spi: u32) -> Option<(SaId, u32)> {
+        let st = self.lock();
+        if let Some(sa) = st.sas.get(&spi) {
+            return Some((sa.ike_sa, spi));
+        }
+        st.sas
+            .iter()
+            .find(|(_, sa)| sa.outbound_spi == spi)
+            .map(|(inbound, sa)| (sa.ike_sa, *inbound))
+    }
+}
+
+/// Whether a policy from a kernel dump is one sixgate installed: a
+/// template with a tagged reqid, or our XFRM interface's if_id.
+pub fn policy_is_ours(p: &netlink_packet_xfrm::policy::ModifyMessage, if_id: Option<u32>) -> bool {
+    p.nlas.iter().any(|a| match a {
+        XfrmAttrs::Template(t) => t.iter().any(|t| t.reqid & REQID_MASK == REQID_TAG),
+        XfrmAttrs::IfId(id) => Some(*id) == if_id,
+        _ => false,
+    })
+}
+
+/// Whether an SA from a kernel dump is one sixgate installed.
+pub fn sa_is_ours(s: &netlink_packet_xfrm::state::ModifyMessage) -> bool {
+    s.user_sa_info.reqid & REQID_MASK == REQID_TAG
+}
+
+/// Adds and removes a throwaway SA: the cheapest reliable way to learn
+/// whether the kernel has ESP (the module loads on demand) and whether we
+/// may change the SAD at all.
+fn probe(socket: &mut NetlinkSocket) -> io::Result<()> {
+    let keys = EspKeys::AesGcm16 {
+        key: vec![0; 16],
+        salt: [0; 4],
+    };
+    // Documentation addresses: this SA can never carry traffic.
+    let src = IpAddr::V4(Ipv4Addr::new(192, 0, 2, 1));
+    let dst = IpAddr::V4(Ipv4Addr::new(192, 0, 2, 2));
+    let spec = SaSpec {
+        src,
+        dst,
+        spi: 0x5a60_0000,
+        reqid: REQID_TAG,
+        keys: &keys,
+        esn: false,
+        replay_window: 0,
+        encap: None,
+        if_id: None,
+        limits: Limits::default(),
+    };
+    socket.request(msg::new_sa(&spec), 0)?;
+    socket.request(msg::delete_sa(src, dst, spec.spi), 0)
+}
+
+/// The inner prefixes of an IPv6 traffic selector (a range that is not a
+/// single prefix becomes the prefixes that tile it: at most 254).
+pub fn ts_prefixes(ts: &TrafficSelector) -> Vec<Prefix> {
+    let TrafficSelector::Ipv6(r) = ts else {
+        return Vec::new();
+    };
+    let (mut start, end) = (u128::from(r.start), u128::from(r.end));
+    let mut out = Vec::new();
+    while start <= end {
+        // The largest aligned block at `start` that does not pass `end`.
+        let mut len = if start == 0 {
+            0
+        } else {
+            128 - start.trailing_zeros()
+        };
+        while len < 128 {
+            let size = if len == 0 {
+                u128::MAX
+            } else {
+                (1u128 << (128 - len)) - 1
+            };
+            if start.checked_add(size).is_some_and(|last| last <= end) {
+                break;
+            }
+            len += 1;
+        }
+        out.push((IpAddr::V6(Ipv6Addr::from(start)), len as u8));
+        let size = if len == 0 {
+            u128::MAX
+        } else {
+            (1u128 << (128 - len)) - 1
+        };
+        match start.checked_add(size).and_then(|l| l.checked_add(1)) {
+            Some(next) => start = next,
+            None => break,
+        }
+    }
+    out
+}
+
+fn policy_keys(child: &ChildSa) -> Vec<PolicyKey> {
+    let locals: Vec<Prefix> = child.local_ts.iter().flat_map(ts_prefixes).collect();
+    let remotes: Vec<Prefix> = child.remote_ts.iter().flat_map(ts_prefixes).collect();
+    let mut keys = Vec::new();
+    for l in &locals {
+        for r in &remotes {
+            keys.push((*l, *r, Direction::Out));
+            keys.push((*r, *l, Direction::In));
+            keys.push((*r, *l, Direction::Fwd));
+        }
+    }
+    keys
+}
+
+fn selector_prefixes(sel: &netlink_packet_xfrm::Selector) -> (Prefix, Prefix) {
+    if sel.family == libc::AF_INET as u16 {
+        (
+            (IpAddr::V4(sel.saddr.to_ipv4()), sel.prefixlen_s),
+            (IpAddr::V4(sel.daddr.to_ipv4()), sel.prefixlen_d),
+        )
+    } else {
+        (
+            (IpAddr::V6(sel.saddr.to_ipv6()), sel.prefixlen_s),
+            (IpAddr::V6(sel.daddr.to_ipv6()), sel.prefixlen_d),
+        )
+    }
+}
+
+/// Reads kernel events until the daemon goes away. SPIs are mapped to
+/// Child SAs by the daemon (through [`Xfrm::child_of`]); this thread only
+/// parses.
+fn event_thread(mut socket: NetlinkSocket, tx: mpsc::UnboundedSender<KernelEvent>) {
+    loop {
+        let messages = match socket.next_messages::<XfrmMessage>() {
+            Ok(m) => m,
+            Err(e) if e.raw_os_error() == Some(libc::ENOBUFS) => {
+                tracing::warn!("XFRM events overran the socket buffer; some were lost");
+                continue;
+            }
+            Err(e) => {
+                tracing::warn!("XFRM event socket: {e}");
+                return;
+            }
+        };
+        for m in messages {
+            let event = match m {
+                XfrmMessage::Expire(e) => KernelEvent::Expire {
+                    spi: e.expire.state.id.spi,
+                    hard: e.expire.hard != 0,
+                },
+                XfrmMessage::Acquire(a) => KernelEvent::Acquire {
+                    dst: if a.acquire.selector.family == libc::AF_INET6 as u16 {
+                        IpAddr::V6(a.acquire.selector.daddr.to_ipv6())
+                    } else {
+                        IpAddr::V4(a.acquire.selector.daddr.to_ipv4())
+                    },
+                },
+                _ => continue,
+            };
+            if tx.send(event).is_err() {
+                return;
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use sixgate_proto::wire::TsRange;
+
+    fn range(a: &str, b: &str) -> TrafficSelector {
+        TrafficSelector::Ipv6(TsRange {
+            ip_protocol: 0,
+            start_port: 0,
+            end_port: 65535,
+            start: a.parse().unwrap(),
+            end: b.parse().unwrap(),
+        })
+    }
+
+    fn p(a: &str, len: u8) -> Prefix {
+        (IpAddr::V6(a.parse().unwrap()), len)
+    }
+
+    #[test]
+    fn selectors_become_the_prefixes_that_tile_them() {
+        let all = "ffff:ffff:ffff:ffff:ffff:ffff:ffff:ffff";
+        assert_eq!(ts_prefixes(&range("::", all)), vec![p("::", 0)]);
+        assert_eq!(
+            ts_prefixes(&range("2001:db8::5", "2001:db8::5")),
+            vec![p("2001:db8::5", 128)]
+        );
+        assert_eq!(
+            ts_prefixes(&range("2001:db8::", "2001:db8::ffff")),
+            vec![p("2001:db8::", 112)]
+        );
+        assert_eq!(
+            ts_prefixes(&range("2001:db8::1", "2001:db8::6")),
+            vec![
+                p("2001:db8::1", 128),
+                p("2001:db8::2", 127),
+                p("2001:db8::4", 127),
+                p("2001:db8::6", 128)
+            ]
+        );
+        assert_eq!(ts_prefixes(&range("::8000", all)).len(), 113);
+        // A reversed range selects nothing.
+        assert!(ts_prefixes(&range("2001:db8::6", "2001:db8::1")).is_empty());
+    }
+}
