@@ -7,6 +7,7 @@ use std::net::{IpAddr, Ipv6Addr};
 use std::path::{Path, PathBuf};
 
 use serde::Deserialize;
+use sixgate_dataplane::plane::DataplaneSection;
 
 /// The configuration as written.
 #[derive(Debug, Deserialize)]
@@ -18,7 +19,7 @@ pub struct File {
     pub pool: Pool,
     /// `[dataplane]`: how ESP is carried.
     #[serde(default)]
-    pub dataplane: Dataplane,
+    pub dataplane: DataplaneSection,
     /// `[storage]`: where the state lives.
     pub storage: Storage,
     /// `[control]`: the control socket.
@@ -141,49 +142,8 @@ pub struct Pool {
     pub reservations: BTreeMap<String, Ipv6Addr>,
 }
 
-/// The `[dataplane]` section.
-#[derive(Debug, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct Dataplane {
-    /// "userspace" (ESP over TUN) or "xfrm" (the kernel).
-    #[serde(default)]
-    pub backend: Backend,
-    /// The TUN device of the userspace backend.
-    #[serde(default = "default_tun")]
-    pub tun: String,
-    /// Its MTU.
-    #[serde(default = "default_mtu")]
-    pub mtu: u16,
-}
-
-impl Default for Dataplane {
-    fn default() -> Self {
-        Dataplane {
-            backend: Backend::default(),
-            tun: default_tun(),
-            mtu: default_mtu(),
-        }
-    }
-}
-
-fn default_tun() -> String {
-    "sgb0".into()
-}
-
-fn default_mtu() -> u16 {
-    1400
-}
-
-/// The ESP data plane.
-#[derive(Debug, Deserialize, Default, Clone, Copy, PartialEq, Eq)]
-#[serde(rename_all = "lowercase")]
-pub enum Backend {
-    /// ESP in UDP, in this process, over a TUN device.
-    #[default]
-    Userspace,
-    /// The kernel's IPsec (XFRM).
-    Xfrm,
-}
+/// The broker's default device (TUN or XFRM interface).
+pub const DEFAULT_DEVICE: &str = "sgb0";
 
 /// The `[storage]` section.
 #[derive(Debug, Deserialize)]
@@ -362,15 +322,7 @@ impl Config {
                 ));
             }
         }
-        if file.dataplane.tun.is_empty() || file.dataplane.tun.len() > 15 {
-            return Err(bad(
-                "dataplane.tun",
-                "an interface name of 1 to 15 characters".into(),
-            ));
-        }
-        if file.dataplane.mtu < 1280 {
-            return Err(bad("dataplane.mtu", "IPv6 needs at least 1280".into()));
-        }
+        file.dataplane.check().map_err(|(key, e)| bad(key, e))?;
         if let Some(sites) = &file.sites {
             let (_, len) = parse_net6(&sites.prefix).map_err(|e| bad("sites.prefix", e))?;
             if len > 56 {
@@ -474,7 +426,10 @@ path = "state"
         let minimal = GOOD.replace("[dataplane]\nbackend = \"userspace\"\n", "");
         let c = Config::load(&write(dir.path(), &minimal)).unwrap();
         assert_eq!(
-            (c.file.dataplane.tun.as_str(), c.file.dataplane.mtu),
+            (
+                c.file.dataplane.device(DEFAULT_DEVICE),
+                c.file.dataplane.mtu
+            ),
             ("sgb0", 1400),
             "defaults without [dataplane]"
         );
@@ -519,6 +474,12 @@ path = "state"
                 "backend = \"kernel\"",
                 "backend",
                 "unknown variant",
+            ),
+            (
+                "backend = \"userspace\"",
+                "backend = \"xfrm\"\ntun = \"much-too-long-a-name\"",
+                "dataplane.tun",
+                "1 to 15 characters",
             ),
             (
                 "[storage]",

@@ -7,14 +7,15 @@ use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
 use serde::{Deserialize, Serialize};
+use sixgate_dataplane::plane::{self, DataPlane};
 use sixgate_dataplane::udp::{self, Command, IkeSockets};
-use sixgate_dataplane::userspace::Userspace;
+use sixgate_dataplane::xfrm::KernelEvent;
 use sixgate_dataplane::{control, netconf, pki};
 use sixgate_proto::endpoint::{self, Event, SaId};
 use sixgate_proto::wire::{Identity, TrafficSelector};
 use tokio::signal::unix::{signal, SignalKind};
 
-use sixgate_broker::config::{Backend, Config};
+use sixgate_broker::config::{Config, DEFAULT_DEVICE};
 use sixgate_broker::leases::{Lease, LeaseStore, Pool};
 use sixgate_broker::sitenet::{SiteNet, SiteState};
 use sixgate_broker::sites::{Site, SiteStore};
@@ -81,12 +82,6 @@ fn hosts(ts: &[TrafficSelector]) -> Vec<Ipv6Addr> {
 
 pub async fn run(config: Config) -> Result<(), String> {
     let f = &config.file;
-    if f.dataplane.backend == Backend::Xfrm {
-        return Err(
-            "`dataplane.backend = \"xfrm\"` is not available yet; use backend = \"userspace\""
-                .into(),
-        );
-    }
     let identity = pki::parse_identity(&f.ike.identity)?;
     let chain = pki::load_chain(&f.ike.certificate)?;
     let key = pki::load_key(&f.ike.private_key)?;
@@ -117,8 +112,11 @@ pub async fn run(config: Config) -> Result<(), String> {
     let nat_t = sockets
         .socket(SocketAddr::new(f.ike.listen[0], 4500))
         .ok_or("no NAT-T socket")?;
-    let dp =
-        Userspace::start(&f.dataplane.tun, f.dataplane.mtu, nat_t).map_err(|e| e.to_string())?;
+    let child_lifetime = Duration::from_secs(f.ike.child_lifetime);
+    let plane = f
+        .dataplane
+        .plane_config(DEFAULT_DEVICE, f.ike.listen[0], child_lifetime);
+    let (dp, mut kernel_events) = DataPlane::start(&plane, nat_t)?;
     if let Err(e) = netconf::enable_ipv6_forwarding() {
         eprintln!("sixgate-broker: warning: enabling IPv6 forwarding: {e}");
     }
@@ -127,13 +125,13 @@ pub async fn run(config: Config) -> Result<(), String> {
     ike.dns = f.pool.dns.clone();
     ike.dpd_interval = Duration::from_secs(f.ike.dpd_interval);
     ike.fragment_size = f.ike.fragment_size;
-    ike.child_lifetime = Duration::from_secs(f.ike.child_lifetime);
+    ike.child_lifetime = child_lifetime;
     ike.ike_lifetime = Duration::from_secs(f.ike.ike_lifetime);
     ike.rekey_jitter = ike.child_lifetime.min(ike.ike_lifetime) / 10;
-    // The userspace data plane carries ESP in UDP only.
-    ike.force_udp_encapsulation = true;
+    ike.force_udp_encapsulation =
+        dp.forces_udp_encapsulation() || f.dataplane.force_udp_encapsulation;
     let pool = store.clone();
-    let mut driver = udp::spawn(Arc::new(ike), sockets, Some(dp.esp_handler()), move |ep| {
+    let mut driver = udp::spawn(Arc::new(ike), sockets, dp.esp_handler(), move |ep| {
         ep.set_address_pool(Box::new(Pool(pool)))
     });
     let mut sites = match &f.sites {
@@ -152,19 +150,26 @@ pub async fn run(config: Config) -> Result<(), String> {
     let mut term = signal(SignalKind::terminate()).map_err(|e| e.to_string())?;
     let mut int = signal(SignalKind::interrupt()).map_err(|e| e.to_string())?;
     eprintln!(
-        "sixgate-broker: listening on {:?}, pool {}, TUN {}",
+        "sixgate-broker: listening on {:?}, pool {}, {}",
         f.ike.listen,
         f.pool.prefix,
-        dp.tun_name()
+        dp.describe()
     );
 
     let mut clients: HashMap<SaId, Client> = HashMap::new();
-    let tun = dp.tun_name().to_string();
     loop {
         tokio::select! {
             event = driver.events.recv() => {
                 let Some(event) = event else { break };
-                handle_event(event, &dp, &tun, &mut clients);
+                handle_event(event, &dp, &mut clients);
+            }
+            Some(event) = plane::next_kernel_event(&mut kernel_events) => {
+                if let KernelEvent::Acquire { dst } = event {
+                    // A responder cannot start a tunnel to a road warrior.
+                    eprintln!("sixgate-broker: traffic to {dst} has no SA; waiting for the client");
+                } else if let Some(command) = dp.on_kernel_event(event) {
+                    let _ = driver.commands.send(command);
+                }
             }
             conn = listener.accept() => {
                 let Ok((mut stream, _)) = conn else { continue };
@@ -197,20 +202,13 @@ pub async fn run(config: Config) -> Result<(), String> {
     let deadline = tokio::time::Instant::now() + Duration::from_secs(2);
     while !clients.is_empty() {
         match tokio::time::timeout_at(deadline, driver.events.recv()).await {
-            Ok(Some(event)) => handle_event(event, &dp, &tun, &mut clients),
+            Ok(Some(event)) => handle_event(event, &dp, &mut clients),
             _ => break,
-        }
-    }
-    for client in clients.values() {
-        for (_, addrs) in &client.children {
-            for a in addrs {
-                let _ = netconf::del_route(&format!("{a}/128"), &tun);
-            }
         }
     }
     let _ = driver.commands.send(Command::Shutdown);
     let _ = std::fs::remove_file(&config.control_socket);
-    let _ = netconf::del_link(&tun);
+    dp.stop();
     Ok(())
 }
 
@@ -248,7 +246,7 @@ pub async fn ask(config: &Config, request: &Request) -> Result<Response, String>
     }
 }
 
-fn handle_event(event: Event, dp: &Userspace, tun: &str, clients: &mut HashMap<SaId, Client>) {
+fn handle_event(event: Event, dp: &DataPlane, clients: &mut HashMap<SaId, Client>) {
     match event {
         Event::IkeSaUp {
             sa,
@@ -285,7 +283,7 @@ fn handle_event(event: Event, dp: &Userspace, tun: &str, clients: &mut HashMap<S
             }
             let addrs = hosts(&child.remote_ts);
             for a in &addrs {
-                if let Err(e) = netconf::add_route(&format!("{a}/128"), tun, None) {
+                if let Err(e) = dp.add_host_route(*a) {
                     eprintln!("sixgate-broker: route to {a}: {e}");
                 }
             }
@@ -311,7 +309,7 @@ fn handle_event(event: Event, dp: &Userspace, tun: &str, clients: &mut HashMap<S
                 for a in gone {
                     // A rekeyed SA's successor routes the same address.
                     if !c.children.iter().any(|(_, addrs)| addrs.contains(&a)) {
-                        let _ = netconf::del_route(&format!("{a}/128"), tun);
+                        let _ = dp.delete_host_route(a);
                     }
                 }
             }
@@ -322,7 +320,7 @@ fn handle_event(event: Event, dp: &Userspace, tun: &str, clients: &mut HashMap<S
                 for (spi, addrs) in c.children {
                     dp.remove(spi);
                     for a in addrs {
-                        let _ = netconf::del_route(&format!("{a}/128"), tun);
+                        let _ = dp.delete_host_route(a);
                     }
                 }
             }
@@ -334,7 +332,7 @@ fn handle_event(event: Event, dp: &Userspace, tun: &str, clients: &mut HashMap<S
     }
 }
 
-fn status_rows(clients: &HashMap<SaId, Client>, dp: &Userspace) -> Vec<StatusRow> {
+fn status_rows(clients: &HashMap<SaId, Client>, dp: &DataPlane) -> Vec<StatusRow> {
     let mut rows: Vec<StatusRow> = clients
         .values()
         .map(|c| {

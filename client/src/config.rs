@@ -5,6 +5,7 @@ use std::net::IpAddr;
 use std::path::{Path, PathBuf};
 
 use serde::Deserialize;
+use sixgate_dataplane::plane::DataplaneSection;
 
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -35,7 +36,7 @@ pub struct Config {
     #[serde(default = "default_control")]
     pub control_socket: PathBuf,
     #[serde(default)]
-    pub dataplane: Dataplane,
+    pub dataplane: DataplaneSection,
 }
 
 fn default_dpd() -> u64 {
@@ -54,36 +55,8 @@ fn default_control() -> PathBuf {
     PathBuf::from("/run/sixgate/client.sock")
 }
 
-#[derive(Debug, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct Dataplane {
-    #[serde(default = "default_backend")]
-    pub backend: String,
-    #[serde(default = "default_tun")]
-    pub tun: String,
-    #[serde(default = "default_mtu")]
-    pub mtu: u16,
-}
-
-fn default_backend() -> String {
-    "userspace".into()
-}
-fn default_tun() -> String {
-    "sgc0".into()
-}
-fn default_mtu() -> u16 {
-    1400
-}
-
-impl Default for Dataplane {
-    fn default() -> Self {
-        Dataplane {
-            backend: default_backend(),
-            tun: default_tun(),
-            mtu: default_mtu(),
-        }
-    }
-}
+/// The client's default device (TUN or XFRM interface).
+pub const DEFAULT_DEVICE: &str = "sgc0";
 
 impl Config {
     pub fn load(path: &Path) -> Result<Config, String> {
@@ -115,30 +88,7 @@ impl Config {
         if c.ca.is_empty() {
             return Err(bad("ca", "at least one CA certificate is needed"));
         }
-        match c.dataplane.backend.as_str() {
-            "userspace" => {}
-            "xfrm" => {
-                return Err(bad(
-                    "dataplane.backend",
-                    "\"xfrm\" is not available yet; use \"userspace\"",
-                ))
-            }
-            other => {
-                return Err(bad(
-                    "dataplane.backend",
-                    &format!("{other:?} is neither \"userspace\" nor \"xfrm\""),
-                ))
-            }
-        }
-        if c.dataplane.tun.is_empty() || c.dataplane.tun.len() > 15 {
-            return Err(bad(
-                "dataplane.tun",
-                "an interface name of 1 to 15 characters",
-            ));
-        }
-        if c.dataplane.mtu < 1280 {
-            return Err(bad("dataplane.mtu", "IPv6 needs at least 1280"));
-        }
+        c.dataplane.check().map_err(|(key, e)| bad(key, &e))?;
         if c.child_lifetime < 2 {
             return Err(bad("child_lifetime", "must be at least 2 seconds"));
         }
@@ -175,7 +125,7 @@ backend = "userspace"
     fn the_documented_example_loads_and_errors_name_file_key_problem() {
         let dir = tempfile::tempdir().unwrap();
         let c = load(dir.path(), GOOD).unwrap();
-        assert_eq!(c.dataplane.tun, "sgc0");
+        assert_eq!(c.dataplane.device(DEFAULT_DEVICE), "sgc0");
         assert_eq!(c.control_socket, PathBuf::from("/run/sixgate/client.sock"));
         for (from, to, key, problem) in [
             (
@@ -186,9 +136,15 @@ backend = "userspace"
             ),
             (
                 "backend = \"userspace\"",
-                "backend = \"xfrm\"",
-                "dataplane.backend",
-                "not available yet",
+                "backend = \"kernel\"",
+                "backend",
+                "unknown variant",
+            ),
+            (
+                "backend = \"userspace\"",
+                "backend = \"xfrm\"\nmtu = 1000",
+                "dataplane.mtu",
+                "at least 1280",
             ),
             (
                 "CERTS/client.pem",

@@ -8,13 +8,14 @@ use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
 use serde::{Deserialize, Serialize};
+use sixgate_dataplane::plane::{self, DataPlane};
 use sixgate_dataplane::udp::{self, Command, DriverHandle, IkeSockets};
-use sixgate_dataplane::userspace::Userspace;
-use sixgate_dataplane::{control, netconf, pki};
+use sixgate_dataplane::xfrm::KernelEvent;
+use sixgate_dataplane::{control, pki};
 use sixgate_proto::endpoint::{self, ts, ConnectRequest, DownReason, Event, SaId};
 use tokio::signal::unix::{signal, SignalKind};
 
-use crate::config::Config;
+use crate::config::{Config, DEFAULT_DEVICE};
 
 #[derive(Debug, Serialize, Deserialize)]
 enum Request {
@@ -131,18 +132,21 @@ pub async fn run(config: Config) -> Result<(), String> {
     let nat_t = sockets
         .socket(SocketAddr::new(local, 4500))
         .ok_or("no NAT-T socket")?;
-    let dp = Userspace::start(&config.dataplane.tun, config.dataplane.mtu, nat_t)
-        .map_err(|e| e.to_string())?;
-    let tun = dp.tun_name().to_string();
+    let child_lifetime = Duration::from_secs(config.child_lifetime);
+    let plane = config
+        .dataplane
+        .plane_config(DEFAULT_DEVICE, local, child_lifetime);
+    let (dp, mut kernel_events) = DataPlane::start(&plane, nat_t)?;
 
     let mut ike = endpoint::Config::new(identity, chain, Arc::new(key), anchors);
-    ike.force_udp_encapsulation = true;
+    ike.force_udp_encapsulation =
+        dp.forces_udp_encapsulation() || config.dataplane.force_udp_encapsulation;
     ike.dpd_interval = Duration::from_secs(config.dpd_interval);
     ike.retransmit_timeout = Duration::from_millis(config.retransmit_timeout_ms);
     ike.retransmit_tries = config.retransmit_tries;
-    ike.child_lifetime = Duration::from_secs(config.child_lifetime);
+    ike.child_lifetime = child_lifetime;
     ike.rekey_jitter = ike.child_lifetime / 10;
-    let mut driver = udp::spawn(Arc::new(ike), sockets, Some(dp.esp_handler()), |_| {});
+    let mut driver = udp::spawn(Arc::new(ike), sockets, dp.esp_handler(), |_| {});
     let listener = control::bind(&config.control_socket)
         .map_err(|e| format!("{}: {e}", config.control_socket.display()))?;
     let mut term = signal(SignalKind::terminate()).map_err(|e| e.to_string())?;
@@ -187,7 +191,7 @@ pub async fn run(config: Config) -> Result<(), String> {
             }
             event = driver.events.recv() => {
                 let Some(event) = event else { break };
-                if let Some(reason) = handle_event(event, &dp, &tun, &config, &mut tunnel) {
+                if let Some(reason) = handle_event(event, &dp, &config, &mut tunnel) {
                     if stopping {
                         break;
                     }
@@ -203,6 +207,20 @@ pub async fn run(config: Config) -> Result<(), String> {
                     tunnel.reconnects += 1;
                     eprintln!("sixgate-client: tunnel down ({reason:?}); reconnecting in {}s", wait.as_secs());
                     retry_at = Some(tokio::time::Instant::now() + wait);
+                }
+            }
+            Some(event) = plane::next_kernel_event(&mut kernel_events) => {
+                match event {
+                    // Traffic is waiting for the tunnel: do not wait out
+                    // the back-off.
+                    KernelEvent::Acquire { .. } if retry_at.is_some() && !stopping => {
+                        retry_at = Some(tokio::time::Instant::now());
+                    }
+                    event => {
+                        if let Some(command) = dp.on_kernel_event(event) {
+                            let _ = driver.commands.send(command);
+                        }
+                    }
                 }
             }
             conn = listener.accept() => {
@@ -228,10 +246,10 @@ pub async fn run(config: Config) -> Result<(), String> {
         }
     }
     // Whatever is left: address, route, SAs, the TUN device, the socket.
-    teardown(&dp, &tun, &mut tunnel);
+    teardown(&dp, &mut tunnel);
     let _ = driver.commands.send(Command::Shutdown);
     let _ = std::fs::remove_file(&config.control_socket);
-    let _ = netconf::del_link(&tun);
+    dp.stop();
     Ok(())
 }
 
@@ -255,8 +273,7 @@ async fn stop(driver: &mut DriverHandle, tunnel: &Tunnel) -> bool {
 /// Acts on an event; returns the reason if the tunnel went down.
 fn handle_event(
     event: Event,
-    dp: &Userspace,
-    tun: &str,
+    dp: &DataPlane,
     config: &Config,
     tunnel: &mut Tunnel,
 ) -> Option<DownReason> {
@@ -264,11 +281,8 @@ fn handle_event(
         Event::IkeSaUp { .. } => {}
         Event::AddressAssigned { address, dns, .. } => {
             let addr = address.0;
-            if let Err(e) = netconf::add_address(tun, addr) {
-                eprintln!("sixgate-client: address {addr}: {e}");
-            }
-            if let Err(e) = netconf::add_route("::/0", tun, Some(addr)) {
-                eprintln!("sixgate-client: default route: {e}");
+            if let Err(e) = dp.set_virtual_address(addr) {
+                eprintln!("sixgate-client: address {addr} and default route: {e}");
             }
             if config.resolv_conf && !dns.is_empty() {
                 let text: String = dns.iter().map(|d| format!("nameserver {d}\n")).collect();
@@ -297,7 +311,7 @@ fn handle_event(
         }
         Event::IkeSaDown { sa, reason } => {
             if tunnel.sa == Some(sa) {
-                teardown(dp, tun, tunnel);
+                teardown(dp, tunnel);
                 tunnel.sa = None;
                 return Some(reason);
             }
@@ -307,18 +321,17 @@ fn handle_event(
     None
 }
 
-fn teardown(dp: &Userspace, tun: &str, tunnel: &mut Tunnel) {
+fn teardown(dp: &DataPlane, tunnel: &mut Tunnel) {
     for spi in tunnel.children.drain(..) {
         dp.remove(spi);
     }
     if let Some(addr) = tunnel.address.take() {
-        let _ = netconf::del_route("::/0", tun);
-        let _ = netconf::del_address(tun, addr);
+        dp.clear_virtual_address(addr);
     }
     tunnel.dns.clear();
 }
 
-fn current_status(config: &Config, tunnel: &Tunnel, dp: &Userspace) -> Status {
+fn current_status(config: &Config, tunnel: &Tunnel, dp: &DataPlane) -> Status {
     let mut s = Status {
         state: match (tunnel.sa, tunnel.address) {
             (Some(_), Some(_)) => "up".into(),

@@ -1,11 +1,10 @@
-//! Addresses, routes and sysctls for the tunnel devices.
+//! Sysctls, nftables and the policy routing of DMZ sites.
 //!
-//! This goes through iproute2 for now (one `ip` invocation per change,
-//! only on SA up/down, never per packet); the rtnetlink implementation the
-//! kernel XFRM backend needs will replace it.
+//! Site routes and rules go through iproute2 (`ip`, one invocation per
+//! site change, never per packet); the tunnels' addresses and routes use
+//! rtnetlink ([`crate::rtnl`]).
 
 use std::io;
-use std::net::Ipv6Addr;
 use std::process::Command;
 
 /// Runs `ip` with these arguments.
@@ -22,48 +21,7 @@ pub fn ip(args: &[&str]) -> io::Result<()> {
     }
 }
 
-/// Adds `addr`/128 to `dev` with valid and preferred lifetime forever
-/// (never "deprecated", so source address selection prefers it) and
-/// without duplicate address detection.
-pub fn add_address(dev: &str, addr: Ipv6Addr) -> io::Result<()> {
-    let a = format!("{addr}/128");
-    ip(&[
-        "-6",
-        "addr",
-        "replace",
-        &a,
-        "dev",
-        dev,
-        "nodad",
-        "valid_lft",
-        "forever",
-        "preferred_lft",
-        "forever",
-    ])
-}
-
-/// Removes `addr`/128 from `dev`.
-pub fn del_address(dev: &str, addr: Ipv6Addr) -> io::Result<()> {
-    ip(&["-6", "addr", "del", &format!("{addr}/128"), "dev", dev])
-}
-
-/// Routes `dst` (a prefix such as "::/0" or "2001:db8::1/128") into `dev`,
-/// with `src` as the preferred source address if given.
-pub fn add_route(dst: &str, dev: &str, src: Option<Ipv6Addr>) -> io::Result<()> {
-    let src = src.map(|s| s.to_string());
-    let mut args = vec!["-6", "route", "replace", dst, "dev", dev];
-    if let Some(s) = &src {
-        args.extend(["src", s.as_str()]);
-    }
-    ip(&args)
-}
-
-/// Removes a route added by [`add_route`].
-pub fn del_route(dst: &str, dev: &str) -> io::Result<()> {
-    ip(&["-6", "route", "del", dst, "dev", dev])
-}
-
-/// Deletes a link (the TUN device, on shutdown).
+/// Deletes a link (a WireGuard device, on shutdown).
 pub fn del_link(dev: &str) -> io::Result<()> {
     ip(&["link", "del", dev])
 }

@@ -28,6 +28,7 @@ pub enum Command {
     DeleteIkeSa(SaId),
     /// Rekey a Child SA (by its inbound SPI).
     RekeyChildSa(SaId, u32),
+
     /// Rekey an IKE SA.
     RekeyIkeSa(SaId),
     /// Report SKEYSEED and the keys of an IKE SA (interop tests compare
