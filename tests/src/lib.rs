@@ -157,6 +157,39 @@ impl StrongSwan {
         swanctl_conf: &str,
         install_routes: bool,
     ) -> StrongSwan {
+        Self::launch(
+            ns,
+            kind,
+            who,
+            extra_charon,
+            swanctl_conf,
+            install_routes,
+            true,
+        )
+    }
+
+    /// charon in its normal mode: the kernel's XFRM does the ESP (no
+    /// kernel-libipsec), and it installs its routes. Needs a kernel with
+    /// ESP (the test VM).
+    pub fn start_kernel_mode(
+        ns: &Netns,
+        kind: &str,
+        who: &str,
+        extra_charon: &str,
+        swanctl_conf: &str,
+    ) -> StrongSwan {
+        Self::launch(ns, kind, who, extra_charon, swanctl_conf, true, false)
+    }
+
+    fn launch(
+        ns: &Netns,
+        kind: &str,
+        who: &str,
+        extra_charon: &str,
+        swanctl_conf: &str,
+        install_routes: bool,
+        libipsec: bool,
+    ) -> StrongSwan {
         let dir = TempDir::new("sgswan");
         let d = dir.path();
         for sub in ["x509", "x509ca", "private"] {
@@ -177,7 +210,7 @@ impl StrongSwan {
         std::fs::write(d.join("swanctl.conf"), swanctl_conf).expect("swanctl.conf");
         let conf = format!(
             r#"charon {{
-    load = random nonce openssl pem pkcs1 pkcs8 x509 revocation constraints pubkey kdf kernel-libipsec kernel-netlink socket-default vici
+    load = random nonce openssl pem pkcs1 pkcs8 x509 revocation constraints pubkey kdf {libipsec}kernel-netlink socket-default vici
     install_routes = {routes}
     install_virtual_ip = yes
     port = 500
@@ -206,6 +239,7 @@ impl StrongSwan {
 "#,
             d = d.display(),
             routes = if install_routes { "yes" } else { "no" },
+            libipsec = if libipsec { "kernel-libipsec " } else { "" },
         );
         std::fs::write(d.join("strongswan.conf"), conf).expect("strongswan.conf");
         let script = format!(
@@ -507,6 +541,8 @@ pub struct TunnelLab {
     pub broker: Netns,
     pub inet: Netns,
     pub dir: TempDir,
+    /// The `[dataplane]` lines of the configurations it writes.
+    pub dataplane: String,
 }
 
 impl TunnelLab {
@@ -608,6 +644,7 @@ impl TunnelLab {
             broker,
             inet,
             dir: TempDir::new("sglab"),
+            dataplane: "backend = \"userspace\"".into(),
         }
     }
 
@@ -635,11 +672,12 @@ dns = ["2001:db8:ffff::53"]
 [pool.static]
 {statics}
 [dataplane]
-backend = "userspace"
+{dataplane}
 [storage]
 path = "{dir}/broker-state"
 "#,
-            dir = self.dir.path().display()
+            dir = self.dir.path().display(),
+            dataplane = self.dataplane,
         );
         let path = self.dir.path().join("broker.toml");
         std::fs::write(&path, text).expect("write");
@@ -671,10 +709,11 @@ retransmit_tries = 3
 control_socket = "{dir}/{name}.sock"
 {extra}
 [dataplane]
-backend = "userspace"
+{dataplane}
 "#,
             c = certs.display(),
-            dir = self.dir.path().display()
+            dir = self.dir.path().display(),
+            dataplane = self.dataplane,
         );
         let path = self.dir.path().join(format!("{name}.toml"));
         std::fs::write(&path, text).expect("write");
@@ -774,6 +813,16 @@ backend = "userspace"
             .filter(|b| *b > 0.0)
             .map(|b| b / 1e6)
             .ok_or_else(|| format!("iperf3: {}", json["error"]))
+    }
+
+    /// Gives every link in the client and broker namespaces its IPv6
+    /// link-local address (the lab's client network is IPv4 only), for
+    /// peers that put addresses and routes on the uplink: policy-based
+    /// XFRM, strongSwan in kernel mode.
+    pub fn enable_link_local_ipv6(&self) {
+        for ns in self.clients.iter().chain([&self.broker]) {
+            ns.run(&["sysctl", "-qw", "net.ipv6.conf.all.disable_ipv6=0"]);
+        }
     }
 
     /// Pings the inet host from client `i`; true if all replies came.
@@ -899,4 +948,47 @@ hold_down = 0
     let p = dir.join("broker.toml");
     std::fs::write(&p, text).expect("write");
     p
+}
+
+/// Runs `script` (sh) inside Debian's kernel booted under virtme-ng with
+/// software emulation (this machine's filesystem inside, read-only), for
+/// what this machine's kernel lacks (ESP, WireGuard). Returns whether it
+/// succeeded and everything it printed. Panics if there is no kernel or no
+/// `vng`: such tests fail, not skip, when the VM cannot start.
+pub fn run_in_vm(script: &str) -> (bool, String) {
+    let kernel = std::fs::read_dir("/boot")
+        .expect("/boot")
+        .filter_map(|e| e.ok().map(|e| e.path()))
+        .filter(|p| {
+            let n = p
+                .file_name()
+                .map(|n| n.to_string_lossy().into_owned())
+                .unwrap_or_default();
+            n.starts_with("vmlinuz-") && n.ends_with("-amd64") && !n.contains("-rt-")
+        })
+        .max()
+        .expect("a Debian kernel in /boot (linux-image-amd64)");
+    let out = Command::new("vng")
+        .args([
+            "-r",
+            kernel.to_str().expect("path"),
+            "--disable-kvm",
+            "--memory",
+            "2G",
+            "--cpus",
+            "2",
+            "--",
+            "sh",
+            "-c",
+            script,
+        ])
+        .stdin(Stdio::null())
+        .output()
+        .expect("vng (virtme-ng) must be installed");
+    let text = format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    (out.status.success(), text)
 }

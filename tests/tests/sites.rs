@@ -10,7 +10,7 @@
 use std::process::Stdio;
 use std::time::Duration;
 
-use sixgate_tests::{wait_for, workspace_bin, Daemon, Netns, TempDir};
+use sixgate_tests::{run_in_vm, wait_for, workspace_bin, Daemon, Netns, TempDir};
 
 /// One at a time: the VM test emulates a whole machine on the same two
 /// cores, and its timeouts should not depend on what runs beside it.
@@ -486,45 +486,13 @@ fn a_thousand_sites_come_and_go_without_leaks() {
 #[test]
 fn kernel_wireguard_passes_the_site_test_in_a_vm() {
     let _serial = serial();
-    let kernel = std::fs::read_dir("/boot")
-        .expect("/boot")
-        .filter_map(|e| e.ok().map(|e| e.path()))
-        .filter(|p| {
-            let n = p.file_name().unwrap().to_string_lossy().into_owned();
-            n.starts_with("vmlinuz-") && n.ends_with("-amd64") && !n.contains("-rt-")
-        })
-        .max()
-        .expect("a Debian kernel in /boot (linux-image-amd64)");
     let exe = std::env::current_exe().unwrap();
-    let inner = format!(
+    let (ok, text) = run_in_vm(&format!(
         "modprobe tun && modprobe wireguard && SIXGATE_SITES_BACKEND=kernel {} a_dmz_site_from_the_generated_files_alone --exact --nocapture --test-threads 1",
         exe.display()
-    );
-    let out = std::process::Command::new("vng")
-        .args([
-            "-r",
-            kernel.to_str().unwrap(),
-            "--disable-kvm",
-            "--memory",
-            "2G",
-            "--cpus",
-            "2",
-            "--",
-            "sh",
-            "-c",
-            &inner,
-        ])
-        .stdin(Stdio::null())
-        .output()
-        .expect("vng (virtme-ng) must be installed");
-    let text = format!(
-        "{}{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
+    ));
     assert!(
-        out.status.success()
-            && text.contains("broker on a kernel WireGuard device")
+        ok && text.contains("broker on a kernel WireGuard device")
             && text.contains("test result: ok. 1 passed"),
         "in the VM:\n{text}"
     );

@@ -407,7 +407,11 @@ fn probe(socket: &mut NetlinkSocket) -> io::Result<()> {
         if_id: None,
         limits: Limits::default(),
     };
-    socket.request(msg::new_sa(&spec), 0)?;
+    match socket.request(msg::new_sa(&spec), 0) {
+        // Left by a run that died between these two lines.
+        Err(e) if e.raw_os_error() == Some(libc::EEXIST) => {}
+        other => other?,
+    }
     socket.request(msg::delete_sa(src, dst, spec.spi), 0)
 }
 

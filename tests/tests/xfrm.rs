@@ -1,0 +1,339 @@
+//! The kernel XFRM data plane end to end. This machine's kernel has no
+//! ESP, so the tests marked `#[ignore]` run inside Debian's kernel under
+//! virtme-ng, started by `xfrm_tests_pass_in_a_vm` (which fails, not skips,
+//! when the VM cannot start); on the host itself only the start-up refusal
+//! is checked. Root, namespaces, the workspace binaries, iperf3.
+
+use std::collections::BTreeSet;
+use std::time::Duration;
+
+use sixgate_tests::{run_in_vm, wait_for, workspace_bin, Netns, StrongSwan, TunnelLab};
+
+/// Emulated, the VM is slow: generous limits, and polling, not sleeping.
+const UP: Duration = Duration::from_secs(90);
+
+/// The tests the VM runs; `xfrm_tests_pass_in_a_vm` checks all passed.
+const IN_VM: usize = 4;
+
+fn xfrm_lab(dataplane: &str) -> TunnelLab {
+    let mut lab = TunnelLab::new(1);
+    lab.dataplane = format!("backend = \"xfrm\"\n{dataplane}");
+    lab
+}
+
+/// The SPIs of the SAs in a namespace's SAD.
+fn spis(ns: &Netns) -> BTreeSet<String> {
+    ns.run(&["ip", "xfrm", "state"])
+        .split_whitespace()
+        .collect::<Vec<_>>()
+        .windows(2)
+        .filter(|w| w[0] == "spi")
+        .map(|w| w[1].to_string())
+        .collect()
+}
+
+/// The byte counters of every SA, from `ip -s xfrm state`.
+fn sa_byte_counts(ns: &Netns) -> Vec<u64> {
+    ns.run(&["ip", "-s", "xfrm", "state"])
+        .split_whitespace()
+        .filter_map(|w| w.strip_suffix("(bytes),")?.parse().ok())
+        .collect()
+}
+
+fn policy_count(ns: &Netns) -> usize {
+    ns.run(&["ip", "xfrm", "policy"])
+        .lines()
+        .filter(|l| l.starts_with("src "))
+        .count()
+}
+
+fn ping_works(lab: &TunnelLab) -> bool {
+    wait_for(UP, || lab.ping(0, 2).then_some(())).is_some()
+}
+
+fn tcp_both_ways(lab: &TunnelLab) {
+    for reverse in [false, true] {
+        lab.iperf(0, 2, reverse)
+            .unwrap_or_else(|e| panic!("iperf3 reverse={reverse}: {e}"));
+    }
+}
+
+/// BYTES IN and BYTES OUT of the client's row in `sixgate-broker status`.
+fn status_bytes(lab: &TunnelLab, config: &std::path::Path) -> (u64, u64) {
+    let status = lab.broker_cli("status", config);
+    let row = status
+        .lines()
+        .find(|l| l.starts_with("client@example.net"))
+        .unwrap_or_else(|| panic!("no client in status:\n{status}"));
+    let f: Vec<&str> = row.split_whitespace().collect();
+    (f[3].parse().unwrap(), f[4].parse().unwrap())
+}
+
+#[test]
+#[ignore = "needs a kernel with ESP: run by xfrm_tests_pass_in_a_vm"]
+fn in_vm_route_based_with_udp_encapsulation_counters_and_a_broker_crash() {
+    let lab = xfrm_lab("force_udp_encapsulation = true");
+    let bconf = lab.broker_config("2001:db8:100::100/120", &[], "");
+    let mut broker = lab.start_broker(&bconf);
+    let cconf = lab.client_config("c0", "client", "ecdsa/client.pem", "ecdsa/client.key", "");
+    let _client = lab.start_client(0, &cconf);
+    let addr = lab
+        .wait_up(0, &cconf, UP)
+        .unwrap_or_else(|| panic!("client not up:\n{}", broker.log_text()));
+    assert!(broker.log_text().contains("kernel XFRM on interface sgb0"));
+    // The kernel does the ESP: states with UDP encapsulation on our
+    // XFRM interface, the address on the client's XFRM interface.
+    let states = lab.broker.run(&["ip", "xfrm", "state"]);
+    assert!(
+        states.contains("encap type espinudp sport 4500 dport 4500"),
+        "{states}"
+    );
+    assert!(states.contains("if_id 0x5a6"), "{states}");
+    let caddr = lab.clients[0].run(&["ip", "-6", "addr", "show", "dev", "sgc0"]);
+    assert!(
+        caddr.contains(&addr) && caddr.contains("preferred_lft forever"),
+        "{caddr}"
+    );
+    assert!(ping_works(&lab), "{}", broker.log_text());
+    tcp_both_ways(&lab);
+
+    // `status` shows the kernel's counters: megabytes both ways.
+    let (bytes_in, bytes_out) = status_bytes(&lab, &bconf);
+    assert!(
+        bytes_in > 1_000_000 && bytes_out > 1_000_000,
+        "{bytes_in} {bytes_out}"
+    );
+    // They are the kernel's own: `ip -s xfrm state` shows the same
+    // numbers for the two SAs (no ESP moves once iperf3 is done).
+    let kernel = sa_byte_counts(&lab.broker);
+    assert!(
+        kernel.contains(&bytes_in) && kernel.contains(&bytes_out),
+        "status {bytes_in}/{bytes_out}, kernel {kernel:?}"
+    );
+
+    // A crash leaves the kernel's state behind; the next start removes it
+    // all, and the client comes back on fresh SAs.
+    let before = spis(&lab.broker);
+    assert_eq!(before.len(), 2, "{before:?}");
+    broker.kill();
+    assert_eq!(spis(&lab.broker), before, "the SAs outlive a SIGKILL");
+    let broker = lab.start_broker(&bconf);
+    let after_restart = spis(&lab.broker);
+    assert!(
+        after_restart.is_disjoint(&before),
+        "stale SAs after restart: {after_restart:?}"
+    );
+    assert!(
+        policy_count(&lab.broker) <= 3,
+        "{}",
+        lab.broker.run(&["ip", "xfrm", "policy"])
+    );
+    wait_for(UP, || {
+        let now = spis(&lab.broker);
+        (now.len() == 2 && lab.ping(0, 1)).then_some(())
+    })
+    .unwrap_or_else(|| panic!("no reconnect after the crash:\n{}", broker.log_text()));
+    assert!(spis(&lab.broker).is_disjoint(&before));
+    assert_eq!(
+        policy_count(&lab.broker),
+        3,
+        "out, in and fwd for one client"
+    );
+    let routes = lab
+        .broker
+        .run(&["ip", "-6", "route", "show", "proto", "90"]);
+    assert_eq!(routes.lines().count(), 1, "{routes}");
+
+    // A clean stop leaves nothing.
+    let mut broker = broker;
+    assert!(broker.terminate(Duration::from_secs(20)).is_some());
+    assert!(spis(&lab.broker).is_empty());
+    assert_eq!(policy_count(&lab.broker), 0);
+    assert!(lab
+        .broker
+        .run(&["ip", "-6", "route", "show", "proto", "90"])
+        .is_empty());
+    assert!(!lab.broker.run(&["ip", "link"]).contains("sgb0"));
+}
+
+#[test]
+#[ignore = "needs a kernel with ESP: run by xfrm_tests_pass_in_a_vm"]
+fn in_vm_policy_based_without_udp_encapsulation() {
+    let lab = xfrm_lab("route_based = false");
+    lab.enable_link_local_ipv6();
+    let bconf = lab.broker_config("2001:db8:100::100/120", &[], "");
+    let broker = lab.start_broker(&bconf);
+    let cconf = lab.client_config("c0", "client", "ecdsa/client.pem", "ecdsa/client.key", "");
+    let _client = lab.start_client(0, &cconf);
+    lab.wait_up(0, &cconf, UP)
+        .unwrap_or_else(|| panic!("client not up:\n{}", broker.log_text()));
+    assert!(
+        broker.log_text().contains("policy-based on br0"),
+        "{}",
+        broker.log_text()
+    );
+    let states = lab.broker.run(&["ip", "xfrm", "state"]);
+    assert!(!states.contains("encap"), "plain ESP without NAT: {states}");
+    assert!(!states.contains("if_id"), "{states}");
+    assert!(ping_works(&lab), "{}", broker.log_text());
+    tcp_both_ways(&lab);
+}
+
+#[test]
+#[ignore = "needs a kernel with ESP: run by xfrm_tests_pass_in_a_vm"]
+fn in_vm_strongswan_in_kernel_mode_against_the_xfrm_broker() {
+    let lab = xfrm_lab("");
+    lab.enable_link_local_ipv6();
+    let bconf = lab.broker_config("2001:db8:100::100/120", &[], "");
+    let broker = lab.start_broker(&bconf);
+    let conf = r#"connections {
+  sixgate {
+    version = 2
+    local_addrs = 192.0.2.2
+    remote_addrs = 192.0.2.1
+    vips = ::
+    local {
+      auth = pubkey
+      certs = client.pem
+      id = client@example.net
+    }
+    remote {
+      auth = pubkey
+      id = broker.example.net
+    }
+    children {
+      net {
+        remote_ts = ::/0
+      }
+    }
+  }
+}
+"#;
+    let swan = StrongSwan::start_kernel_mode(&lab.clients[0], "ecdsa", "client", "", conf);
+    let out = swan.swanctl(&["--initiate", "--child", "net", "--timeout", "60"]);
+    assert!(
+        out.contains("initiate completed successfully"),
+        "{out}\n{}\n{}",
+        broker.log_text(),
+        swan.log()
+    );
+    let sas = swan.swanctl(&["--list-sas"]);
+    assert!(sas.contains("2001:db8:100::100"), "{sas}");
+    // strongSwan's SAs are in the client's kernel, not in a libipsec.
+    assert_eq!(spis(&lab.clients[0]).len(), 2);
+    assert!(
+        ping_works(&lab),
+        "{}\n{}",
+        lab.clients[0].run(&["ip", "xfrm", "policy"]),
+        broker.log_text()
+    );
+    tcp_both_ways(&lab);
+}
+
+#[test]
+#[ignore = "needs a kernel with ESP: run by xfrm_tests_pass_in_a_vm"]
+fn in_vm_a_soft_expire_rekeys_the_child_sa() {
+    // The broker's SAs expire softly after 256 kB; the client's never.
+    let lab = xfrm_lab("force_udp_encapsulation = true");
+    let bconf = lab.broker_config("2001:db8:100::100/120", &[], "");
+    let text = std::fs::read_to_string(&bconf)
+        .unwrap()
+        .replace("[storage]", "rekey_bytes = 262144\n[storage]");
+    std::fs::write(&bconf, text).unwrap();
+    let broker = lab.start_broker(&bconf);
+    let cconf = lab.client_config("c0", "client", "ecdsa/client.pem", "ecdsa/client.key", "");
+    let _client = lab.start_client(0, &cconf);
+    lab.wait_up(0, &cconf, UP)
+        .unwrap_or_else(|| panic!("client not up:\n{}", broker.log_text()));
+    let first = spis(&lab.broker);
+    assert!(ping_works(&lab));
+    assert!(!broker.log_text().contains("soft limit"));
+    tcp_both_ways(&lab);
+    wait_for(UP, || {
+        let log = broker.log_text();
+        (log.contains("reached its soft limit; rekeying") && spis(&lab.broker).is_disjoint(&first))
+            .then_some(())
+    })
+    .unwrap_or_else(|| {
+        panic!(
+            "no rekey after the soft expire: {:?} vs {first:?}\n{}",
+            spis(&lab.broker),
+            broker.log_text()
+        )
+    });
+    assert!(ping_works(&lab), "traffic flows on the new SAs");
+}
+
+/// On a kernel without ESP (this machine's), the xfrm backend refuses to
+/// start and says why and what to do instead; without CAP_NET_ADMIN too.
+#[test]
+fn without_esp_or_cap_net_admin_the_xfrm_backend_explains_itself() {
+    let lab = xfrm_lab("");
+    let bconf = lab.broker_config("2001:db8:100::100/120", &[], "");
+    let probe = lab.broker.try_run(&[
+        "ip",
+        "xfrm",
+        "state",
+        "add",
+        "src",
+        "192.0.2.1",
+        "dst",
+        "192.0.2.9",
+        "proto",
+        "esp",
+        "spi",
+        "0x100",
+        "mode",
+        "tunnel",
+        "aead",
+        "rfc4106(gcm(aes))",
+        "0x0000000000000000000000000000000000000000",
+        "128",
+    ]);
+    let broker = workspace_bin("sixgate-broker");
+    let run = |wrapper: &[&str]| {
+        let mut argv: Vec<&str> = wrapper.to_vec();
+        argv.extend([
+            broker.to_str().unwrap(),
+            "run",
+            "--config",
+            bconf.to_str().unwrap(),
+        ]);
+        let out = lab.broker.try_run(&argv);
+        (
+            out.status.success(),
+            String::from_utf8_lossy(&out.stderr).into_owned(),
+        )
+    };
+    if !probe.status.success() {
+        let (ok, err) = run(&[]);
+        assert!(!ok);
+        assert!(err.contains("no ESP support"), "{err}");
+        assert!(err.contains("backend = \"userspace\""), "{err}");
+    }
+    let (ok, err) = run(&[
+        "setpriv",
+        "--bounding-set=-net_admin",
+        "--inh-caps=-net_admin",
+    ]);
+    assert!(!ok);
+    assert!(err.contains("CAP_NET_ADMIN"), "{err}");
+    assert!(err.contains("backend = \"userspace\""), "{err}");
+    assert!(
+        !lab.broker.run(&["ip", "link"]).contains("sgb0"),
+        "nothing left behind"
+    );
+}
+
+#[test]
+fn xfrm_tests_pass_in_a_vm() {
+    let exe = std::env::current_exe().unwrap();
+    let (ok, text) = run_in_vm(&format!(
+        "modprobe esp4 && modprobe xfrm_interface && modprobe tun && {} --ignored --test-threads 1 in_vm_",
+        exe.display()
+    ));
+    assert!(
+        ok && text.contains(&format!("test result: ok. {IN_VM} passed")),
+        "in the VM:\n{text}"
+    );
+}
