@@ -225,6 +225,7 @@ impl DataPlane {
                 None,
             ));
         }
+        crate::xfrm::check_kernel().map_err(|e| e.to_string())?;
         // Routes of an earlier run that was killed point at SAs that are
         // gone; `Xfrm::open` removes those SAs and policies.
         if let Err(e) = rtnl.flush_own_routes() {

@@ -120,12 +120,11 @@ fn unsupported(e: io::Error) -> io::Error {
 }
 
 impl Xfrm {
-    /// Checks that the kernel can do ESP here (by adding and removing a
-    /// test SA), removes leftovers of an earlier run, and starts the
-    /// event thread, whose events arrive on the returned channel.
+    /// Removes leftovers of an earlier run and starts the event thread,
+    /// whose events arrive on the returned channel. Call
+    /// [`check_kernel`] first.
     pub fn open(config: XfrmConfig) -> io::Result<(Xfrm, mpsc::UnboundedReceiver<KernelEvent>)> {
-        let mut socket = NetlinkSocket::open(NETLINK_XFRM).map_err(unsupported)?;
-        probe(&mut socket).map_err(unsupported)?;
+        let socket = NetlinkSocket::open(NETLINK_XFRM)?;
         let xfrm = Xfrm {
             config,
             state: Mutex::new(State {
@@ -247,7 +246,21 @@ impl Xfrm {
                 .request(msg::delete_sa(remote, local, child.inbound_spi), 0);
             return Err(e);
         }
-        for key in &keys {
+        // Recorded before the policies, so a failure part-way is undone
+        // by `remove` like any other SA.
+        st.sas.insert(
+            child.inbound_spi,
+            Installed {
+                ike_sa: child.ike_sa,
+                local,
+                remote,
+                encapsulated: child.udp_encapsulation.then_some(child.remote),
+                outbound_spi: child.outbound_spi,
+                policies: Vec::new(),
+            },
+        );
+        let mut failure = None;
+        for key in keys {
             let (tmpl_src, tmpl_dst) = match key.2 {
                 Direction::Out => (local, remote),
                 Direction::In | Direction::Fwd => (remote, local),
@@ -262,28 +275,28 @@ impl Xfrm {
                 reqid,
                 if_id: self.config.if_id,
             };
-            let changed = st.policies.get(key).is_none_or(|u| u.spec != spec);
+            let changed = st.policies.get(&key).is_none_or(|u| u.spec != spec);
             if changed {
-                st.socket.request(msg::update_policy(&spec), 0)?;
+                if let Err(e) = st.socket.request(msg::update_policy(&spec), 0) {
+                    failure = Some(e);
+                    break;
+                }
             }
             let u = st
                 .policies
-                .entry(*key)
+                .entry(key)
                 .or_insert(PolicyUse { spec, users: 0 });
             u.spec = spec;
             u.users += 1;
+            if let Some(sa) = st.sas.get_mut(&child.inbound_spi) {
+                sa.policies.push(key);
+            }
         }
-        st.sas.insert(
-            child.inbound_spi,
-            Installed {
-                ike_sa: child.ike_sa,
-                local,
-                remote,
-                encapsulated: child.udp_encapsulation.then_some(child.remote),
-                outbound_spi: child.outbound_spi,
-                policies: keys,
-            },
-        );
+        drop(st);
+        if let Some(e) = failure {
+            self.remove(child.inbound_spi);
+            return Err(e);
+        }
         Ok(())
     }
 
@@ -382,6 +395,14 @@ pub fn policy_is_ours(p: &netlink_packet_xfrm::policy::ModifyMessage, if_id: Opt
 /// Whether an SA from a kernel dump is one sixgate installed.
 pub fn sa_is_ours(s: &netlink_packet_xfrm::state::ModifyMessage) -> bool {
     s.user_sa_info.reqid & REQID_MASK == REQID_TAG
+}
+
+/// Checks that this kernel can run the backend, with an error for the
+/// operator (what is missing, and `backend = "userspace"`) if not.
+pub fn check_kernel() -> io::Result<()> {
+    NetlinkSocket::open(NETLINK_XFRM)
+        .and_then(|mut s| probe(&mut s))
+        .map_err(unsupported)
 }
 
 /// Adds and removes a throwaway SA: the cheapest reliable way to learn
