@@ -9,7 +9,7 @@ use std::time::{Duration, SystemTime};
 use serde::{Deserialize, Serialize};
 use sixgate_dataplane::plane::{self, DataPlane};
 use sixgate_dataplane::udp::{self, Command, IkeSockets};
-use sixgate_dataplane::xfrm::KernelEvent;
+use sixgate_dataplane::xfrm::Owner;
 use sixgate_dataplane::{control, netconf, pki};
 use sixgate_proto::endpoint::{self, Event, SaId};
 use sixgate_proto::wire::{Identity, TrafficSelector};
@@ -113,9 +113,12 @@ pub async fn run(config: Config) -> Result<(), String> {
         .socket(SocketAddr::new(f.ike.listen[0], 4500))
         .ok_or("no NAT-T socket")?;
     let child_lifetime = Duration::from_secs(f.ike.child_lifetime);
-    let plane = f
-        .dataplane
-        .plane_config(DEFAULT_DEVICE, f.ike.listen[0], child_lifetime);
+    let plane = f.dataplane.plane_config(
+        Owner::Broker,
+        DEFAULT_DEVICE,
+        f.ike.listen[0],
+        child_lifetime,
+    );
     let (dp, mut kernel_events) = DataPlane::start(&plane, nat_t)?;
     if let Err(e) = netconf::enable_ipv6_forwarding() {
         eprintln!("sixgate-broker: warning: enabling IPv6 forwarding: {e}");
@@ -164,10 +167,7 @@ pub async fn run(config: Config) -> Result<(), String> {
                 handle_event(event, &dp, &mut clients);
             }
             Some(event) = plane::next_kernel_event(&mut kernel_events) => {
-                if let KernelEvent::Acquire { dst } = event {
-                    // A responder cannot start a tunnel to a road warrior.
-                    eprintln!("sixgate-broker: traffic to {dst} has no SA; waiting for the client");
-                } else if let Some(command) = dp.on_kernel_event(event) {
+                if let Some(command) = dp.on_kernel_event(event) {
                     let _ = driver.commands.send(command);
                 }
             }

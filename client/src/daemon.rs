@@ -10,7 +10,7 @@ use std::time::{Duration, SystemTime};
 use serde::{Deserialize, Serialize};
 use sixgate_dataplane::plane::{self, DataPlane};
 use sixgate_dataplane::udp::{self, Command, DriverHandle, IkeSockets};
-use sixgate_dataplane::xfrm::KernelEvent;
+use sixgate_dataplane::xfrm::Owner;
 use sixgate_dataplane::{control, pki};
 use sixgate_proto::endpoint::{self, ts, ConnectRequest, DownReason, Event, SaId};
 use tokio::signal::unix::{signal, SignalKind};
@@ -135,7 +135,7 @@ pub async fn run(config: Config) -> Result<(), String> {
     let child_lifetime = Duration::from_secs(config.child_lifetime);
     let plane = config
         .dataplane
-        .plane_config(DEFAULT_DEVICE, local, child_lifetime);
+        .plane_config(Owner::Client, DEFAULT_DEVICE, local, child_lifetime);
     let (dp, mut kernel_events) = DataPlane::start(&plane, nat_t)?;
 
     let mut ike = endpoint::Config::new(identity, chain, Arc::new(key), anchors);
@@ -210,17 +210,8 @@ pub async fn run(config: Config) -> Result<(), String> {
                 }
             }
             Some(event) = plane::next_kernel_event(&mut kernel_events) => {
-                match event {
-                    // Traffic is waiting for the tunnel: do not wait out
-                    // the back-off.
-                    KernelEvent::Acquire { .. } if retry_at.is_some() && !stopping => {
-                        retry_at = Some(tokio::time::Instant::now());
-                    }
-                    event => {
-                        if let Some(command) = dp.on_kernel_event(event) {
-                            let _ = driver.commands.send(command);
-                        }
-                    }
+                if let Some(command) = dp.on_kernel_event(event) {
+                    let _ = driver.commands.send(command);
                 }
             }
             conn = listener.accept() => {

@@ -16,7 +16,7 @@ use std::net::{IpAddr, Ipv6Addr, SocketAddr};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
 
-use sixgate_proto::endpoint::{ChildSa, SaId};
+use sixgate_proto::endpoint::ChildSa;
 use tokio::net::UdpSocket;
 use tokio::sync::mpsc;
 
@@ -24,10 +24,7 @@ use crate::rtnl::Rtnl;
 use crate::udp::{self, EspHandler};
 use crate::userspace::{SaCounters, Userspace};
 use crate::xfrm::msg::Limits;
-use crate::xfrm::{KernelEvent, Xfrm, XfrmConfig};
-
-/// The if_id of sixgate's XFRM interface (one per network namespace).
-pub const IF_ID: u32 = 0x5a6;
+use crate::xfrm::{KernelEvent, Owner, Xfrm, XfrmConfig};
 
 /// The `[dataplane]` section both daemons' configuration files share.
 #[derive(Debug, Clone, serde::Deserialize)]
@@ -115,6 +112,7 @@ impl DataplaneSection {
     /// `local` and whose Child SAs live `child_lifetime`.
     pub fn plane_config(
         &self,
+        owner: Owner,
         default_device: &str,
         local: IpAddr,
         child_lifetime: Duration,
@@ -128,6 +126,7 @@ impl DataplaneSection {
         // catches an SA whose rekey never happened.
         limits.hard_secs = child_lifetime.as_secs().saturating_mul(2);
         PlaneConfig {
+            owner,
             kernel: self.backend == BackendKind::Xfrm,
             device: self.device(default_device).to_string(),
             mtu: self.mtu,
@@ -141,6 +140,8 @@ impl DataplaneSection {
 /// Which backend, and its settings.
 #[derive(Debug, Clone)]
 pub struct PlaneConfig {
+    /// Which daemon: what it installs in the kernel is tagged apart.
+    pub owner: Owner,
     /// Kernel XFRM instead of userspace ESP.
     pub kernel: bool,
     /// The TUN device (userspace) or XFRM interface (kernel) to create.
@@ -207,7 +208,8 @@ impl DataPlane {
         config: &PlaneConfig,
         nat_t: Arc<UdpSocket>,
     ) -> Result<(DataPlane, Option<mpsc::UnboundedReceiver<KernelEvent>>), String> {
-        let mut rtnl = Rtnl::open().map_err(|e| format!("rtnetlink: {e}"))?;
+        let owner = config.owner;
+        let mut rtnl = Rtnl::open(owner.route_protocol()).map_err(|e| format!("rtnetlink: {e}"))?;
         if !config.kernel {
             let dp =
                 Userspace::start(&config.device, config.mtu, nat_t).map_err(|e| e.to_string())?;
@@ -234,10 +236,10 @@ impl DataPlane {
         let mut if_id = None;
         let (link, link_index, owns_link) = match config
             .route_based
-            .then(|| rtnl.create_xfrm_link(&config.device, IF_ID))
+            .then(|| rtnl.create_xfrm_link(&config.device, owner.if_id()))
         {
             Some(Ok(index)) => {
-                if_id = Some(IF_ID);
+                if_id = Some(owner.if_id());
                 (config.device.clone(), index, true)
             }
             other => {
@@ -256,6 +258,7 @@ impl DataPlane {
             }
         };
         let xfrm_config = XfrmConfig {
+            owner,
             if_id,
             limits: config.limits,
             replay_window: 1024,
@@ -338,30 +341,33 @@ impl DataPlane {
         }
     }
 
-    /// The Child SA (IKE SA, inbound SPI) an SPI of either direction
-    /// belongs to, for kernel events.
-    pub fn child_of(&self, spi: u32) -> Option<(SaId, u32)> {
-        match &self.backend {
-            Backend::Userspace(_) => None,
-            Backend::Xfrm(x) => x.child_of(spi),
-        }
-    }
-
     /// What to ask of the IKE driver after a kernel event: a rekey of the
-    /// Child SA when one of its SAs reaches a soft limit, and also at a
-    /// hard one, where the kernel has already dropped the SA (the rekey
-    /// puts fresh SAs in place and deletes the old one with the peer).
-    /// Acquires are the caller's (only an initiator can act on them).
+    /// Child SA when one of its SAs reaches a soft limit; also at a hard
+    /// one, where the kernel has already dropped the SA, and at an acquire,
+    /// where traffic found its policy without SAs (the rekey puts fresh
+    /// SAs in place and deletes the old ones with the peer).
     pub fn on_kernel_event(&self, event: KernelEvent) -> Option<udp::Command> {
-        let KernelEvent::Expire { spi, hard } = event else {
+        let Backend::Xfrm(x) = &self.backend else {
             return None;
         };
-        let (sa, inbound) = self.child_of(spi)?;
-        if hard {
-            eprintln!("sixgate: the kernel dropped SA {spi:08x} at its hard limit; rekeying");
-        } else {
-            eprintln!("sixgate: SA {spi:08x} reached its soft limit; rekeying");
-        }
+        let (sa, inbound) = match event {
+            KernelEvent::Expire { spi, hard } => {
+                let child = x.child_of(spi)?;
+                if hard {
+                    eprintln!(
+                        "sixgate: the kernel dropped SA {spi:08x} at its hard limit; rekeying"
+                    );
+                } else {
+                    eprintln!("sixgate: SA {spi:08x} reached its soft limit; rekeying");
+                }
+                child
+            }
+            KernelEvent::Acquire { remote, dst } => {
+                let child = x.child_to(remote)?;
+                eprintln!("sixgate: traffic to {dst} via {remote} has no SA; rekeying");
+                child
+            }
+        };
         Some(udp::Command::RekeyChildSa(sa, inbound))
     }
 

@@ -3,9 +3,10 @@
 //! route to each client, and the XFRM interface of the route-based kernel
 //! data plane.
 //!
-//! Routes sixgate adds carry its own protocol number ([`RTPROT_SIXGATE`]),
-//! so a daemon that was killed can find and remove its leftovers at the
-//! next start without touching anyone else's routes.
+//! Routes sixgate adds carry a protocol number of their own (one per
+//! daemon, see [`crate::xfrm::Owner::route_protocol`]), so a daemon that
+//! was killed can find and remove its leftovers at the next start without
+//! touching anyone else's routes.
 
 use std::io;
 use std::net::{IpAddr, Ipv6Addr};
@@ -24,9 +25,6 @@ use netlink_sys::protocols::NETLINK_ROUTE;
 
 use crate::netlink::NetlinkSocket;
 
-/// The `proto` of routes sixgate installs (`ip route show proto 90`).
-pub const RTPROT_SIXGATE: u8 = 90;
-
 const NLM_F_CREATE: u16 = 0x400;
 const NLM_F_EXCL: u16 = 0x200;
 const NLM_F_REPLACE: u16 = 0x100;
@@ -36,13 +34,17 @@ const INFINITY_LIFE_TIME: u32 = u32::MAX;
 /// An rtnetlink socket.
 pub struct Rtnl {
     socket: NetlinkSocket,
+    /// The `proto` of the routes it adds and flushes.
+    protocol: u8,
 }
 
 impl Rtnl {
-    /// Opens a socket in the current network namespace.
-    pub fn open() -> io::Result<Rtnl> {
+    /// Opens a socket in the current network namespace; routes it adds
+    /// carry `protocol`.
+    pub fn open(protocol: u8) -> io::Result<Rtnl> {
         Ok(Rtnl {
             socket: NetlinkSocket::open(NETLINK_ROUTE)?,
+            protocol,
         })
     }
 
@@ -169,12 +171,12 @@ impl Rtnl {
         self.socket.request(RouteNetlinkMessage::DelAddress(m), 0)
     }
 
-    fn route_message(dst: Ipv6Addr, len: u8, index: u32) -> RouteMessage {
+    fn route_message(&self, dst: Ipv6Addr, len: u8, index: u32) -> RouteMessage {
         let mut m = RouteMessage::default();
         m.header.address_family = AddressFamily::Inet6;
         m.header.destination_prefix_length = len;
         m.header.table = RT_TABLE_MAIN;
-        m.header.protocol = RouteProtocol::Other(RTPROT_SIXGATE);
+        m.header.protocol = RouteProtocol::Other(self.protocol);
         m.header.scope = RouteScope::Universe;
         m.header.kind = RouteType::Unicast;
         if len > 0 {
@@ -194,7 +196,7 @@ impl Rtnl {
         index: u32,
         src: Option<Ipv6Addr>,
     ) -> io::Result<()> {
-        let mut m = Self::route_message(dst, len, index);
+        let mut m = self.route_message(dst, len, index);
         if let Some(s) = src {
             m.attributes
                 .push(RouteAttribute::PrefSource(RouteAddress::Inet6(s)));
@@ -207,11 +209,11 @@ impl Rtnl {
 
     /// Removes a route added by [`Rtnl::add_route`].
     pub fn delete_route(&mut self, dst: Ipv6Addr, len: u8, index: u32) -> io::Result<()> {
-        let m = Self::route_message(dst, len, index);
+        let m = self.route_message(dst, len, index);
         self.socket.request(RouteNetlinkMessage::DelRoute(m), 0)
     }
 
-    /// Removes every IPv6 route with sixgate's protocol number (the
+    /// Removes every IPv6 route with this socket's protocol number (the
     /// leftovers of a daemon that did not stop cleanly); returns how many.
     pub fn flush_own_routes(&mut self) -> io::Result<usize> {
         let mut query = RouteMessage::default();
@@ -220,7 +222,7 @@ impl Rtnl {
         let mut n = 0;
         for r in routes {
             if let RouteNetlinkMessage::NewRoute(r) = r {
-                if r.header.protocol == RouteProtocol::Other(RTPROT_SIXGATE) {
+                if r.header.protocol == RouteProtocol::Other(self.protocol) {
                     self.socket.request(RouteNetlinkMessage::DelRoute(r), 0)?;
                     n += 1;
                 }

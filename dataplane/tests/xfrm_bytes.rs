@@ -10,7 +10,7 @@ use netlink_packet_core::{NetlinkMessage, NetlinkPayload, NLM_F_ACK, NLM_F_REQUE
 use netlink_packet_xfrm::{XfrmAttrs, XfrmMessage};
 use sixgate_dataplane::netlink::serialize;
 use sixgate_dataplane::xfrm::msg::{self, Direction, Limits, PolicySpec, SaSpec};
-use sixgate_dataplane::xfrm::{policy_is_ours, sa_is_ours, REQID_TAG};
+use sixgate_dataplane::xfrm::{policy_is_ours, sa_is_ours, Owner};
 use sixgate_proto::crypto::{EspKeys, Integrity};
 
 fn capture(name: &str) -> (String, Vec<Vec<u8>>) {
@@ -234,8 +234,12 @@ fn the_kernels_state_dump_parses_back() {
             .unwrap_or_else(|| panic!("no SA {spi:08x} in the dump"))
     };
     let gcm = by_spi(0xc0ffee01);
-    assert!(sa_is_ours(gcm));
-    assert_eq!(gcm.user_sa_info.reqid, REQID_TAG | 1);
+    assert!(sa_is_ours(gcm, Owner::Broker));
+    assert!(
+        !sa_is_ours(gcm, Owner::Client),
+        "the client leaves the broker's SAs alone"
+    );
+    assert_eq!(gcm.user_sa_info.reqid, Owner::Broker.reqid_tag() | 1);
     assert_eq!(gcm.user_sa_info.lifetime_cfg.soft_byte_limit, 1_000_000);
     assert_eq!(gcm.user_sa_info.lifetime_cfg.hard_add_expires_seconds, 7200);
     let mut aead_key = key(0, 16);
@@ -254,7 +258,7 @@ fn the_kernels_state_dump_parses_back() {
         .iter()
         .any(|a| matches!(a, XfrmAttrs::EncapsulationTemplate(_))));
     let cbc = by_spi(0xc0ffee03);
-    assert_eq!(cbc.user_sa_info.reqid, REQID_TAG | 2);
+    assert_eq!(cbc.user_sa_info.reqid, Owner::Broker.reqid_tag() | 2);
     assert!(cbc.nlas.iter().any(|a| matches!(a,
         XfrmAttrs::AuthenticationAlgTrunc(alg) if alg.alg_trunc_len == 128 && alg.alg_key == key(0x70, 32))));
 }
@@ -270,7 +274,7 @@ fn the_kernels_policy_dump_parses_back() {
         .collect();
     assert_eq!(policies.len(), 2);
     for p in &policies {
-        assert!(policy_is_ours(p, None), "{p:?}");
+        assert!(policy_is_ours(p, Owner::Broker), "{p:?}");
         assert_eq!(p.user_policy_info.priority, 199808);
     }
     let out = policies
@@ -288,8 +292,9 @@ fn the_kernels_policy_dump_parses_back() {
             t[0].reqid = 7;
         }
     }
-    assert!(!policy_is_ours(&theirs, Some(0x5a6)));
-    assert!(policy_is_ours(out, Some(0x5a6)));
+    assert!(!policy_is_ours(&theirs, Owner::Broker));
+    assert!(!policy_is_ours(&theirs, Owner::Client));
+    assert!(policy_is_ours(out, Owner::Broker));
 }
 
 fn client_v6() -> Ipv6Addr {

@@ -21,13 +21,14 @@ fn xfrm_lab(dataplane: &str) -> TunnelLab {
     lab
 }
 
-/// The SPIs of the SAs in a namespace's SAD.
+/// The SPIs of the SAs in a namespace's SAD (not the kernel's larval
+/// SPI-0 entries of pending acquires).
 fn spis(ns: &Netns) -> BTreeSet<String> {
     ns.run(&["ip", "xfrm", "state"])
         .split_whitespace()
         .collect::<Vec<_>>()
         .windows(2)
-        .filter(|w| w[0] == "spi")
+        .filter(|w| w[0] == "spi" && w[1] != "0x00000000")
         .map(|w| w[1].to_string())
         .collect()
 }
@@ -232,7 +233,7 @@ fn in_vm_strongswan_in_kernel_mode_against_the_xfrm_broker() {
 
 #[test]
 #[ignore = "needs a kernel with ESP: run by xfrm_tests_pass_in_a_vm"]
-fn in_vm_a_soft_expire_rekeys_the_child_sa() {
+fn in_vm_a_soft_expire_and_an_acquire_rekey_the_child_sa() {
     // The broker's SAs expire softly after 256 kB; the client's never.
     let lab = xfrm_lab("force_udp_encapsulation = true");
     let bconf = lab.broker_config("2001:db8:100::100/120", &[], "");
@@ -262,6 +263,29 @@ fn in_vm_a_soft_expire_rekeys_the_child_sa() {
         )
     });
     assert!(ping_works(&lab), "traffic flows on the new SAs");
+
+    // SAs lost under the broker's policies: traffic from the inet host
+    // to the client makes the kernel ask for SAs (ACQUIRE), and the
+    // broker rekeys the Child SA to get them.
+    let addr = lab.wait_up(0, &cconf, UP).unwrap();
+    let before = spis(&lab.broker);
+    lab.broker.run(&["ip", "xfrm", "state", "flush"]);
+    assert!(spis(&lab.broker).is_empty());
+    wait_for(UP, || {
+        lab.inet
+            .try_run(&["ping", "-6", "-c", "1", "-W", "2", &addr])
+            .status
+            .success()
+            .then_some(())
+    })
+    .unwrap_or_else(|| panic!("no SAs after the acquire:\n{}", broker.log_text()));
+    assert!(
+        broker.log_text().contains("has no SA; rekeying"),
+        "{}",
+        broker.log_text()
+    );
+    let now = spis(&lab.broker);
+    assert!(now.len() == 2 && now.is_disjoint(&before), "{now:?}");
 }
 
 /// On a kernel without ESP (this machine's), the xfrm backend refuses to

@@ -7,9 +7,10 @@
 //! the same reqid, and the kernel sends with the newest), and are counted
 //! so they go when the last SA using them goes.
 //!
-//! What sixgate installs is recognisable: every reqid carries
-//! [`REQID_TAG`] in its top bits, and in route-based mode everything also
-//! carries the daemon's if_id. At start-up [`Xfrm::open`] removes such
+//! What sixgate installs is recognisable: every reqid carries its
+//! [`Owner`]'s tag in its top 12 bits, and in route-based mode everything
+//! also carries the owner's if_id. The broker and the client tag apart, so
+//! both can run in one network namespace. At start-up [`Xfrm::open`] removes such
 //! leftovers (of a daemon that was killed) and nothing else.
 //!
 //! Kernel events come from a thread listening to the XFRM multicast
@@ -35,9 +36,46 @@ use crate::netlink::NetlinkSocket;
 use crate::userspace::SaCounters;
 use msg::{Direction, Limits, PolicySpec, Prefix, SaSpec};
 
-/// The top 12 bits of every reqid sixgate uses.
-pub const REQID_TAG: u32 = 0x5a60_0000;
 const REQID_MASK: u32 = 0xfff0_0000;
+
+/// Which daemon's kernel state this is.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Owner {
+    /// sixgate-broker.
+    Broker,
+    /// sixgate-client.
+    Client,
+}
+
+impl Owner {
+    /// The top 12 bits of every reqid this owner uses.
+    pub fn reqid_tag(self) -> u32 {
+        match self {
+            Owner::Broker => 0x5a60_0000,
+            Owner::Client => 0x5a70_0000,
+        }
+    }
+
+    /// The if_id of this owner's XFRM interface.
+    pub fn if_id(self) -> u32 {
+        match self {
+            Owner::Broker => 0x5a6,
+            Owner::Client => 0x5a7,
+        }
+    }
+
+    /// The `proto` of this owner's routes (`ip route show proto 90`).
+    pub fn route_protocol(self) -> u8 {
+        match self {
+            Owner::Broker => 90,
+            Owner::Client => 91,
+        }
+    }
+
+    fn owns_reqid(self, reqid: u32) -> bool {
+        reqid & REQID_MASK == self.reqid_tag()
+    }
+}
 
 /// Policies of more specific selectors are tried first: the priority
 /// drops with the total prefix length.
@@ -46,6 +84,8 @@ const PRIORITY_BASE: u32 = 200_000;
 /// How the kernel backend is set up.
 #[derive(Debug, Clone)]
 pub struct XfrmConfig {
+    /// Whose state this is.
+    pub owner: Owner,
     /// Route-based mode: the if_id of the XFRM interface that states and
     /// policies belong to. `None`: plain policy-based XFRM.
     pub if_id: Option<u32>,
@@ -67,9 +107,12 @@ pub enum KernelEvent {
         /// Whether the SA is gone.
         hard: bool,
     },
-    /// Traffic to `dst` matched an outbound policy that has no SA.
+    /// Traffic matched an outbound policy whose SAs are gone (lost, or
+    /// dropped at a hard limit): the kernel wants SAs to `remote`.
     Acquire {
-        /// The packet's destination.
+        /// The tunnel's far end (the policy template's destination).
+        remote: IpAddr,
+        /// The packet's inner destination.
         dst: IpAddr,
     },
 }
@@ -125,13 +168,14 @@ impl Xfrm {
     /// [`check_kernel`] first.
     pub fn open(config: XfrmConfig) -> io::Result<(Xfrm, mpsc::UnboundedReceiver<KernelEvent>)> {
         let socket = NetlinkSocket::open(NETLINK_XFRM)?;
+        let first_reqid = config.owner.reqid_tag() | 1;
         let xfrm = Xfrm {
             config,
             state: Mutex::new(State {
                 socket,
                 sas: HashMap::new(),
                 policies: HashMap::new(),
-                next_reqid: REQID_TAG | 1,
+                next_reqid: first_reqid,
             }),
         };
         xfrm.remove_leftovers()?;
@@ -154,7 +198,7 @@ impl Xfrm {
         let mut n = 0;
         for m in st.socket.dump(msg::dump_policies())? {
             if let XfrmMessage::AddPolicy(p) = m {
-                if !policy_is_ours(&p, self.config.if_id) {
+                if !policy_is_ours(&p, self.config.owner) {
                     continue;
                 }
                 let sel = p.user_policy_info.selector;
@@ -172,21 +216,14 @@ impl Xfrm {
         }
         for m in st.socket.dump(msg::dump_sas())? {
             if let XfrmMessage::AddSa(s) = m {
-                if !sa_is_ours(&s) {
+                if !sa_is_ours(&s, self.config.owner) {
                     continue;
                 }
                 let info = s.user_sa_info;
-                let (src, dst) = if info.family == libc::AF_INET as u16 {
-                    (
-                        IpAddr::V4(info.saddr.to_ipv4()),
-                        IpAddr::V4(info.id.daddr.to_ipv4()),
-                    )
-                } else {
-                    (
-                        IpAddr::V6(info.saddr.to_ipv6()),
-                        IpAddr::V6(info.id.daddr.to_ipv6()),
-                    )
-                };
+                let (src, dst) = (
+                    ip_of(&info.saddr, info.family),
+                    ip_of(&info.id.daddr, info.family),
+                );
                 st.socket
                     .request(msg::delete_sa(src, dst, info.id.spi), 0)?;
                 n += 1;
@@ -206,7 +243,7 @@ impl Xfrm {
             Some(u) if u.spec.tmpl_dst == remote || u.spec.tmpl_src == remote => u.spec.reqid,
             _ => {
                 let r = st.next_reqid;
-                st.next_reqid = REQID_TAG | ((r + 1) & !REQID_MASK).max(1);
+                st.next_reqid = self.config.owner.reqid_tag() | ((r + 1) & !REQID_MASK).max(1);
                 r
             }
         };
@@ -369,6 +406,15 @@ impl Xfrm {
         peers
     }
 
+    /// A Child SA whose tunnel goes to `remote`.
+    pub fn child_to(&self, remote: IpAddr) -> Option<(SaId, u32)> {
+        self.lock()
+            .sas
+            .iter()
+            .find(|(_, sa)| sa.remote == remote)
+            .map(|(inbound, sa)| (sa.ike_sa, *inbound))
+    }
+
     /// The Child SA an SA of `spi` (either direction) belongs to.
     pub fn child_of(&self, spi: u32) -> Option<(SaId, u32)> {
         let st = self.lock();
@@ -382,19 +428,19 @@ impl Xfrm {
     }
 }
 
-/// Whether a policy from a kernel dump is one sixgate installed: a
-/// template with a tagged reqid, or our XFRM interface's if_id.
-pub fn policy_is_ours(p: &netlink_packet_xfrm::policy::ModifyMessage, if_id: Option<u32>) -> bool {
+/// Whether a policy from a kernel dump is `owner`'s: a template with its
+/// reqid tag, or its XFRM interface's if_id.
+pub fn policy_is_ours(p: &netlink_packet_xfrm::policy::ModifyMessage, owner: Owner) -> bool {
     p.nlas.iter().any(|a| match a {
-        XfrmAttrs::Template(t) => t.iter().any(|t| t.reqid & REQID_MASK == REQID_TAG),
-        XfrmAttrs::IfId(id) => Some(*id) == if_id,
+        XfrmAttrs::Template(t) => t.iter().any(|t| owner.owns_reqid(t.reqid)),
+        XfrmAttrs::IfId(id) => *id == owner.if_id(),
         _ => false,
     })
 }
 
-/// Whether an SA from a kernel dump is one sixgate installed.
-pub fn sa_is_ours(s: &netlink_packet_xfrm::state::ModifyMessage) -> bool {
-    s.user_sa_info.reqid & REQID_MASK == REQID_TAG
+/// Whether an SA from a kernel dump is `owner`'s.
+pub fn sa_is_ours(s: &netlink_packet_xfrm::state::ModifyMessage, owner: Owner) -> bool {
+    owner.owns_reqid(s.user_sa_info.reqid)
 }
 
 /// Checks that this kernel can run the backend, with an error for the
@@ -420,7 +466,7 @@ fn probe(socket: &mut NetlinkSocket) -> io::Result<()> {
         src,
         dst,
         spi: 0x5a60_0000,
-        reqid: REQID_TAG,
+        reqid: Owner::Broker.reqid_tag(),
         keys: &keys,
         esn: false,
         replay_window: 0,
@@ -491,16 +537,17 @@ fn policy_keys(child: &ChildSa) -> Vec<PolicyKey> {
 }
 
 fn selector_prefixes(sel: &netlink_packet_xfrm::Selector) -> (Prefix, Prefix) {
-    if sel.family == libc::AF_INET as u16 {
-        (
-            (IpAddr::V4(sel.saddr.to_ipv4()), sel.prefixlen_s),
-            (IpAddr::V4(sel.daddr.to_ipv4()), sel.prefixlen_d),
-        )
+    (
+        (ip_of(&sel.saddr, sel.family), sel.prefixlen_s),
+        (ip_of(&sel.daddr, sel.family), sel.prefixlen_d),
+    )
+}
+
+fn ip_of(a: &netlink_packet_xfrm::Address, family: u16) -> IpAddr {
+    if family == libc::AF_INET as u16 {
+        IpAddr::V4(a.to_ipv4())
     } else {
-        (
-            (IpAddr::V6(sel.saddr.to_ipv6()), sel.prefixlen_s),
-            (IpAddr::V6(sel.daddr.to_ipv6()), sel.prefixlen_d),
-        )
+        IpAddr::V6(a.to_ipv6())
     }
 }
 
@@ -526,13 +573,19 @@ fn event_thread(mut socket: NetlinkSocket, tx: mpsc::UnboundedSender<KernelEvent
                     spi: e.expire.state.id.spi,
                     hard: e.expire.hard != 0,
                 },
-                XfrmMessage::Acquire(a) => KernelEvent::Acquire {
-                    dst: if a.acquire.selector.family == libc::AF_INET6 as u16 {
-                        IpAddr::V6(a.acquire.selector.daddr.to_ipv6())
-                    } else {
-                        IpAddr::V4(a.acquire.selector.daddr.to_ipv4())
-                    },
-                },
+                XfrmMessage::Acquire(a) => {
+                    // The template says the outer family.
+                    let Some(family) = a.nlas.iter().find_map(|n| match n {
+                        XfrmAttrs::Template(t) => t.first().map(|t| t.family),
+                        _ => None,
+                    }) else {
+                        continue;
+                    };
+                    KernelEvent::Acquire {
+                        remote: ip_of(&a.acquire.id.daddr, family),
+                        dst: ip_of(&a.acquire.selector.daddr, a.acquire.selector.family),
+                    }
+                }
                 _ => continue,
             };
             if tx.send(event).is_err() {
