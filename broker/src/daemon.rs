@@ -148,8 +148,6 @@ pub async fn run(config: Config) -> Result<(), String> {
         None => None,
     };
     let mut liveness = tokio::time::interval(Duration::from_secs(1));
-    let listener = control::bind(&config.control_socket)
-        .map_err(|e| format!("{}: {e}", config.control_socket.display()))?;
     let mut term = signal(SignalKind::terminate()).map_err(|e| e.to_string())?;
     let mut int = signal(SignalKind::interrupt()).map_err(|e| e.to_string())?;
     eprintln!(
@@ -158,6 +156,9 @@ pub async fn run(config: Config) -> Result<(), String> {
         f.pool.prefix,
         dp.describe()
     );
+    // Last: a control socket that answers means the daemon is running.
+    let listener = control::bind(&config.control_socket)
+        .map_err(|e| format!("{}: {e}", config.control_socket.display()))?;
 
     let mut clients: HashMap<SaId, Client> = HashMap::new();
     loop {

@@ -228,19 +228,32 @@ impl DataPlane {
             ));
         }
         crate::xfrm::check_kernel().map_err(|e| e.to_string())?;
-        // Routes of an earlier run that was killed point at SAs that are
-        // gone; `Xfrm::open` removes those SAs and policies.
-        if let Err(e) = rtnl.flush_own_routes() {
+        // What a run that was killed left behind: its SAs and policies
+        // first, then the routes that pointed into them.
+        let stale = crate::xfrm::remove_leftovers(owner)
+            .map_err(|e| format!("removing old XFRM state: {e}"))?;
+        let routes = rtnl.flush_own_routes().unwrap_or_else(|e| {
             tracing::warn!("removing old routes: {e}");
+            0
+        });
+        if stale + routes > 0 {
+            eprintln!(
+                "sixgate: removed {stale} SAs and policies and {routes} routes of an earlier run"
+            );
         }
         let mut if_id = None;
         let (link, link_index, owns_link) = match config
             .route_based
-            .then(|| rtnl.create_xfrm_link(&config.device, owner.if_id()))
+            .then(|| rtnl.ensure_xfrm_link(&config.device, owner.if_id()))
         {
             Some(Ok(index)) => {
                 if_id = Some(owner.if_id());
                 (config.device.clone(), index, true)
+            }
+            // A name clash is the operator's to settle, not a reason to
+            // run in another mode.
+            Some(Err(e)) if e.kind() == io::ErrorKind::AlreadyExists => {
+                return Err(format!("dataplane.tun: {e}"));
             }
             other => {
                 if let Some(Err(e)) = other {
@@ -254,6 +267,16 @@ impl DataPlane {
                 let name = rtnl
                     .link_name(index)
                     .unwrap_or_else(|_| format!("link {index}"));
+                // Policy-based, the inner addresses and routes sit on the
+                // uplink, which the kernel refuses while IPv6 is off there.
+                let off = format!("/proc/sys/net/ipv6/conf/{name}/disable_ipv6");
+                if std::fs::read_to_string(&off).is_ok_and(|v| v.trim() == "1") {
+                    return Err(format!(
+                        "policy-based IPsec needs IPv6 on the uplink {name} (link-local is \
+                         enough): it is disabled ({off}); enable it, or use a kernel with \
+                         XFRM interfaces (route_based = true)"
+                    ));
+                }
                 (name, index, false)
             }
         };

@@ -48,19 +48,29 @@ impl Rtnl {
         })
     }
 
-    /// Every link, as (index, name).
-    fn links(&mut self) -> io::Result<Vec<(u32, String)>> {
+    fn link_messages(&mut self) -> io::Result<Vec<LinkMessage>> {
         let links = self
             .socket
             .dump(RouteNetlinkMessage::GetLink(LinkMessage::default()))?;
         Ok(links
             .into_iter()
             .filter_map(|l| match l {
-                RouteNetlinkMessage::NewLink(l) => l.attributes.iter().find_map(|a| match a {
+                RouteNetlinkMessage::NewLink(l) => Some(l),
+                _ => None,
+            })
+            .collect())
+    }
+
+    /// Every link, as (index, name).
+    fn links(&mut self) -> io::Result<Vec<(u32, String)>> {
+        Ok(self
+            .link_messages()?
+            .into_iter()
+            .filter_map(|l| {
+                l.attributes.iter().find_map(|a| match a {
                     LinkAttribute::IfName(n) => Some((l.header.index, n.clone())),
                     _ => None,
-                }),
-                _ => None,
+                })
             })
             .collect())
     }
@@ -102,25 +112,72 @@ impl Rtnl {
             })
     }
 
-    /// Creates the XFRM interface `name` for `if_id` and sets it up;
-    /// returns its index. A leftover of the same name is replaced.
-    pub fn create_xfrm_link(&mut self, name: &str, if_id: u32) -> io::Result<u32> {
-        match self.delete_link(name) {
-            Ok(()) => {}
-            Err(e) if e.raw_os_error() == Some(libc::ENODEV) => {}
-            Err(e) => return Err(e),
-        }
+    /// Makes sure the XFRM interface `name` for `if_id` exists and is up;
+    /// returns its index. One left by an earlier run is taken over as it
+    /// is (minus its global IPv6 addresses): deleting it would wait for
+    /// every cached route through it to go. A link of that name that is
+    /// not such an interface is refused, not touched.
+    pub fn ensure_xfrm_link(&mut self, name: &str, if_id: u32) -> io::Result<u32> {
+        let existing = self.link_messages()?.into_iter().find(|l| {
+            l.attributes
+                .contains(&LinkAttribute::IfName(name.to_string()))
+        });
         let mut m = LinkMessage::default();
         m.header.flags = LinkFlags::Up;
         m.header.change_mask = LinkFlags::Up;
-        m.attributes.push(LinkAttribute::IfName(name.to_string()));
-        m.attributes.push(LinkAttribute::LinkInfo(vec![
-            LinkInfo::Kind(InfoKind::Xfrm),
-            LinkInfo::Data(InfoData::Xfrm(vec![InfoXfrm::IfId(if_id)])),
-        ]));
-        self.socket
-            .request(RouteNetlinkMessage::NewLink(m), NLM_F_CREATE | NLM_F_EXCL)?;
+        match existing {
+            Some(l) => {
+                // The kernel reports more than the if_id (the lower link,
+                // collect_md): look for the if_id among them.
+                let is_ours = l.attributes.iter().any(|a| match a {
+                    LinkAttribute::LinkInfo(info) => {
+                        info.contains(&LinkInfo::Kind(InfoKind::Xfrm))
+                            && info.iter().any(|i| {
+                                matches!(i, LinkInfo::Data(InfoData::Xfrm(d))
+                                    if d.contains(&InfoXfrm::IfId(if_id)))
+                            })
+                    }
+                    _ => false,
+                });
+                if !is_ours {
+                    return Err(io::Error::new(
+                        io::ErrorKind::AlreadyExists,
+                        format!("{name} exists and is not an XFRM interface with if_id {if_id:#x}"),
+                    ));
+                }
+                self.flush_global_addresses(l.header.index)?;
+                m.header.index = l.header.index;
+                self.socket.request(RouteNetlinkMessage::SetLink(m), 0)?;
+            }
+            None => {
+                m.attributes.push(LinkAttribute::IfName(name.to_string()));
+                m.attributes.push(LinkAttribute::LinkInfo(vec![
+                    LinkInfo::Kind(InfoKind::Xfrm),
+                    LinkInfo::Data(InfoData::Xfrm(vec![InfoXfrm::IfId(if_id)])),
+                ]));
+                self.socket
+                    .request(RouteNetlinkMessage::NewLink(m), NLM_F_CREATE | NLM_F_EXCL)?;
+            }
+        }
         self.link_index(name)
+    }
+
+    /// Removes the global-scope IPv6 addresses of link `index`.
+    fn flush_global_addresses(&mut self, index: u32) -> io::Result<()> {
+        let all = self
+            .socket
+            .dump(RouteNetlinkMessage::GetAddress(AddressMessage::default()))?;
+        for m in all {
+            if let RouteNetlinkMessage::NewAddress(a) = m {
+                if a.header.index == index
+                    && a.header.family == AddressFamily::Inet6
+                    && a.header.scope == AddressScope::Universe
+                {
+                    self.socket.request(RouteNetlinkMessage::DelAddress(a), 0)?;
+                }
+            }
+        }
+        Ok(())
     }
 
     /// Deletes the link called `name`.

@@ -125,6 +125,89 @@ pub fn certs_dir() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../certs-example")
 }
 
+/// A strongSwan road-warrior connection for the labs, as client
+/// (192.0.2.2, asking for a virtual IPv6 address) or as broker (192.0.2.1,
+/// handing out 2001:db8:100::100/120).
+#[derive(Debug, Clone, Copy)]
+pub struct SwanConnection<'a> {
+    /// IKE proposals (`default`, or e.g. `aes256-sha256-modp2048`).
+    pub ike: &'a str,
+    /// ESP proposals.
+    pub esp: &'a str,
+    /// `yes`, or `force` to fragment every IKE_AUTH.
+    pub fragmentation: &'a str,
+    /// ESP in UDP even without NAT (what kernel-libipsec needs).
+    pub encap: bool,
+}
+
+impl Default for SwanConnection<'_> {
+    fn default() -> Self {
+        SwanConnection {
+            ike: "default",
+            esp: "default",
+            fragmentation: "yes",
+            encap: true,
+        }
+    }
+}
+
+impl SwanConnection<'_> {
+    /// swanctl.conf of the client side.
+    pub fn client(&self) -> String {
+        self.conf(
+            "local_addrs = 192.0.2.2\n    remote_addrs = 192.0.2.1\n    vips = ::",
+            ("client.pem", "client@example.net", "broker.example.net"),
+            "remote_ts = ::/0",
+            "",
+        )
+    }
+
+    /// swanctl.conf of the broker side.
+    pub fn broker(&self) -> String {
+        self.conf(
+            "local_addrs = 192.0.2.1\n    pools = v6",
+            ("broker.pem", "broker.example.net", "client@example.net"),
+            "local_ts = ::/0",
+            "pools {\n  v6 {\n    addrs = 2001:db8:100::100/120\n    dns = 2001:db8:ffff::53\n  }\n}\n",
+        )
+    }
+
+    fn conf(&self, addrs: &str, ids: (&str, &str, &str), ts: &str, pools: &str) -> String {
+        let (cert, local_id, remote_id) = ids;
+        format!(
+            r#"connections {{
+  sixgate {{
+    version = 2
+    {addrs}
+    encap = {encap}
+    fragmentation = {frag}
+    proposals = {ike}
+    local {{
+      auth = pubkey
+      certs = {cert}
+      id = {local_id}
+    }}
+    remote {{
+      auth = pubkey
+      id = {remote_id}
+    }}
+    children {{
+      net {{
+        {ts}
+        esp_proposals = {esp}
+      }}
+    }}
+  }}
+}}
+{pools}"#,
+            encap = if self.encap { "yes" } else { "no" },
+            frag = self.fragmentation,
+            ike = self.ike,
+            esp = self.esp,
+        )
+    }
+}
+
 /// A strongSwan charon in a namespace, with a private /run, its own
 /// configuration and vici socket, killed on drop.
 pub struct StrongSwan {
@@ -545,6 +628,16 @@ pub struct TunnelLab {
     pub dataplane: String,
 }
 
+/// A broker and a client that [`TunnelLab::start_pair`] brought up.
+pub struct Pair {
+    pub broker: Daemon,
+    pub client: Daemon,
+    pub broker_config: PathBuf,
+    pub client_config: PathBuf,
+    /// The client's virtual address.
+    pub address: String,
+}
+
 impl TunnelLab {
     pub fn new(clients: usize) -> TunnelLab {
         let broker = Netns::new("sgb");
@@ -720,6 +813,37 @@ control_socket = "{dir}/{name}.sock"
         path
     }
 
+    /// The usual start: a broker with pool 2001:db8:100::100/120 and
+    /// `broker_ike` in `[ike]`, and client 0 (client@example.net, ECDSA)
+    /// with `client_extra`, up within `limit`. Panics with both logs if
+    /// the client does not come up.
+    pub fn start_pair(&self, broker_ike: &str, client_extra: &str, limit: Duration) -> Pair {
+        let broker_config = self.broker_config("2001:db8:100::100/120", &[], broker_ike);
+        let broker = self.start_broker(&broker_config);
+        let client_config = self.client_config(
+            "client",
+            "client",
+            "ecdsa/client.pem",
+            "ecdsa/client.key",
+            client_extra,
+        );
+        let client = self.start_client(0, &client_config);
+        let address = self.wait_up(0, &client_config, limit).unwrap_or_else(|| {
+            panic!(
+                "client not up:\n{}\nbroker:\n{}",
+                client.log_text(),
+                broker.log_text()
+            )
+        });
+        Pair {
+            broker,
+            client,
+            broker_config,
+            client_config,
+            address,
+        }
+    }
+
     pub fn start_broker(&self, config: &Path) -> Daemon {
         let log = self.dir.path().join(format!("broker-{}.log", unique("")));
         let d = Daemon::spawn(
@@ -729,7 +853,7 @@ control_socket = "{dir}/{name}.sock"
             log,
         );
         let sock = self.dir.path().join("broker-state/broker.sock");
-        wait_for(Duration::from_secs(20), || {
+        wait_for(Duration::from_secs(60), || {
             std::os::unix::net::UnixStream::connect(&sock)
                 .ok()
                 .map(|_| ())
@@ -797,7 +921,16 @@ control_socket = "{dir}/{name}.sock"
             .stdout(Stdio::null())
             .stderr(Stdio::null());
         let mut server = server.spawn().map_err(|e| e.to_string())?;
-        std::thread::sleep(Duration::from_millis(300));
+        // Emulated (the VM tests), the server can take seconds to listen.
+        let listening = wait_for(Duration::from_secs(30), || {
+            let ss = self.inet.try_run(&["ss", "-Hltn", "sport = :5201"]);
+            (!ss.stdout.is_empty()).then_some(())
+        });
+        if listening.is_none() {
+            let _ = server.kill();
+            let _ = server.wait();
+            return Err("the iperf3 server did not listen".into());
+        }
         let secs = seconds.to_string();
         let mut args = vec!["iperf3", "-6", "-J", "-c", "2001:db8:ffff::2", "-t", &secs];
         if reverse {

@@ -7,7 +7,7 @@
 use std::process::Command;
 use std::time::Duration;
 
-use sixgate_tests::{link, LinePeer, Netns, StrongSwan};
+use sixgate_tests::{link, LinePeer, Netns, StrongSwan, SwanConnection};
 
 const T: Duration = Duration::from_secs(30);
 
@@ -70,18 +70,17 @@ fn ike_peer(ns: &Netns, role: &str, local: &str, remote: Option<&str>, case: &Ca
     peer
 }
 
-fn proposals(case: &Case) -> (String, String) {
-    match case.proposal {
-        "default" => ("default".into(), "default".into()),
-        p => (p.to_string(), "aes256-sha256".into()),
-    }
-}
-
-fn fragmentation(case: &Case) -> &'static str {
-    if case.fragmentation {
-        "force"
-    } else {
-        "yes"
+/// strongSwan's side of a case: its proposals, and whether it fragments.
+fn connection(case: &Case) -> SwanConnection<'static> {
+    SwanConnection {
+        ike: case.proposal,
+        esp: if case.proposal == "default" {
+            "default"
+        } else {
+            "aes256-sha256"
+        },
+        fragmentation: if case.fragmentation { "force" } else { "yes" },
+        encap: true,
     }
 }
 
@@ -140,37 +139,7 @@ fn strongswan_initiator_against_sixgate_responder() {
     for case in &CASES {
         let (client, broker) = lab();
         let mut peer = ike_peer(&broker, "responder", "192.0.2.1", None, case);
-        let (ike, esp) = proposals(case);
-        let conf = format!(
-            r#"connections {{
-  sixgate {{
-    version = 2
-    local_addrs = 192.0.2.2
-    remote_addrs = 192.0.2.1
-    vips = ::
-    encap = yes
-    fragmentation = {frag}
-    proposals = {ike}
-    local {{
-      auth = pubkey
-      certs = client.pem
-      id = client@example.net
-    }}
-    remote {{
-      auth = pubkey
-      id = broker.example.net
-    }}
-    children {{
-      net {{
-        remote_ts = ::/0
-        esp_proposals = {esp}
-      }}
-    }}
-  }}
-}}
-"#,
-            frag = fragmentation(case)
-        );
+        let conf = connection(case).client();
         let extra = if case.fragmentation {
             "fragment_size = 576"
         } else {
@@ -277,42 +246,7 @@ fn strongswan_initiator_against_sixgate_responder() {
 fn sixgate_initiator_against_strongswan_responder() {
     for case in &CASES {
         let (client, broker) = lab();
-        let (ike, esp) = proposals(case);
-        let conf = format!(
-            r#"connections {{
-  sixgate {{
-    version = 2
-    local_addrs = 192.0.2.1
-    pools = v6
-    encap = yes
-    fragmentation = {frag}
-    proposals = {ike}
-    local {{
-      auth = pubkey
-      certs = broker.pem
-      id = broker.example.net
-    }}
-    remote {{
-      auth = pubkey
-      id = client@example.net
-    }}
-    children {{
-      net {{
-        local_ts = ::/0
-        esp_proposals = {esp}
-      }}
-    }}
-  }}
-}}
-pools {{
-  v6 {{
-    addrs = 2001:db8:100::100/120
-    dns = 2001:db8:ffff::53
-  }}
-}}
-"#,
-            frag = fragmentation(case)
-        );
+        let conf = connection(case).broker();
         let extra = if case.fragmentation {
             "fragment_size = 576"
         } else {

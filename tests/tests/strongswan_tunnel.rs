@@ -6,7 +6,7 @@
 
 use std::time::Duration;
 
-use sixgate_tests::{wait_for, StrongSwan, TunnelLab};
+use sixgate_tests::{wait_for, StrongSwan, SwanConnection, TunnelLab};
 
 const UP: Duration = Duration::from_secs(30);
 
@@ -22,31 +22,8 @@ fn strongswan_client_through_the_sixgate_broker() {
     let lab = TunnelLab::new(1);
     let bconf = lab.broker_config("2001:db8:100::100/120", &[], "");
     let broker = lab.start_broker(&bconf);
-    let conf = r#"connections {
-  sixgate {
-    version = 2
-    local_addrs = 192.0.2.2
-    remote_addrs = 192.0.2.1
-    vips = ::
-    encap = yes
-    local {
-      auth = pubkey
-      certs = client.pem
-      id = client@example.net
-    }
-    remote {
-      auth = pubkey
-      id = broker.example.net
-    }
-    children {
-      net {
-        remote_ts = ::/0
-      }
-    }
-  }
-}
-"#;
-    let swan = StrongSwan::start_with_routes(&lab.clients[0], "ecdsa", "client", "", conf, true);
+    let conf = SwanConnection::default().client();
+    let swan = StrongSwan::start_with_routes(&lab.clients[0], "ecdsa", "client", "", &conf, true);
     let out = swan.swanctl(&["--initiate", "--child", "net", "--timeout", "20"]);
     assert!(
         out.contains("initiate completed successfully"),
@@ -72,36 +49,8 @@ fn sixgate_client_through_a_strongswan_broker() {
     let lab = TunnelLab::new(1);
     lab.broker
         .run(&["sysctl", "-qw", "net.ipv6.conf.all.forwarding=1"]);
-    let conf = r#"connections {
-  sixgate {
-    version = 2
-    local_addrs = 192.0.2.1
-    pools = v6
-    encap = yes
-    local {
-      auth = pubkey
-      certs = broker.pem
-      id = broker.example.net
-    }
-    remote {
-      auth = pubkey
-      id = client@example.net
-    }
-    children {
-      net {
-        local_ts = ::/0
-      }
-    }
-  }
-}
-pools {
-  v6 {
-    addrs = 2001:db8:100::100/120
-    dns = 2001:db8:ffff::53
-  }
-}
-"#;
-    let swan = StrongSwan::start_with_routes(&lab.broker, "ecdsa", "broker", "", conf, true);
+    let conf = SwanConnection::default().broker();
+    let swan = StrongSwan::start_with_routes(&lab.broker, "ecdsa", "broker", "", &conf, true);
     let cconf = lab.client_config(
         "client",
         "client",

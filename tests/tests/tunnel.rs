@@ -6,27 +6,16 @@
 use std::process::Stdio;
 use std::time::Duration;
 
-use sixgate_tests::{wait_for, Daemon, TunnelLab};
+use sixgate_tests::{wait_for, Pair, TunnelLab};
 
 const UP: Duration = Duration::from_secs(30);
 
 #[test]
 fn ping_and_tcp_both_ways_over_esp_in_udp_only() {
     let lab = TunnelLab::new(1);
-    let bconf = lab.broker_config("2001:db8:100::100/120", &[], "");
-    let _broker = lab.start_broker(&bconf);
-    let cconf = lab.client_config(
-        "client",
-        "client",
-        "ecdsa/client.pem",
-        "ecdsa/client.key",
-        "",
-    );
-    let client = lab.start_client(0, &cconf);
-    let address = lab
-        .wait_up(0, &cconf, UP)
-        .unwrap_or_else(|| panic!("not up:\n{}", client.log_text()));
-    assert_eq!(address, "2001:db8:100::100");
+    let pair = lab.start_pair("", "", UP);
+    assert_eq!(pair.address, "2001:db8:100::100");
+    let (bconf, cconf, client) = (&pair.broker_config, &pair.client_config, &pair.client);
 
     // The address is never "deprecated" and is the source the kernel picks.
     let addr = lab.clients[0].run(&["ip", "-6", "addr", "show", "dev", "sgc0"]);
@@ -42,7 +31,7 @@ fn ping_and_tcp_both_ways_over_esp_in_udp_only() {
         route.contains("dev sgc0") && route.contains("src 2001:db8:100::100"),
         "{route}"
     );
-    let status = lab.client_status(0, &cconf);
+    let status = lab.client_status(0, cconf);
     assert!(status.contains("dns:        2001:db8:ffff::53"), "{status}");
 
     // Everything on the IPv4 link while pinging: ESP in UDP/4500 only.
@@ -89,7 +78,7 @@ fn ping_and_tcp_both_ways_over_esp_in_udp_only() {
     // TCP both ways.
     lab.iperf(0, 2, false).expect("iperf3 client to inet");
     lab.iperf(0, 2, true).expect("iperf3 inet to client");
-    let status = lab.broker_cli("status", &bconf);
+    let status = lab.broker_cli("status", bconf);
     assert!(
         status.contains("client@example.net") && status.contains("2001:db8:100::100"),
         "{status}"
@@ -199,17 +188,8 @@ fn a_client_of_another_ca_is_refused_and_gets_no_lease() {
 #[test]
 fn child_sa_rekeys_under_traffic_lose_no_tcp_connection() {
     let lab = TunnelLab::new(1);
-    let bconf = lab.broker_config("2001:db8:100::100/120", &[], "child_lifetime = 3");
-    let broker = lab.start_broker(&bconf);
-    let cconf = lab.client_config(
-        "client",
-        "client",
-        "ecdsa/client.pem",
-        "ecdsa/client.key",
-        "child_lifetime = 4",
-    );
-    let _client = lab.start_client(0, &cconf);
-    lab.wait_up(0, &cconf, UP).expect("up");
+    let pair = lab.start_pair("child_lifetime = 3", "child_lifetime = 4", UP);
+    let broker = &pair.broker;
     lab.iperf(0, 10, false).expect("iperf3 across rekeys");
     let installs = broker.log_text().matches("installed").count();
     assert!(
@@ -222,17 +202,12 @@ fn child_sa_rekeys_under_traffic_lose_no_tcp_connection() {
 #[test]
 fn down_and_sigterm_remove_address_and_routes() {
     let lab = TunnelLab::new(1);
-    let bconf = lab.broker_config("2001:db8:100::100/120", &[], "");
-    let _broker = lab.start_broker(&bconf);
-    let cconf = lab.client_config(
-        "client",
-        "client",
-        "ecdsa/client.pem",
-        "ecdsa/client.key",
-        "",
-    );
-    let mut client: Daemon = lab.start_client(0, &cconf);
-    lab.wait_up(0, &cconf, UP).expect("up");
+    let Pair {
+        broker: _broker,
+        mut client,
+        client_config: cconf,
+        ..
+    } = lab.start_pair("", "", UP);
     let out = lab.clients[0].try_run(&[
         sixgate_tests::workspace_bin("sixgate-client")
             .to_str()

@@ -7,7 +7,9 @@
 use std::collections::BTreeSet;
 use std::time::Duration;
 
-use sixgate_tests::{run_in_vm, wait_for, workspace_bin, Netns, StrongSwan, TunnelLab};
+use sixgate_tests::{
+    run_in_vm, wait_for, workspace_bin, Netns, Pair, StrongSwan, SwanConnection, TunnelLab,
+};
 
 /// Emulated, the VM is slow: generous limits, and polling, not sleeping.
 const UP: Duration = Duration::from_secs(90);
@@ -74,13 +76,14 @@ fn status_bytes(lab: &TunnelLab, config: &std::path::Path) -> (u64, u64) {
 #[ignore = "needs a kernel with ESP: run by xfrm_tests_pass_in_a_vm"]
 fn in_vm_route_based_with_udp_encapsulation_counters_and_a_broker_crash() {
     let lab = xfrm_lab("force_udp_encapsulation = true");
-    let bconf = lab.broker_config("2001:db8:100::100/120", &[], "");
-    let mut broker = lab.start_broker(&bconf);
-    let cconf = lab.client_config("c0", "client", "ecdsa/client.pem", "ecdsa/client.key", "");
-    let _client = lab.start_client(0, &cconf);
-    let addr = lab
-        .wait_up(0, &cconf, UP)
-        .unwrap_or_else(|| panic!("client not up:\n{}", broker.log_text()));
+    // (`client: _client` keeps the client daemon alive to the end.)
+    let Pair {
+        mut broker,
+        client: _client,
+        broker_config: bconf,
+        address: addr,
+        ..
+    } = lab.start_pair("", "", UP);
     assert!(broker.log_text().contains("kernel XFRM on interface sgb0"));
     // The kernel does the ESP: states with UDP encapsulation on our
     // XFRM interface, the address on the client's XFRM interface.
@@ -119,6 +122,11 @@ fn in_vm_route_based_with_udp_encapsulation_counters_and_a_broker_crash() {
     broker.kill();
     assert_eq!(spis(&lab.broker), before, "the SAs outlive a SIGKILL");
     let broker = lab.start_broker(&bconf);
+    assert!(
+        broker.log_text().contains("kernel XFRM on interface sgb0"),
+        "the restart takes its XFRM interface over:\n{}",
+        broker.log_text()
+    );
     let after_restart = spis(&lab.broker);
     assert!(
         after_restart.is_disjoint(&before),
@@ -147,7 +155,7 @@ fn in_vm_route_based_with_udp_encapsulation_counters_and_a_broker_crash() {
 
     // A clean stop leaves nothing.
     let mut broker = broker;
-    assert!(broker.terminate(Duration::from_secs(20)).is_some());
+    assert!(broker.terminate(Duration::from_secs(60)).is_some());
     assert!(spis(&lab.broker).is_empty());
     assert_eq!(policy_count(&lab.broker), 0);
     assert!(lab
@@ -162,12 +170,11 @@ fn in_vm_route_based_with_udp_encapsulation_counters_and_a_broker_crash() {
 fn in_vm_policy_based_without_udp_encapsulation() {
     let lab = xfrm_lab("route_based = false");
     lab.enable_link_local_ipv6();
-    let bconf = lab.broker_config("2001:db8:100::100/120", &[], "");
-    let broker = lab.start_broker(&bconf);
-    let cconf = lab.client_config("c0", "client", "ecdsa/client.pem", "ecdsa/client.key", "");
-    let _client = lab.start_client(0, &cconf);
-    lab.wait_up(0, &cconf, UP)
-        .unwrap_or_else(|| panic!("client not up:\n{}", broker.log_text()));
+    let Pair {
+        broker,
+        client: _client,
+        ..
+    } = lab.start_pair("", "", UP);
     assert!(
         broker.log_text().contains("policy-based on br0"),
         "{}",
@@ -187,30 +194,13 @@ fn in_vm_strongswan_in_kernel_mode_against_the_xfrm_broker() {
     lab.enable_link_local_ipv6();
     let bconf = lab.broker_config("2001:db8:100::100/120", &[], "");
     let broker = lab.start_broker(&bconf);
-    let conf = r#"connections {
-  sixgate {
-    version = 2
-    local_addrs = 192.0.2.2
-    remote_addrs = 192.0.2.1
-    vips = ::
-    local {
-      auth = pubkey
-      certs = client.pem
-      id = client@example.net
+    // Plain ESP: no NAT, so no UDP encapsulation.
+    let conf = SwanConnection {
+        encap: false,
+        ..Default::default()
     }
-    remote {
-      auth = pubkey
-      id = broker.example.net
-    }
-    children {
-      net {
-        remote_ts = ::/0
-      }
-    }
-  }
-}
-"#;
-    let swan = StrongSwan::start_kernel_mode(&lab.clients[0], "ecdsa", "client", "", conf);
+    .client();
+    let swan = StrongSwan::start_kernel_mode(&lab.clients[0], "ecdsa", "client", "", &conf);
     let out = swan.swanctl(&["--initiate", "--child", "net", "--timeout", "60"]);
     assert!(
         out.contains("initiate completed successfully"),

@@ -163,9 +163,9 @@ fn unsupported(e: io::Error) -> io::Error {
 }
 
 impl Xfrm {
-    /// Removes leftovers of an earlier run and starts the event thread,
-    /// whose events arrive on the returned channel. Call
-    /// [`check_kernel`] first.
+    /// Starts the backend and its event thread, whose events arrive on the
+    /// returned channel. Call [`check_kernel`] and [`remove_leftovers`]
+    /// first.
     pub fn open(config: XfrmConfig) -> io::Result<(Xfrm, mpsc::UnboundedReceiver<KernelEvent>)> {
         let socket = NetlinkSocket::open(NETLINK_XFRM)?;
         let first_reqid = config.owner.reqid_tag() | 1;
@@ -178,7 +178,6 @@ impl Xfrm {
                 next_reqid: first_reqid,
             }),
         };
-        xfrm.remove_leftovers()?;
         let (tx, rx) = mpsc::unbounded_channel();
         let events = NetlinkSocket::listen(NETLINK_XFRM, &[XFRMNLGRP_EXPIRE, XFRMNLGRP_ACQUIRE])?;
         std::thread::Builder::new()
@@ -189,47 +188,6 @@ impl Xfrm {
 
     fn lock(&self) -> MutexGuard<'_, State> {
         self.state.lock().unwrap_or_else(|p| p.into_inner())
-    }
-
-    /// Removes every state and policy that carries sixgate's tag; returns
-    /// how many.
-    pub fn remove_leftovers(&self) -> io::Result<usize> {
-        let mut st = self.lock();
-        let mut n = 0;
-        for m in st.socket.dump(msg::dump_policies())? {
-            if let XfrmMessage::AddPolicy(p) = m {
-                if !policy_is_ours(&p, self.config.owner) {
-                    continue;
-                }
-                let sel = p.user_policy_info.selector;
-                let if_id = p.nlas.iter().find_map(|a| match a {
-                    XfrmAttrs::IfId(id) => Some(*id),
-                    _ => None,
-                });
-                let (src, dst) = selector_prefixes(&sel);
-                st.socket.request(
-                    msg::delete_policy(src, dst, p.user_policy_info.direction, if_id),
-                    0,
-                )?;
-                n += 1;
-            }
-        }
-        for m in st.socket.dump(msg::dump_sas())? {
-            if let XfrmMessage::AddSa(s) = m {
-                if !sa_is_ours(&s, self.config.owner) {
-                    continue;
-                }
-                let info = s.user_sa_info;
-                let (src, dst) = (
-                    ip_of(&info.saddr, info.family),
-                    ip_of(&info.id.daddr, info.family),
-                );
-                st.socket
-                    .request(msg::delete_sa(src, dst, info.id.spi), 0)?;
-                n += 1;
-            }
-        }
-        Ok(n)
     }
 
     /// Installs both SAs of a Child SA and the policies for its selectors.
@@ -426,6 +384,48 @@ impl Xfrm {
             .find(|(_, sa)| sa.outbound_spi == spi)
             .map(|(inbound, sa)| (sa.ike_sa, *inbound))
     }
+}
+
+/// Removes every state and policy that carries `owner`'s tag (what a
+/// daemon that was killed left behind); returns how many. Done before the
+/// XFRM interface is touched: the kernel's cached routes through old SAs
+/// would hold on to it.
+pub fn remove_leftovers(owner: Owner) -> io::Result<usize> {
+    let mut socket = NetlinkSocket::open(NETLINK_XFRM)?;
+    let mut n = 0;
+    for m in socket.dump(msg::dump_policies())? {
+        if let XfrmMessage::AddPolicy(p) = m {
+            if !policy_is_ours(&p, owner) {
+                continue;
+            }
+            let sel = p.user_policy_info.selector;
+            let if_id = p.nlas.iter().find_map(|a| match a {
+                XfrmAttrs::IfId(id) => Some(*id),
+                _ => None,
+            });
+            let (src, dst) = selector_prefixes(&sel);
+            socket.request(
+                msg::delete_policy(src, dst, p.user_policy_info.direction, if_id),
+                0,
+            )?;
+            n += 1;
+        }
+    }
+    for m in socket.dump(msg::dump_sas())? {
+        if let XfrmMessage::AddSa(s) = m {
+            if !sa_is_ours(&s, owner) {
+                continue;
+            }
+            let info = s.user_sa_info;
+            let (src, dst) = (
+                ip_of(&info.saddr, info.family),
+                ip_of(&info.id.daddr, info.family),
+            );
+            socket.request(msg::delete_sa(src, dst, info.id.spi), 0)?;
+            n += 1;
+        }
+    }
+    Ok(n)
 }
 
 /// Whether a policy from a kernel dump is `owner`'s: a template with its
