@@ -309,7 +309,7 @@ fn handle_event(event: Event, dp: &DataPlane, clients: &mut HashMap<SaId, Client
                 c.children.retain(|(spi, _)| *spi != inbound_spi);
                 for a in gone {
                     // A rekeyed SA's successor routes the same address.
-                    if !c.children.iter().any(|(_, addrs)| addrs.contains(&a)) {
+                    if !routed(clients, a) {
                         let _ = dp.delete_host_route(a);
                     }
                 }
@@ -321,7 +321,11 @@ fn handle_event(event: Event, dp: &DataPlane, clients: &mut HashMap<SaId, Client
                 for (spi, addrs) in c.children {
                     dp.remove(spi);
                     for a in addrs {
-                        let _ = dp.delete_host_route(a);
+                        // The same client, reconnected, may already have
+                        // its address back on a new IKE SA.
+                        if !routed(clients, a) {
+                            let _ = dp.delete_host_route(a);
+                        }
                     }
                 }
             }
@@ -331,6 +335,13 @@ fn handle_event(event: Event, dp: &DataPlane, clients: &mut HashMap<SaId, Client
         }
         Event::IkeSaRekeyed { .. } | Event::AddressAssigned { .. } => {}
     }
+}
+
+/// Whether a Child SA of any client still routes `addr`.
+fn routed(clients: &HashMap<SaId, Client>, addr: Ipv6Addr) -> bool {
+    clients
+        .values()
+        .any(|c| c.children.iter().any(|(_, addrs)| addrs.contains(&addr)))
 }
 
 fn status_rows(clients: &HashMap<SaId, Client>, dp: &DataPlane) -> Vec<StatusRow> {

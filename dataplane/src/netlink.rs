@@ -9,8 +9,8 @@
 use std::io;
 
 use netlink_packet_core::{
-    NetlinkDeserializable, NetlinkHeader, NetlinkMessage, NetlinkPayload, NetlinkSerializable,
-    NLM_F_ACK, NLM_F_DUMP, NLM_F_REQUEST,
+    NetlinkBuffer, NetlinkDeserializable, NetlinkHeader, NetlinkMessage, NetlinkPayload,
+    NetlinkSerializable, NLM_F_ACK, NLM_F_DUMP, NLM_F_REQUEST,
 };
 use netlink_sys::{Socket, SocketAddr};
 
@@ -112,27 +112,33 @@ impl NetlinkSocket {
             let n = self.socket.recv(&mut &mut self.buf[..], 0)?;
             let mut at = 0;
             while at < n {
-                let m = NetlinkMessage::<T>::deserialize(&self.buf[at..n])
+                // The header first: a message whose body the crates cannot
+                // parse is skipped, not fatal to the rest of a dump.
+                let header = NetlinkBuffer::new_checked(&self.buf[at..n])
                     .map_err(|e| io::Error::new(io::ErrorKind::InvalidData, e.to_string()))?;
-                let len = m.header.length as usize;
-                // Messages are 4-aligned in a datagram; a zero length
-                // would never advance.
-                if len == 0 {
-                    return Err(io::Error::new(
-                        io::ErrorKind::InvalidData,
-                        "netlink message of length 0",
-                    ));
-                }
+                let (len, msg_seq) = (header.length() as usize, header.sequence_number());
+                let message = NetlinkMessage::<T>::deserialize(&self.buf[at..at + len]);
                 at += (len + 3) & !3;
-                if m.header.sequence_number != seq {
+                if msg_seq != seq {
                     continue; // a late answer to an earlier request
                 }
+                let m = match message {
+                    Ok(m) => m,
+                    Err(e) => {
+                        tracing::warn!("skipping a netlink message: {e}");
+                        continue;
+                    }
+                };
                 let finished = match m.payload {
                     NetlinkPayload::Error(e) => {
                         return match e.code {
                             None => Ok(()),
                             Some(code) => Err(io::Error::from_raw_os_error(-code.get())),
                         }
+                    }
+                    // A dump the kernel could not finish ends with an error.
+                    NetlinkPayload::Done(d) if d.code < 0 => {
+                        return Err(io::Error::from_raw_os_error(-d.code));
                     }
                     NetlinkPayload::Done(_) => true,
                     NetlinkPayload::InnerMessage(inner) => each(inner),
@@ -155,17 +161,18 @@ impl NetlinkSocket {
         let mut out = Vec::new();
         let mut at = 0;
         while at < n {
-            let Ok(m) = NetlinkMessage::<T>::deserialize(&self.buf[at..n]) else {
+            let Ok(header) = NetlinkBuffer::new_checked(&self.buf[at..n]) else {
                 break;
             };
-            let len = m.header.length as usize;
-            if len == 0 {
-                break;
-            }
-            at += (len + 3) & !3;
-            if let NetlinkPayload::InnerMessage(inner) = m.payload {
+            let len = header.length() as usize;
+            if let Ok(NetlinkMessage {
+                payload: NetlinkPayload::InnerMessage(inner),
+                ..
+            }) = NetlinkMessage::<T>::deserialize(&self.buf[at..at + len])
+            {
                 out.push(inner);
             }
+            at += (len + 3) & !3;
         }
         Ok(out)
     }

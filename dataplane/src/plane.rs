@@ -210,6 +210,28 @@ impl DataPlane {
     ) -> Result<(DataPlane, Option<mpsc::UnboundedReceiver<KernelEvent>>), String> {
         let owner = config.owner;
         let mut rtnl = Rtnl::open(owner.route_protocol()).map_err(|e| format!("rtnetlink: {e}"))?;
+        if config.kernel {
+            crate::xfrm::check_kernel(owner).map_err(|e| e.to_string())?;
+            enable_espinudp(&nat_t).map_err(|e| format!("UDP_ENCAP on the NAT-T socket: {e}"))?;
+        }
+        // What a run that was killed left behind, whichever backend it
+        // had: its SAs and policies first, then the routes that pointed
+        // into them. (Best effort for userspace, whose kernel may not do
+        // XFRM at all.)
+        let stale = match crate::xfrm::remove_leftovers(owner) {
+            Ok(n) => n,
+            Err(e) if config.kernel => return Err(format!("removing old XFRM state: {e}")),
+            Err(_) => 0,
+        };
+        let routes = rtnl.flush_own_routes().unwrap_or_else(|e| {
+            tracing::warn!("removing old routes: {e}");
+            0
+        });
+        if stale + routes > 0 {
+            eprintln!(
+                "sixgate: removed {stale} SAs and policies and {routes} routes of an earlier run"
+            );
+        }
         if !config.kernel {
             let dp =
                 Userspace::start(&config.device, config.mtu, nat_t).map_err(|e| e.to_string())?;
@@ -226,20 +248,6 @@ impl DataPlane {
                 },
                 None,
             ));
-        }
-        crate::xfrm::check_kernel().map_err(|e| e.to_string())?;
-        // What a run that was killed left behind: its SAs and policies
-        // first, then the routes that pointed into them.
-        let stale = crate::xfrm::remove_leftovers(owner)
-            .map_err(|e| format!("removing old XFRM state: {e}"))?;
-        let routes = rtnl.flush_own_routes().unwrap_or_else(|e| {
-            tracing::warn!("removing old routes: {e}");
-            0
-        });
-        if stale + routes > 0 {
-            eprintln!(
-                "sixgate: removed {stale} SAs and policies and {routes} routes of an earlier run"
-            );
         }
         let mut if_id = None;
         let (link, link_index, owns_link) = match config
@@ -295,7 +303,6 @@ impl DataPlane {
                 return Err(e.to_string());
             }
         };
-        enable_espinudp(&nat_t).map_err(|e| format!("UDP_ENCAP on the NAT-T socket: {e}"))?;
         let xfrm = Arc::new(xfrm);
         tokio::spawn(keepalives(Arc::downgrade(&xfrm), nat_t));
         Ok((
@@ -373,24 +380,20 @@ impl DataPlane {
         let Backend::Xfrm(x) = &self.backend else {
             return None;
         };
-        let (sa, inbound) = match event {
-            KernelEvent::Expire { spi, hard } => {
-                let child = x.child_of(spi)?;
-                if hard {
-                    eprintln!(
-                        "sixgate: the kernel dropped SA {spi:08x} at its hard limit; rekeying"
-                    );
-                } else {
-                    eprintln!("sixgate: SA {spi:08x} reached its soft limit; rekeying");
-                }
-                child
+        let (sa, inbound) = x.child_for(&event)?;
+        match event {
+            KernelEvent::Expire {
+                spi, hard: true, ..
+            } => {
+                eprintln!("sixgate: the kernel dropped SA {spi:08x} at its hard limit; rekeying")
             }
-            KernelEvent::Acquire { remote, dst } => {
-                let child = x.child_to(remote)?;
-                eprintln!("sixgate: traffic to {dst} via {remote} has no SA; rekeying");
-                child
+            KernelEvent::Expire { spi, .. } => {
+                eprintln!("sixgate: SA {spi:08x} reached its soft limit; rekeying")
             }
-        };
+            KernelEvent::Acquire { dst, .. } => {
+                eprintln!("sixgate: traffic to {dst} has no SA; rekeying")
+            }
+        }
         Some(udp::Command::RekeyChildSa(sa, inbound))
     }
 

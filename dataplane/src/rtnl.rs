@@ -29,6 +29,11 @@ const NLM_F_CREATE: u16 = 0x400;
 const NLM_F_EXCL: u16 = 0x200;
 const NLM_F_REPLACE: u16 = 0x100;
 const RT_TABLE_MAIN: u8 = 254;
+/// The metric of sixgate's routes: below the kernel's 1024 for routes
+/// from router advertisements and most static ones, so a tunnel default
+/// route wins, and distinct from it, so adding ours never replaces a
+/// route that was already there (IPv6 "replace" matches on the metric).
+const ROUTE_METRIC: u32 = 512;
 const INFINITY_LIFE_TIME: u32 = u32::MAX;
 
 /// An rtnetlink socket.
@@ -241,6 +246,7 @@ impl Rtnl {
                 .push(RouteAttribute::Destination(RouteAddress::Inet6(dst)));
         }
         m.attributes.push(RouteAttribute::Oif(index));
+        m.attributes.push(RouteAttribute::Priority(ROUTE_METRIC));
         m
     }
 

@@ -141,6 +141,23 @@ fn aes_gcm_state_with_udp_encapsulation_esn_limits_and_if_id() {
     assert_same("state-gcm-encap", msg::new_sa(&gcm_spec(&keys)));
 }
 
+/// An outbound ESN SA still gets a one-packet window: kernels before 6.10
+/// refuse ESN with a window of 0 (strongSwan asks for ESN with `-esn`).
+#[test]
+fn an_outbound_esn_state_has_a_window() {
+    let keys = gcm_keys();
+    let spec = SaSpec {
+        replay_window: 0,
+        ..gcm_spec(&keys)
+    };
+    let XfrmMessage::AddSa(m) = msg::new_sa(&spec) else {
+        panic!("not a NEWSA");
+    };
+    assert_eq!(m.user_sa_info.flags & 128, 128, "XFRM_STATE_ESN");
+    assert!(m.nlas.iter().any(|a| matches!(a,
+        XfrmAttrs::ReplayStateEsn(r) if r.replay_window == 1 && r.bmp_len == 1)));
+}
+
 #[test]
 fn chacha20_poly1305_state() {
     let keys = chacha_keys();

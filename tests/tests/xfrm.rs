@@ -194,9 +194,11 @@ fn in_vm_strongswan_in_kernel_mode_against_the_xfrm_broker() {
     lab.enable_link_local_ipv6();
     let bconf = lab.broker_config("2001:db8:100::100/120", &[], "");
     let broker = lab.start_broker(&bconf);
-    // Plain ESP: no NAT, so no UDP encapsulation.
+    // Plain ESP (no NAT, so no UDP encapsulation), with 64-bit sequence
+    // numbers, which strongSwan's `-esn` makes the only choice.
     let conf = SwanConnection {
         encap: false,
+        esp: "aes128gcm16-esn",
         ..Default::default()
     }
     .client();
@@ -210,8 +212,11 @@ fn in_vm_strongswan_in_kernel_mode_against_the_xfrm_broker() {
     );
     let sas = swan.swanctl(&["--list-sas"]);
     assert!(sas.contains("2001:db8:100::100"), "{sas}");
-    // strongSwan's SAs are in the client's kernel, not in a libipsec.
+    // strongSwan's SAs are in the client's kernel, not in a libipsec;
+    // the broker's are ESN SAs in both directions.
     assert_eq!(spis(&lab.clients[0]).len(), 2);
+    let states = lab.broker.run(&["ip", "xfrm", "state"]);
+    assert_eq!(states.matches("af-unspec esn").count(), 2, "{states}");
     assert!(
         ping_works(&lab),
         "{}\n{}",

@@ -102,16 +102,20 @@ pub enum KernelEvent {
     /// An SA crossed a soft limit (`hard: false`: time to rekey) or a
     /// hard one (the kernel removed it).
     Expire {
+        /// The SA's destination.
+        dst: IpAddr,
         /// The SA's SPI.
         spi: u32,
+        /// Its reqid (whose tag says which daemon installed it).
+        reqid: u32,
         /// Whether the SA is gone.
         hard: bool,
     },
     /// Traffic matched an outbound policy whose SAs are gone (lost, or
     /// dropped at a hard limit): the kernel wants SAs to `remote`.
     Acquire {
-        /// The tunnel's far end (the policy template's destination).
-        remote: IpAddr,
+        /// The policy template's reqid: which Child SAs may carry it.
+        reqid: u32,
         /// The packet's inner destination.
         dst: IpAddr,
     },
@@ -119,12 +123,15 @@ pub enum KernelEvent {
 
 struct Installed {
     ike_sa: SaId,
+    reqid: u32,
     local: IpAddr,
     remote: IpAddr,
     /// The peer's NAT-T address, if ESP goes in UDP.
     encapsulated: Option<SocketAddr>,
     outbound_spi: u32,
     policies: Vec<PolicyKey>,
+    /// Install order, to find the newest Child SA of a reqid.
+    installed: u64,
 }
 
 type PolicyKey = (Prefix, Prefix, Direction);
@@ -139,6 +146,8 @@ struct State {
     sas: HashMap<u32, Installed>,
     policies: HashMap<PolicyKey, PolicyUse>,
     next_reqid: u32,
+    /// Child SAs installed so far.
+    installs: u64,
 }
 
 /// A running kernel data plane.
@@ -176,6 +185,7 @@ impl Xfrm {
                 sas: HashMap::new(),
                 policies: HashMap::new(),
                 next_reqid: first_reqid,
+                installs: 0,
             }),
         };
         let (tx, rx) = mpsc::unbounded_channel();
@@ -192,6 +202,19 @@ impl Xfrm {
 
     /// Installs both SAs of a Child SA and the policies for its selectors.
     pub fn install(&self, child: &ChildSa) -> io::Result<()> {
+        // Policies here carry addresses only; one for all traffic where
+        // the peers agreed on less would be wider than negotiated.
+        let narrowed = child.local_ts.iter().chain(&child.remote_ts).any(|ts| {
+            matches!(ts, TrafficSelector::Ipv6(r)
+                if r.ip_protocol != 0 || r.start_port != 0 || r.end_port != u16::MAX)
+        });
+        if narrowed {
+            return Err(io::Error::new(
+                io::ErrorKind::InvalidInput,
+                "traffic selectors narrowed to a protocol or ports are not supported by the \
+                 kernel backend",
+            ));
+        }
         let local = child.local.ip();
         let remote = child.remote.ip();
         let keys = policy_keys(child);
@@ -241,17 +264,21 @@ impl Xfrm {
                 .request(msg::delete_sa(remote, local, child.inbound_spi), 0);
             return Err(e);
         }
+        st.installs += 1;
+        let installed = st.installs;
         // Recorded before the policies, so a failure part-way is undone
         // by `remove` like any other SA.
         st.sas.insert(
             child.inbound_spi,
             Installed {
                 ike_sa: child.ike_sa,
+                reqid,
                 local,
                 remote,
                 encapsulated: child.udp_encapsulation.then_some(child.remote),
                 outbound_spi: child.outbound_spi,
                 policies: Vec::new(),
+                installed,
             },
         );
         let mut failure = None;
@@ -302,13 +329,9 @@ impl Xfrm {
         let Some(sa) = st.sas.remove(&inbound_spi) else {
             return;
         };
-        // A hard expire may have removed them already.
-        let _ = st
-            .socket
-            .request(msg::delete_sa(sa.remote, sa.local, inbound_spi), 0);
-        let _ = st
-            .socket
-            .request(msg::delete_sa(sa.local, sa.remote, sa.outbound_spi), 0);
+        // Policies before SAs: the other order leaves a moment where
+        // traffic meets a policy without SAs, and the kernel would ask for
+        // new ones (ACQUIRE).
         for key in sa.policies {
             let Some(u) = st.policies.get_mut(&key) else {
                 continue;
@@ -322,6 +345,13 @@ impl Xfrm {
                 );
             }
         }
+        // A hard expire may have removed them already.
+        let _ = st
+            .socket
+            .request(msg::delete_sa(sa.remote, sa.local, inbound_spi), 0);
+        let _ = st
+            .socket
+            .request(msg::delete_sa(sa.local, sa.remote, sa.outbound_spi), 0);
     }
 
     /// Removes everything this backend installed.
@@ -373,16 +403,35 @@ impl Xfrm {
             .map(|(inbound, sa)| (sa.ike_sa, *inbound))
     }
 
-    /// The Child SA an SA of `spi` (either direction) belongs to.
-    pub fn child_of(&self, spi: u32) -> Option<(SaId, u32)> {
+    /// The Child SA (IKE SA, inbound SPI) a kernel event is about, if the
+    /// SA or policy it names is ours: by destination and SPI for an
+    /// expire, by reqid for an acquire (the newest such Child SA).
+    pub fn child_for(&self, event: &KernelEvent) -> Option<(SaId, u32)> {
         let st = self.lock();
-        if let Some(sa) = st.sas.get(&spi) {
-            return Some((sa.ike_sa, spi));
+        match *event {
+            KernelEvent::Expire {
+                dst, spi, reqid, ..
+            } => {
+                if !self.config.owner.owns_reqid(reqid) {
+                    return None;
+                }
+                st.sas.iter().find_map(|(inbound, sa)| {
+                    let hit = (*inbound == spi && sa.local == dst)
+                        || (sa.outbound_spi == spi && sa.remote == dst);
+                    hit.then_some((sa.ike_sa, *inbound))
+                })
+            }
+            KernelEvent::Acquire { reqid, .. } => {
+                if !self.config.owner.owns_reqid(reqid) {
+                    return None;
+                }
+                st.sas
+                    .iter()
+                    .filter(|(_, sa)| sa.reqid == reqid)
+                    .max_by_key(|(_, sa)| sa.installed)
+                    .map(|(inbound, sa)| (sa.ike_sa, *inbound))
+            }
         }
-        st.sas
-            .iter()
-            .find(|(_, sa)| sa.outbound_spi == spi)
-            .map(|(inbound, sa)| (sa.ike_sa, *inbound))
     }
 }
 
@@ -404,10 +453,10 @@ pub fn remove_leftovers(owner: Owner) -> io::Result<usize> {
                 _ => None,
             });
             let (src, dst) = selector_prefixes(&sel);
-            socket.request(
+            gone_is_fine(socket.request(
                 msg::delete_policy(src, dst, p.user_policy_info.direction, if_id),
                 0,
-            )?;
+            ))?;
             n += 1;
         }
     }
@@ -421,11 +470,20 @@ pub fn remove_leftovers(owner: Owner) -> io::Result<usize> {
                 ip_of(&info.saddr, info.family),
                 ip_of(&info.id.daddr, info.family),
             );
-            socket.request(msg::delete_sa(src, dst, info.id.spi), 0)?;
+            gone_is_fine(socket.request(msg::delete_sa(src, dst, info.id.spi), 0))?;
             n += 1;
         }
     }
     Ok(n)
+}
+
+/// A delete of something that is already gone (it expired, or another
+/// party removed it meanwhile) is not an error.
+fn gone_is_fine(result: io::Result<()>) -> io::Result<()> {
+    match result {
+        Err(e) if matches!(e.raw_os_error(), Some(libc::ENOENT) | Some(libc::ESRCH)) => Ok(()),
+        other => other,
+    }
 }
 
 /// Whether a policy from a kernel dump is `owner`'s: a template with its
@@ -445,16 +503,16 @@ pub fn sa_is_ours(s: &netlink_packet_xfrm::state::ModifyMessage, owner: Owner) -
 
 /// Checks that this kernel can run the backend, with an error for the
 /// operator (what is missing, and `backend = "userspace"`) if not.
-pub fn check_kernel() -> io::Result<()> {
+pub fn check_kernel(owner: Owner) -> io::Result<()> {
     NetlinkSocket::open(NETLINK_XFRM)
-        .and_then(|mut s| probe(&mut s))
+        .and_then(|mut s| probe(&mut s, owner))
         .map_err(unsupported)
 }
 
 /// Adds and removes a throwaway SA: the cheapest reliable way to learn
 /// whether the kernel has ESP (the module loads on demand) and whether we
 /// may change the SAD at all.
-fn probe(socket: &mut NetlinkSocket) -> io::Result<()> {
+fn probe(socket: &mut NetlinkSocket, owner: Owner) -> io::Result<()> {
     let keys = EspKeys::AesGcm16 {
         key: vec![0; 16],
         salt: [0; 4],
@@ -465,8 +523,9 @@ fn probe(socket: &mut NetlinkSocket) -> io::Result<()> {
     let spec = SaSpec {
         src,
         dst,
-        spi: 0x5a60_0000,
-        reqid: Owner::Broker.reqid_tag(),
+        // Each owner its own: the two daemons may start side by side.
+        spi: owner.reqid_tag(),
+        reqid: owner.reqid_tag(),
         keys: &keys,
         esn: false,
         replay_window: 0,
@@ -479,7 +538,7 @@ fn probe(socket: &mut NetlinkSocket) -> io::Result<()> {
         Err(e) if e.raw_os_error() == Some(libc::EEXIST) => {}
         other => other?,
     }
-    socket.request(msg::delete_sa(src, dst, spec.spi), 0)
+    gone_is_fine(socket.request(msg::delete_sa(src, dst, spec.spi), 0))
 }
 
 /// The inner prefixes of an IPv6 traffic selector (a range that is not a
@@ -569,20 +628,24 @@ fn event_thread(mut socket: NetlinkSocket, tx: mpsc::UnboundedSender<KernelEvent
         };
         for m in messages {
             let event = match m {
-                XfrmMessage::Expire(e) => KernelEvent::Expire {
-                    spi: e.expire.state.id.spi,
-                    hard: e.expire.hard != 0,
-                },
+                XfrmMessage::Expire(e) => {
+                    let info = &e.expire.state;
+                    KernelEvent::Expire {
+                        dst: ip_of(&info.id.daddr, info.family),
+                        spi: info.id.spi,
+                        reqid: info.reqid,
+                        hard: e.expire.hard != 0,
+                    }
+                }
                 XfrmMessage::Acquire(a) => {
-                    // The template says the outer family.
-                    let Some(family) = a.nlas.iter().find_map(|n| match n {
-                        XfrmAttrs::Template(t) => t.first().map(|t| t.family),
+                    let Some(reqid) = a.nlas.iter().find_map(|n| match n {
+                        XfrmAttrs::Template(t) => t.first().map(|t| t.reqid),
                         _ => None,
                     }) else {
                         continue;
                     };
                     KernelEvent::Acquire {
-                        remote: ip_of(&a.acquire.id.daddr, family),
+                        reqid,
                         dst: ip_of(&a.acquire.selector.daddr, a.acquire.selector.family),
                     }
                 }

@@ -174,16 +174,21 @@ pub fn new_sa(spec: &SaSpec) -> XfrmMessage {
     // Windows wider than the legacy 32-packet bitmap, and ESN, need the
     // ESN replay state; the bitmap itself is the kernel's to allocate.
     if spec.esn || spec.replay_window > 32 {
-        if spec.esn {
+        // Kernels before 6.10 refuse an ESN SA with a window of 0, even
+        // an outbound one, where the window is never used.
+        let window = if spec.esn {
             info.flags |= XFRM_STATE_ESN;
-        }
+            spec.replay_window.max(1)
+        } else {
+            spec.replay_window
+        };
         nlas.push(XfrmAttrs::ReplayStateEsn(ReplayEsn {
-            bmp_len: spec.replay_window.div_ceil(32),
+            bmp_len: window.div_ceil(32),
             oseq: 0,
             seq: 0,
             oseq_hi: 0,
             seq_hi: 0,
-            replay_window: spec.replay_window,
+            replay_window: window,
             bmp: Vec::new(),
         }));
     } else {
