@@ -4,9 +4,10 @@
 
 use std::io;
 use std::path::Path;
+use std::time::Duration;
 
 use serde::{de::DeserializeOwned, Serialize};
-use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
+use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader};
 use tokio::net::{UnixListener, UnixStream};
 
 /// Binds the socket at `path` (replacing a stale one from a crashed run),
@@ -25,10 +26,22 @@ pub fn bind(path: &Path) -> io::Result<UnixListener> {
     Ok(listener)
 }
 
-/// Reads one request from a connection.
+/// How long a client of the control socket may take to send its request
+/// or to take the answer: the daemon serves the socket from its event
+/// loop, which must not wait on a connection that says nothing.
+const PATIENCE: Duration = Duration::from_secs(2);
+
+fn too_slow(_: tokio::time::error::Elapsed) -> io::Error {
+    io::Error::new(io::ErrorKind::TimedOut, "control connection too slow")
+}
+
+/// Reads one request from a connection (one line, up to 64 KiB).
 pub async fn read_request<Q: DeserializeOwned>(stream: &mut UnixStream) -> io::Result<Q> {
     let mut line = String::new();
-    BufReader::new(stream).read_line(&mut line).await?;
+    let mut reader = BufReader::new(stream).take(64 * 1024);
+    tokio::time::timeout(PATIENCE, reader.read_line(&mut line))
+        .await
+        .map_err(too_slow)??;
     serde_json::from_str(&line).map_err(io::Error::other)
 }
 
@@ -36,7 +49,9 @@ pub async fn read_request<Q: DeserializeOwned>(stream: &mut UnixStream) -> io::R
 pub async fn write_response<R: Serialize>(stream: &mut UnixStream, response: &R) -> io::Result<()> {
     let mut bytes = serde_json::to_vec(response).map_err(io::Error::other)?;
     bytes.push(b'\n');
-    stream.write_all(&bytes).await
+    tokio::time::timeout(PATIENCE, stream.write_all(&bytes))
+        .await
+        .map_err(too_slow)?
 }
 
 /// Sends a request to the daemon at `path` and waits for its answer.
@@ -56,4 +71,20 @@ pub async fn ask<Q: Serialize, R: DeserializeOwned>(path: &Path, request: &Q) ->
     let mut line = String::new();
     BufReader::new(stream).read_line(&mut line).await?;
     serde_json::from_str(&line).map_err(io::Error::other)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A connection that never sends its request is given up, so the
+    /// daemon's loop goes on.
+    #[tokio::test]
+    async fn a_silent_connection_is_given_up() {
+        let (mut server, _client) = UnixStream::pair().unwrap();
+        let e = read_request::<serde_json::Value>(&mut server)
+            .await
+            .unwrap_err();
+        assert_eq!(e.kind(), io::ErrorKind::TimedOut);
+    }
 }

@@ -40,23 +40,39 @@ pub struct SaCounters {
 struct Outbound {
     sa: EspSa,
     remote: SocketAddr,
+    /// The peer's selectors, to route by.
+    selectors: Vec<TrafficSelector>,
+    /// Install order: the newest SA of a selector carries its traffic.
+    order: u64,
 }
 
 /// The sending side: outbound SAs and the routes to them. Its own lock, so
 /// the two directions of a TCP flow never wait for each other.
+///
+/// Outbound SAs are kept under the inbound SPI of their Child SA: that SPI
+/// is ours and unique, where the outbound one is the peer's choice, which
+/// another peer could repeat.
 #[derive(Default)]
 struct SendTable {
     sas: HashMap<u32, Outbound>,
-    /// Host selectors (a client's /128) to outbound SPI.
+    /// Host selectors (a client's /128) to a Child SA (inbound SPI).
     hosts: HashMap<Ipv6Addr, u32>,
     /// Other selectors, most recent first.
     ranges: Vec<(TrafficSelector, u32)>,
+    installs: u64,
+}
+
+fn host_of(ts: &TrafficSelector) -> Option<Ipv6Addr> {
+    match ts {
+        TrafficSelector::Ipv6(r) if r.start == r.end => Some(r.start),
+        _ => None,
+    }
 }
 
 impl SendTable {
     fn route(&self, dst: Ipv6Addr) -> Option<u32> {
-        if let Some(spi) = self.hosts.get(&dst) {
-            return Some(*spi);
+        if let Some(child) = self.hosts.get(&dst) {
+            return Some(*child);
         }
         self.ranges
             .iter()
@@ -64,12 +80,58 @@ impl SendTable {
                 TrafficSelector::Ipv6(r) => r.start <= dst && dst <= r.end,
                 _ => false,
             })
-            .map(|(_, spi)| *spi)
+            .map(|(_, child)| *child)
     }
 
-    fn unroute(&mut self, outbound_spi: u32) {
-        self.hosts.retain(|_, spi| *spi != outbound_spi);
-        self.ranges.retain(|(_, spi)| *spi != outbound_spi);
+    fn insert(&mut self, child: u32, sa: EspSa, remote: SocketAddr, selectors: &[TrafficSelector]) {
+        self.installs += 1;
+        for ts in selectors {
+            match host_of(ts) {
+                Some(h) => {
+                    self.hosts.insert(h, child);
+                }
+                None => self.ranges.insert(0, (ts.clone(), child)),
+            }
+        }
+        self.sas.insert(
+            child,
+            Outbound {
+                sa,
+                remote,
+                selectors: selectors.to_vec(),
+                order: self.installs,
+            },
+        );
+    }
+
+    /// Removes a Child SA's outbound side. Its hosts go to the newest other
+    /// SA with the same selector (after a rekey collision both new SAs
+    /// route it, and either may be the one deleted).
+    fn remove(&mut self, child: u32) {
+        self.sas.remove(&child);
+        self.ranges.retain(|(_, c)| *c != child);
+        let orphaned: Vec<Ipv6Addr> = self
+            .hosts
+            .iter()
+            .filter(|(_, c)| **c == child)
+            .map(|(h, _)| *h)
+            .collect();
+        for h in orphaned {
+            let heir = self
+                .sas
+                .iter()
+                .filter(|(_, o)| o.selectors.iter().any(|ts| host_of(ts) == Some(h)))
+                .max_by_key(|(_, o)| o.order)
+                .map(|(c, _)| *c);
+            match heir {
+                Some(c) => {
+                    self.hosts.insert(h, c);
+                }
+                None => {
+                    self.hosts.remove(&h);
+                }
+            }
+        }
     }
 }
 
@@ -81,8 +143,6 @@ struct Shared {
     /// The receiving side: inbound SAs by SPI.
     inbound: Mutex<HashMap<u32, EspSa>>,
     send: Mutex<SendTable>,
-    /// Inbound SPI to the outbound SPI of the same Child SA.
-    pairs: Mutex<HashMap<u32, u32>>,
     /// Packets with no SA to go out on, or coming in for no SA.
     no_sa: AtomicU64,
     tun_writer: std::fs::File,
@@ -132,7 +192,6 @@ impl Userspace {
         let shared = Arc::new(Shared {
             inbound: Mutex::new(HashMap::new()),
             send: Mutex::new(SendTable::default()),
-            pairs: Mutex::new(HashMap::new()),
             no_sa: AtomicU64::new(0),
             tun_writer: writer,
         });
@@ -162,44 +221,24 @@ impl Userspace {
         let outbound = EspSa::new(child.outbound_spi, &child.outbound, child.esn)
             .ok_or_else(|| io::Error::other("outbound keys"))?;
         lock(&self.shared.inbound).insert(child.inbound_spi, inbound);
-        lock(&self.shared.pairs).insert(child.inbound_spi, child.outbound_spi);
-        let mut send = lock(&self.shared.send);
-        send.sas.insert(
-            child.outbound_spi,
-            Outbound {
-                sa: outbound,
-                remote: child.remote,
-            },
-        );
-        for ts in &child.remote_ts {
-            if let TrafficSelector::Ipv6(r) = ts {
-                if r.start == r.end {
-                    send.hosts.insert(r.start, child.outbound_spi);
-                    continue;
-                }
-            }
-            send.ranges.insert(0, (ts.clone(), child.outbound_spi));
-        }
+        lock(&self.shared.send).insert(child.inbound_spi, outbound, child.remote, &child.remote_ts);
         Ok(())
     }
 
-    /// Removes a Child SA (by its inbound SPI), and its routes if they
-    /// still point at it.
+    /// Removes a Child SA (by its inbound SPI), and its routes if no other
+    /// SA carries them.
     pub fn remove(&self, inbound_spi: u32) {
         lock(&self.shared.inbound).remove(&inbound_spi);
-        if let Some(out) = lock(&self.shared.pairs).remove(&inbound_spi) {
-            let mut send = lock(&self.shared.send);
-            send.sas.remove(&out);
-            send.unroute(out);
-        }
+        lock(&self.shared.send).remove(inbound_spi);
     }
 
     /// The counters of a Child SA, by inbound SPI.
     pub fn counters(&self, inbound_spi: u32) -> Option<SaCounters> {
         let inbound = lock(&self.shared.inbound).get(&inbound_spi)?.counters;
-        let out = lock(&self.shared.pairs).get(&inbound_spi).copied();
-        let outbound = out
-            .and_then(|o| lock(&self.shared.send).sas.get(&o).map(|o| o.sa.counters))
+        let outbound = lock(&self.shared.send)
+            .sas
+            .get(&inbound_spi)
+            .map(|o| o.sa.counters)
             .unwrap_or_default();
         Some(SaCounters { inbound, outbound })
     }
@@ -229,11 +268,11 @@ async fn send_loop(device: tun::AsyncDevice, shared: Arc<Shared>, socket: Arc<Ud
         let dst = Ipv6Addr::from(<[u8; 16]>::try_from(dst).unwrap_or_default());
         let remote = {
             let mut send = lock(&shared.send);
-            let Some(spi) = send.route(dst) else {
+            let Some(child) = send.route(dst) else {
                 shared.no_sa.fetch_add(1, Ordering::Relaxed);
                 continue;
             };
-            let Some(out) = send.sas.get_mut(&spi) else {
+            let Some(out) = send.sas.get_mut(&child) else {
                 continue;
             };
             if out.sa.seal(inner, IPV6, &mut sealed).is_err() {
@@ -265,5 +304,70 @@ async fn keepalive_loop(shared: std::sync::Weak<Shared>, socket: Arc<UdpSocket>)
         };
         drop(shared);
         crate::udp::send_keepalives(&socket, &remotes).await;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use sixgate_proto::crypto::EspKeys;
+    use sixgate_proto::wire::TsRange;
+
+    fn sa(outbound_spi: u32) -> EspSa {
+        let keys = EspKeys::AesGcm16 {
+            key: vec![7; 16],
+            salt: [1; 4],
+        };
+        EspSa::new(outbound_spi, &keys, false).unwrap()
+    }
+
+    fn host(a: &str) -> TrafficSelector {
+        let a: Ipv6Addr = a.parse().unwrap();
+        TrafficSelector::Ipv6(TsRange {
+            ip_protocol: 0,
+            start_port: 0,
+            end_port: u16::MAX,
+            start: a,
+            end: a,
+        })
+    }
+
+    fn peer(n: u8) -> SocketAddr {
+        SocketAddr::from(([192, 0, 2, n], 4500))
+    }
+
+    #[test]
+    fn two_peers_choosing_the_same_spi_keep_their_own_routes() {
+        let mut t = SendTable::default();
+        let (a, b) = (
+            "2001:db8::a".parse().unwrap(),
+            "2001:db8::b".parse().unwrap(),
+        );
+        // Both peers picked outbound SPI 0x1234; our inbound SPIs differ.
+        t.insert(100, sa(0x1234), peer(2), &[host("2001:db8::a")]);
+        t.insert(200, sa(0x1234), peer(3), &[host("2001:db8::b")]);
+        assert_eq!(t.route(a), Some(100));
+        assert_eq!(t.route(b), Some(200));
+        assert_eq!(t.sas[&100].remote, peer(2));
+        t.remove(200);
+        assert_eq!(t.route(a), Some(100), "removing B leaves A alone");
+        assert_eq!(t.route(b), None);
+    }
+
+    #[test]
+    fn after_a_rekey_collision_either_new_sa_may_go() {
+        let mut t = SendTable::default();
+        let a: Ipv6Addr = "2001:db8::a".parse().unwrap();
+        t.insert(1, sa(11), peer(2), &[host("2001:db8::a")]);
+        // Both ends rekeyed at once: two new SAs for the same selector.
+        t.insert(2, sa(12), peer(2), &[host("2001:db8::a")]);
+        t.insert(3, sa(13), peer(2), &[host("2001:db8::a")]);
+        t.remove(1);
+        assert_eq!(t.route(a), Some(3), "the newest carries the traffic");
+        // The redundant one deleted is the one routing: the other takes over.
+        t.remove(3);
+        assert_eq!(t.route(a), Some(2));
+        t.remove(2);
+        assert_eq!(t.route(a), None);
     }
 }

@@ -37,7 +37,7 @@ mod ike_sa;
 mod nat;
 pub mod ts;
 
-use std::collections::{HashMap, VecDeque};
+use std::collections::{HashMap, HashSet, VecDeque};
 use std::net::{IpAddr, Ipv6Addr, SocketAddr};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -340,9 +340,28 @@ pub(crate) struct Shared {
     /// (Instant, Unix seconds) at creation: certificates are checked
     /// against wall-clock time derived from the embedder's instants.
     pub(crate) epoch: (Instant, i64),
+    /// The inbound SPIs of every installed Child SA, of all IKE SAs: new
+    /// ones must differ, as the data planes (and the kernel, per
+    /// destination) find inbound SAs by SPI alone.
+    pub(crate) inbound_spis: HashSet<u32>,
 }
 
 impl Shared {
+    /// Queues an event, keeping [`Shared::inbound_spis`] in step with the
+    /// Child SAs it announces.
+    pub(crate) fn push_event(&mut self, event: Event) {
+        match &event {
+            Event::ChildSaUp(c) | Event::ChildSaRekeyed { new: c, .. } => {
+                self.inbound_spis.insert(c.inbound_spi);
+            }
+            Event::ChildSaDown { inbound_spi, .. } => {
+                self.inbound_spis.remove(inbound_spi);
+            }
+            _ => {}
+        }
+        self.events.push_back(event);
+    }
+
     pub(crate) fn unix_time(&self, now: Instant) -> i64 {
         let elapsed = now.saturating_duration_since(self.epoch.0).as_secs();
         self.epoch
@@ -404,6 +423,7 @@ impl Endpoint {
                 events: VecDeque::new(),
                 stats: Stats::default(),
                 epoch: (now, unix_time),
+                inbound_spis: HashSet::new(),
             },
             sas: HashMap::new(),
             by_spi: HashMap::new(),

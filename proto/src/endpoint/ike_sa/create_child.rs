@@ -406,7 +406,7 @@ impl IkeSa {
         self.retired = Some((old, now + LINGER));
         self.gen = Some(gen);
         self.ike_rekey_at = Some(now + self.rekey_delay(shared, shared.config.ike_lifetime));
-        shared.events.push_back(Event::IkeSaRekeyed { sa: self.id });
+        shared.push_event(Event::IkeSaRekeyed { sa: self.id });
         effects
     }
 

@@ -204,7 +204,7 @@ impl IkeSa {
             Err(ty) => {
                 inner.push(notify(ty, Vec::new()));
                 self.send_response(shared, ExchangeType::IKE_AUTH, id, &inner);
-                shared.events.push_back(Event::ChildSaRefused {
+                shared.push_event(Event::ChildSaRefused {
                     sa: self.id,
                     notify: ty,
                 });

@@ -255,8 +255,9 @@ fn random_bytes(shared: &mut Shared, len: usize) -> Vec<u8> {
 fn random_spi32(shared: &mut Shared) -> u32 {
     loop {
         let v = shared.rng.next_u32();
-        // SPIs 1-255 are reserved (RFC 4303 2.1).
-        if v > 255 {
+        // SPIs 1-255 are reserved (RFC 4303 2.1), and one in use by any
+        // installed Child SA would make inbound lookups ambiguous.
+        if v > 255 && !shared.inbound_spis.contains(&v) {
             return v;
         }
     }
@@ -823,7 +824,7 @@ impl IkeSa {
         match self.initiator_child(shared, &found, child_spi, &request) {
             Ok(child) => self.child_up(shared, now, child, None),
             Err(ty) => {
-                shared.events.push_back(Event::ChildSaRefused {
+                shared.push_event(Event::ChildSaRefused {
                     sa: self.id,
                     notify: ty,
                 });
@@ -894,7 +895,7 @@ impl IkeSa {
                 })
                 .filter_map(CfgAttribute::as_address)
                 .collect();
-            shared.events.push_back(Event::AddressAssigned {
+            shared.push_event(Event::AddressAssigned {
                 sa: self.id,
                 address,
                 dns,
@@ -926,7 +927,7 @@ impl IkeSa {
     fn established(&mut self, shared: &mut Shared, now: Instant) {
         self.ike_rekey_at = Some(now + self.rekey_delay(shared, shared.config.ike_lifetime));
         let Some(gen) = &self.gen else { return };
-        shared.events.push_back(Event::IkeSaUp {
+        shared.push_event(Event::IkeSaUp {
             sa: self.id,
             peer_identity: self
                 .peer_identity
@@ -951,12 +952,12 @@ impl IkeSa {
                 if let Some(c) = self.children.iter_mut().find(|c| c.sa.inbound_spi == old) {
                     c.superseded = true;
                 }
-                shared.events.push_back(Event::ChildSaRekeyed {
+                shared.push_event(Event::ChildSaRekeyed {
                     old_inbound_spi: old,
                     new: child.clone(),
                 });
             }
-            None => shared.events.push_back(Event::ChildSaUp(child.clone())),
+            None => shared.push_event(Event::ChildSaUp(child.clone())),
         }
         self.children.push(Child {
             sa: child,
@@ -972,7 +973,7 @@ impl IkeSa {
             .position(|c| c.sa.inbound_spi == inbound_spi)
         {
             let c = self.children.remove(i);
-            shared.events.push_back(Event::ChildSaDown {
+            shared.push_event(Event::ChildSaDown {
                 ike_sa: self.id,
                 inbound_spi: c.sa.inbound_spi,
                 outbound_spi: c.sa.outbound_spi,
@@ -987,7 +988,7 @@ impl IkeSa {
             return;
         }
         for c in std::mem::take(&mut self.children) {
-            shared.events.push_back(Event::ChildSaDown {
+            shared.push_event(Event::ChildSaDown {
                 ike_sa: self.id,
                 inbound_spi: c.sa.inbound_spi,
                 outbound_spi: c.sa.outbound_spi,
@@ -1004,7 +1005,7 @@ impl IkeSa {
         }
         if !self.down_reported {
             self.down_reported = true;
-            shared.events.push_back(Event::IkeSaDown {
+            shared.push_event(Event::IkeSaDown {
                 sa: self.id,
                 reason,
             });
