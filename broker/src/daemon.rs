@@ -9,6 +9,7 @@ use std::time::{Duration, SystemTime};
 use serde::{Deserialize, Serialize};
 use sixgate_dataplane::plane::{self, DataPlane};
 use sixgate_dataplane::udp::{self, Command, IkeSockets};
+use sixgate_dataplane::userspace::SaCounters;
 use sixgate_dataplane::xfrm::Owner;
 use sixgate_dataplane::{control, netconf, pki};
 use sixgate_proto::endpoint::{self, Event, SaId};
@@ -69,6 +70,8 @@ struct Client {
     since: SystemTime,
     /// Inbound SPIs of its Child SAs and the addresses they route.
     children: Vec<(u32, Vec<Ipv6Addr>)>,
+    /// The traffic of its Child SAs that are gone (rekeyed).
+    retired: SaCounters,
 }
 
 fn hosts(ts: &[TrafficSelector]) -> Vec<Ipv6Addr> {
@@ -267,6 +270,7 @@ fn handle_event(event: Event, dp: &DataPlane, clients: &mut HashMap<SaId, Client
                     remote,
                     since: SystemTime::now(),
                     children: Vec::new(),
+                    retired: SaCounters::default(),
                 },
             );
         }
@@ -298,8 +302,9 @@ fn handle_event(event: Event, dp: &DataPlane, clients: &mut HashMap<SaId, Client
             inbound_spi,
             ..
         } => {
-            dp.remove(inbound_spi);
+            let last = dp.retire(inbound_spi);
             if let Some(c) = clients.get_mut(&ike_sa) {
+                c.retired.absorb(last);
                 let gone: Vec<Ipv6Addr> = c
                     .children
                     .iter()
@@ -356,10 +361,10 @@ fn status_rows(clients: &HashMap<SaId, Client>, dp: &DataPlane) -> Vec<StatusRow
                     .iter()
                     .flat_map(|(_, a)| a.first().copied())
                     .next(),
-                bytes_in: 0,
-                bytes_out: 0,
-                packets_in: 0,
-                packets_out: 0,
+                bytes_in: c.retired.inbound.bytes,
+                bytes_out: c.retired.outbound.bytes,
+                packets_in: c.retired.inbound.packets,
+                packets_out: c.retired.outbound.packets,
                 age_secs: c.since.elapsed().map(|d| d.as_secs()).unwrap_or(0),
                 child_sas: c.children.len(),
             };

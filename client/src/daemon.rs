@@ -10,6 +10,7 @@ use std::time::{Duration, SystemTime};
 use serde::{Deserialize, Serialize};
 use sixgate_dataplane::plane::{self, DataPlane};
 use sixgate_dataplane::udp::{self, Command, DriverHandle, IkeSockets};
+use sixgate_dataplane::userspace::SaCounters;
 use sixgate_dataplane::xfrm::Owner;
 use sixgate_dataplane::{control, pki};
 use sixgate_proto::endpoint::{self, ts, ConnectRequest, DownReason, Event, SaId};
@@ -54,6 +55,8 @@ struct Tunnel {
     last_error: Option<String>,
     /// Why the broker refused the last attempt, if it did.
     refusal: Option<String>,
+    /// The traffic of this connection's Child SAs that are gone (rekeyed).
+    retired: SaCounters,
 }
 
 /// The local address the kernel would use towards the broker.
@@ -170,6 +173,7 @@ pub async fn run(config: Config) -> Result<(), String> {
         reconnects: 0,
         last_error: None,
         refusal: None,
+        retired: SaCounters::default(),
     };
     let mut backoff = Duration::from_secs(1);
     let mut retry_at: Option<tokio::time::Instant> = Some(tokio::time::Instant::now());
@@ -269,7 +273,8 @@ fn handle_event(
     tunnel: &mut Tunnel,
 ) -> Option<DownReason> {
     match event {
-        Event::IkeSaUp { .. } => {}
+        // Counts are per connection.
+        Event::IkeSaUp { .. } => tunnel.retired = SaCounters::default(),
         Event::AddressAssigned { address, dns, .. } => {
             let addr = address.0;
             if let Err(e) = dp.set_virtual_address(addr) {
@@ -294,7 +299,7 @@ fn handle_event(
             tunnel.children.push(child.inbound_spi);
         }
         Event::ChildSaDown { inbound_spi, .. } => {
-            dp.remove(inbound_spi);
+            tunnel.retired.absorb(dp.retire(inbound_spi));
             tunnel.children.retain(|s| *s != inbound_spi);
         }
         Event::ChildSaRefused { notify, .. } => {
@@ -340,12 +345,14 @@ fn current_status(config: &Config, tunnel: &Tunnel, dp: &DataPlane) -> Status {
         last_error: tunnel.last_error.clone(),
         ..Status::default()
     };
+    let mut total = tunnel.retired;
     for spi in &tunnel.children {
         if let Some(c) = dp.counters(*spi) {
-            s.bytes_in += c.inbound.bytes;
-            s.bytes_out += c.outbound.bytes;
+            total.absorb(c);
         }
     }
+    s.bytes_in = total.inbound.bytes;
+    s.bytes_out = total.outbound.bytes;
     s
 }
 

@@ -363,6 +363,14 @@ impl DataPlane {
         }
     }
 
+    /// Removes a Child SA and returns its last counters, so totals can
+    /// outlive rekeys.
+    pub fn retire(&self, inbound_spi: u32) -> SaCounters {
+        let last = self.counters(inbound_spi).unwrap_or_default();
+        self.remove(inbound_spi);
+        last
+    }
+
     /// The traffic counters of a Child SA (the kernel's, for XFRM).
     pub fn counters(&self, inbound_spi: u32) -> Option<SaCounters> {
         match &self.backend {

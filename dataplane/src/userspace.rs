@@ -37,6 +37,21 @@ pub struct SaCounters {
     pub outbound: Counters,
 }
 
+impl SaCounters {
+    /// Adds the traffic counts of `other` (an SA that is gone) to these.
+    pub fn absorb(&mut self, other: SaCounters) {
+        for (mine, theirs) in [
+            (&mut self.inbound, other.inbound),
+            (&mut self.outbound, other.outbound),
+        ] {
+            mine.packets += theirs.packets;
+            mine.bytes += theirs.bytes;
+            mine.replayed += theirs.replayed;
+            mine.auth_failed += theirs.auth_failed;
+        }
+    }
+}
+
 struct Outbound {
     sa: EspSa,
     remote: SocketAddr,

@@ -190,12 +190,24 @@ fn child_sa_rekeys_under_traffic_lose_no_tcp_connection() {
     let lab = TunnelLab::new(1);
     let pair = lab.start_pair("child_lifetime = 3", "child_lifetime = 4", UP);
     let broker = &pair.broker;
-    lab.iperf(0, 10, false).expect("iperf3 across rekeys");
+    let mbps = lab.iperf(0, 10, false).expect("iperf3 across rekeys");
     let installs = broker.log_text().matches("installed").count();
     assert!(
         installs >= 3,
         "at least two rekeys during the transfer:\n{}",
         broker.log_text()
+    );
+    // `status` counts the whole transfer, not just the current SA's share.
+    let status = lab.broker_cli("status", &pair.broker_config);
+    let row = status
+        .lines()
+        .find(|l| l.starts_with("client@example.net"))
+        .unwrap_or_else(|| panic!("{status}"));
+    let bytes_in: f64 = row.split_whitespace().nth(3).unwrap().parse().unwrap();
+    let transferred = mbps * 1e6 / 8.0 * 10.0;
+    assert!(
+        bytes_in > 0.8 * transferred,
+        "status shows {bytes_in} bytes in, iperf3 moved about {transferred}:\n{status}"
     );
 }
 
