@@ -353,7 +353,8 @@ fn status_rows(clients: &HashMap<SaId, Client>, dp: &DataPlane) -> Vec<StatusRow
     let mut rows: Vec<StatusRow> = clients
         .values()
         .map(|c| {
-            let mut row = StatusRow {
+            let total = dp.totals(c.retired, c.children.iter().map(|(spi, _)| *spi));
+            StatusRow {
                 identity: c.identity.clone(),
                 outer: c.remote.to_string(),
                 inner: c
@@ -361,22 +362,13 @@ fn status_rows(clients: &HashMap<SaId, Client>, dp: &DataPlane) -> Vec<StatusRow
                     .iter()
                     .flat_map(|(_, a)| a.first().copied())
                     .next(),
-                bytes_in: c.retired.inbound.bytes,
-                bytes_out: c.retired.outbound.bytes,
-                packets_in: c.retired.inbound.packets,
-                packets_out: c.retired.outbound.packets,
+                bytes_in: total.inbound.bytes,
+                bytes_out: total.outbound.bytes,
+                packets_in: total.inbound.packets,
+                packets_out: total.outbound.packets,
                 age_secs: c.since.elapsed().map(|d| d.as_secs()).unwrap_or(0),
                 child_sas: c.children.len(),
-            };
-            for (spi, _) in &c.children {
-                if let Some(n) = dp.counters(*spi) {
-                    row.bytes_in += n.inbound.bytes;
-                    row.bytes_out += n.outbound.bytes;
-                    row.packets_in += n.inbound.packets;
-                    row.packets_out += n.outbound.packets;
-                }
             }
-            row
         })
         .collect();
     rows.sort_by(|a, b| a.identity.cmp(&b.identity));

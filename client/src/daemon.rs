@@ -345,12 +345,7 @@ fn current_status(config: &Config, tunnel: &Tunnel, dp: &DataPlane) -> Status {
         last_error: tunnel.last_error.clone(),
         ..Status::default()
     };
-    let mut total = tunnel.retired;
-    for spi in &tunnel.children {
-        if let Some(c) = dp.counters(*spi) {
-            total.absorb(c);
-        }
-    }
+    let total = dp.totals(tunnel.retired, tunnel.children.iter().copied());
     s.bytes_in = total.inbound.bytes;
     s.bytes_out = total.outbound.bytes;
     s

@@ -4,7 +4,8 @@
 //! UDP sockets (ports 500 and 4500), sorting port-4500 traffic into IKE and
 //! ESP by the non-ESP marker. The ESP data planes (userspace over TUN, and
 //! kernel XFRM) attach to it.
-// One unsafe block, in `userspace`, borrows the TUN device's descriptor.
+// Two unsafe blocks: `userspace` borrows the TUN device's descriptor, and
+// `udp` sets UDP_ENCAP on the NAT-T socket (rustix has no such option).
 #![deny(unsafe_code)]
 
 pub mod control;

@@ -110,19 +110,15 @@ impl NetlinkSocket {
         self.socket.send(&packet, 0)?;
         loop {
             let n = self.socket.recv(&mut &mut self.buf[..], 0)?;
-            let mut at = 0;
-            while at < n {
-                // The header first: a message whose body the crates cannot
-                // parse is skipped, not fatal to the rest of a dump.
-                let header = NetlinkBuffer::new_checked(&self.buf[at..n])
-                    .map_err(|e| io::Error::new(io::ErrorKind::InvalidData, e.to_string()))?;
-                let (len, msg_seq) = (header.length() as usize, header.sequence_number());
-                let message = NetlinkMessage::<T>::deserialize(&self.buf[at..at + len]);
-                at += (len + 3) & !3;
-                if msg_seq != seq {
+            for bytes in datagram_messages(&self.buf[..n]) {
+                let bytes = bytes?;
+                // `datagram_messages` checked the header.
+                if NetlinkBuffer::new(bytes).sequence_number() != seq {
                     continue; // a late answer to an earlier request
                 }
-                let m = match message {
+                // A message whose body the crates cannot parse is skipped,
+                // not fatal to the rest of a dump.
+                let m = match NetlinkMessage::<T>::deserialize(bytes) {
                     Ok(m) => m,
                     Err(e) => {
                         tracing::warn!("skipping a netlink message: {e}");
@@ -158,22 +154,41 @@ impl NetlinkSocket {
         T: NetlinkDeserializable,
     {
         let n = self.socket.recv(&mut &mut self.buf[..], 0)?;
-        let mut out = Vec::new();
-        let mut at = 0;
-        while at < n {
-            let Ok(header) = NetlinkBuffer::new_checked(&self.buf[at..n]) else {
-                break;
-            };
-            let len = header.length() as usize;
-            if let Ok(NetlinkMessage {
-                payload: NetlinkPayload::InnerMessage(inner),
-                ..
-            }) = NetlinkMessage::<T>::deserialize(&self.buf[at..at + len])
-            {
-                out.push(inner);
-            }
-            at += (len + 3) & !3;
-        }
-        Ok(out)
+        Ok(datagram_messages(&self.buf[..n])
+            .map_while(Result::ok)
+            .filter_map(|bytes| match NetlinkMessage::<T>::deserialize(bytes) {
+                Ok(NetlinkMessage {
+                    payload: NetlinkPayload::InnerMessage(inner),
+                    ..
+                }) => Some(inner),
+                _ => None,
+            })
+            .collect())
     }
+}
+
+/// The messages of one netlink datagram, each with its header checked (a
+/// whole header, and a length inside the datagram); an error ends it.
+fn datagram_messages(datagram: &[u8]) -> impl Iterator<Item = io::Result<&[u8]>> {
+    let mut at = 0;
+    std::iter::from_fn(move || {
+        if at >= datagram.len() {
+            return None;
+        }
+        match NetlinkBuffer::new_checked(&datagram[at..]) {
+            Ok(header) => {
+                let len = header.length() as usize;
+                let message = &datagram[at..at + len];
+                at += (len + 3) & !3;
+                Some(Ok(message))
+            }
+            Err(e) => {
+                at = datagram.len();
+                Some(Err(io::Error::new(
+                    io::ErrorKind::InvalidData,
+                    e.to_string(),
+                )))
+            }
+        }
+    })
 }

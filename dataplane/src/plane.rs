@@ -12,7 +12,7 @@
 //!   (`UDP_ENCAP_ESPINUDP`) and this module sends the NAT keepalives.
 
 use std::io;
-use std::net::{IpAddr, Ipv6Addr, SocketAddr};
+use std::net::{IpAddr, Ipv6Addr};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
 
@@ -173,33 +173,6 @@ pub struct DataPlane {
     rtnl: Mutex<Rtnl>,
 }
 
-/// Turns on the kernel's ESP-in-UDP decapsulation on the NAT-T socket:
-/// the kernel then takes ESP arriving there and leaves IKE (behind the
-/// non-ESP marker) to us.
-fn enable_espinudp(socket: &UdpSocket) -> io::Result<()> {
-    use std::os::fd::AsRawFd;
-    const UDP_ENCAP: libc::c_int = 100;
-    const UDP_ENCAP_ESPINUDP: libc::c_int = 2;
-    let value: libc::c_int = UDP_ENCAP_ESPINUDP;
-    // SAFETY: the descriptor is the socket's own and open for the whole
-    // call; the option value is a c_int on our stack, with its size.
-    #[allow(unsafe_code)]
-    let rc = unsafe {
-        libc::setsockopt(
-            socket.as_raw_fd(),
-            libc::IPPROTO_UDP,
-            UDP_ENCAP,
-            (&value as *const libc::c_int).cast(),
-            std::mem::size_of::<libc::c_int>() as libc::socklen_t,
-        )
-    };
-    if rc == 0 {
-        Ok(())
-    } else {
-        Err(io::Error::last_os_error())
-    }
-}
-
 impl DataPlane {
     /// Starts the backend. `nat_t` is the NAT-T socket (port 4500) that
     /// ESP in UDP arrives on and is sent from. Kernel events, for the
@@ -212,7 +185,8 @@ impl DataPlane {
         let mut rtnl = Rtnl::open(owner.route_protocol()).map_err(|e| format!("rtnetlink: {e}"))?;
         if config.kernel {
             crate::xfrm::check_kernel(owner).map_err(|e| e.to_string())?;
-            enable_espinudp(&nat_t).map_err(|e| format!("UDP_ENCAP on the NAT-T socket: {e}"))?;
+            udp::enable_kernel_espinudp(&nat_t)
+                .map_err(|e| format!("UDP_ENCAP on the NAT-T socket: {e}"))?;
         }
         // What a run that was killed left behind, whichever backend it
         // had: its SAs and policies first, then the routes that pointed
@@ -304,7 +278,10 @@ impl DataPlane {
             }
         };
         let xfrm = Arc::new(xfrm);
-        tokio::spawn(keepalives(Arc::downgrade(&xfrm), nat_t));
+        let weak = Arc::downgrade(&xfrm);
+        tokio::spawn(udp::keepalive_loop(nat_t, move || {
+            weak.upgrade().map(|x| x.encapsulated_peers())
+        }));
         Ok((
             DataPlane {
                 backend: Backend::Xfrm(xfrm),
@@ -369,6 +346,18 @@ impl DataPlane {
         let last = self.counters(inbound_spi).unwrap_or_default();
         self.remove(inbound_spi);
         last
+    }
+
+    /// The traffic of a connection: what its retired Child SAs carried
+    /// (from [`DataPlane::retire`]) plus its live ones, by inbound SPI.
+    pub fn totals(&self, retired: SaCounters, live: impl IntoIterator<Item = u32>) -> SaCounters {
+        let mut total = retired;
+        for spi in live {
+            if let Some(c) = self.counters(spi) {
+                total.absorb(c);
+            }
+        }
+        total
     }
 
     /// The traffic counters of a Child SA (the kernel's, for XFRM).
@@ -450,20 +439,5 @@ pub async fn next_kernel_event(
     match events {
         Some(rx) => rx.recv().await,
         None => std::future::pending().await,
-    }
-}
-
-/// NAT keepalives (RFC 3948 4) for kernel SAs in UDP: one 0xFF octet to
-/// each such peer every 20 s, from the NAT-T socket.
-async fn keepalives(xfrm: std::sync::Weak<Xfrm>, socket: Arc<UdpSocket>) {
-    let mut tick = tokio::time::interval(Duration::from_secs(20));
-    loop {
-        tick.tick().await;
-        let Some(xfrm) = xfrm.upgrade() else {
-            return;
-        };
-        let remotes: Vec<SocketAddr> = xfrm.encapsulated_peers();
-        drop(xfrm);
-        udp::send_keepalives(&socket, &remotes).await;
     }
 }

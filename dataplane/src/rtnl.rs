@@ -96,22 +96,30 @@ impl Rtnl {
             .ok_or_else(|| io::Error::new(io::ErrorKind::NotFound, format!("no link {index}")))
     }
 
-    /// The index of the link that holds `addr`.
-    pub fn link_with_address(&mut self, addr: IpAddr) -> io::Result<u32> {
+    /// Every address of every link.
+    fn address_messages(&mut self) -> io::Result<Vec<AddressMessage>> {
         let all = self
             .socket
             .dump(RouteNetlinkMessage::GetAddress(AddressMessage::default()))?;
-        all.into_iter()
-            .find_map(|m| match m {
-                RouteNetlinkMessage::NewAddress(a)
-                    if a.attributes.iter().any(|at| {
-                        matches!(at, AddressAttribute::Address(x) | AddressAttribute::Local(x) if *x == addr)
-                    }) =>
-                {
-                    Some(a.header.index)
-                }
+        Ok(all
+            .into_iter()
+            .filter_map(|m| match m {
+                RouteNetlinkMessage::NewAddress(a) => Some(a),
                 _ => None,
             })
+            .collect())
+    }
+
+    /// The index of the link that holds `addr`.
+    pub fn link_with_address(&mut self, addr: IpAddr) -> io::Result<u32> {
+        self.address_messages()?
+            .into_iter()
+            .find(|a| {
+                a.attributes.iter().any(|at| {
+                    matches!(at, AddressAttribute::Address(x) | AddressAttribute::Local(x) if *x == addr)
+                })
+            })
+            .map(|a| a.header.index)
             .ok_or_else(|| {
                 io::Error::new(io::ErrorKind::NotFound, format!("no link holds {addr}"))
             })
@@ -169,17 +177,12 @@ impl Rtnl {
 
     /// Removes the global-scope IPv6 addresses of link `index`.
     fn flush_global_addresses(&mut self, index: u32) -> io::Result<()> {
-        let all = self
-            .socket
-            .dump(RouteNetlinkMessage::GetAddress(AddressMessage::default()))?;
-        for m in all {
-            if let RouteNetlinkMessage::NewAddress(a) = m {
-                if a.header.index == index
-                    && a.header.family == AddressFamily::Inet6
-                    && a.header.scope == AddressScope::Universe
-                {
-                    self.socket.request(RouteNetlinkMessage::DelAddress(a), 0)?;
-                }
+        for a in self.address_messages()? {
+            if a.header.index == index
+                && a.header.family == AddressFamily::Inet6
+                && a.header.scope == AddressScope::Universe
+            {
+                self.socket.request(RouteNetlinkMessage::DelAddress(a), 0)?;
             }
         }
         Ok(())
@@ -187,15 +190,8 @@ impl Rtnl {
 
     /// Deletes the link called `name`.
     pub fn delete_link(&mut self, name: &str) -> io::Result<()> {
-        let index = match self.link_index(name) {
-            Ok(i) => i,
-            Err(e) if e.kind() == io::ErrorKind::NotFound => {
-                return Err(io::Error::from_raw_os_error(libc::ENODEV))
-            }
-            Err(e) => return Err(e),
-        };
         let mut m = LinkMessage::default();
-        m.header.index = index;
+        m.header.index = self.link_index(name)?;
         self.socket.request(RouteNetlinkMessage::DelLink(m), 0)
     }
 

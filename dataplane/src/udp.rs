@@ -264,10 +264,50 @@ impl Driver {
     }
 }
 
-/// Sends a NAT keepalive (RFC 3948 2.3: one 0xFF octet) to each of
-/// `remotes` from the NAT-T socket, so NAT mappings on the way stay open.
-pub async fn send_keepalives(socket: &UdpSocket, remotes: &[SocketAddr]) {
-    for remote in remotes {
-        let _ = socket.send_to(&[0xff], remote).await;
+/// NAT keepalives (RFC 3948 2.3): one 0xFF octet every 20 s from the
+/// NAT-T socket to each peer `peers` names, so NAT mappings on the way stay
+/// open; until `peers` answers `None` (its data plane is gone).
+pub async fn keepalive_loop(
+    socket: Arc<UdpSocket>,
+    mut peers: impl FnMut() -> Option<Vec<SocketAddr>>,
+) {
+    let mut tick = tokio::time::interval(std::time::Duration::from_secs(20));
+    loop {
+        tick.tick().await;
+        let Some(mut remotes) = peers() else {
+            return;
+        };
+        remotes.sort();
+        remotes.dedup();
+        for remote in remotes {
+            let _ = socket.send_to(&[0xff], remote).await;
+        }
+    }
+}
+
+/// Turns on the kernel's ESP-in-UDP decapsulation on the NAT-T socket:
+/// the kernel then takes ESP arriving there and leaves IKE (behind the
+/// non-ESP marker) to us.
+pub fn enable_kernel_espinudp(socket: &UdpSocket) -> io::Result<()> {
+    use std::os::fd::AsRawFd;
+    const UDP_ENCAP: libc::c_int = 100;
+    const UDP_ENCAP_ESPINUDP: libc::c_int = 2;
+    let value: libc::c_int = UDP_ENCAP_ESPINUDP;
+    // SAFETY: the descriptor is the socket's own and open for the whole
+    // call; the option value is a c_int on our stack, with its size.
+    #[allow(unsafe_code)]
+    let rc = unsafe {
+        libc::setsockopt(
+            socket.as_raw_fd(),
+            libc::IPPROTO_UDP,
+            UDP_ENCAP,
+            (&value as *const libc::c_int).cast(),
+            std::mem::size_of::<libc::c_int>() as libc::socklen_t,
+        )
+    };
+    if rc == 0 {
+        Ok(())
+    } else {
+        Err(io::Error::last_os_error())
     }
 }

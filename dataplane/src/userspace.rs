@@ -16,7 +16,6 @@ use std::net::{Ipv6Addr, SocketAddr};
 use std::os::fd::AsRawFd;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
-use std::time::Duration;
 
 use sixgate_proto::endpoint::ChildSa;
 use sixgate_proto::wire::TrafficSelector;
@@ -211,7 +210,12 @@ impl Userspace {
             tun_writer: writer,
         });
         tokio::spawn(send_loop(device, shared.clone(), socket.clone()));
-        tokio::spawn(keepalive_loop(Arc::downgrade(&shared), socket));
+        let weak = Arc::downgrade(&shared);
+        tokio::spawn(crate::udp::keepalive_loop(socket, move || {
+            let shared = weak.upgrade()?;
+            let send = lock(&shared.send);
+            Some(send.sas.values().map(|o| o.remote).collect())
+        }));
         Ok(Userspace {
             shared,
             tun_name: tun_name.to_string(),
@@ -298,27 +302,6 @@ async fn send_loop(device: tun::AsyncDevice, shared: Arc<Shared>, socket: Arc<Ud
         if let Err(e) = socket.send_to(&sealed, remote).await {
             tracing::debug!("ESP to {remote}: {e}");
         }
-    }
-}
-
-/// NAT keepalives (RFC 3948 4): one 0xFF octet to every peer every 20 s,
-/// so NAT mappings on the way stay open.
-async fn keepalive_loop(shared: std::sync::Weak<Shared>, socket: Arc<UdpSocket>) {
-    let mut tick = tokio::time::interval(Duration::from_secs(20));
-    loop {
-        tick.tick().await;
-        let Some(shared) = shared.upgrade() else {
-            return;
-        };
-        let remotes: Vec<SocketAddr> = {
-            let send = lock(&shared.send);
-            let mut r: Vec<SocketAddr> = send.sas.values().map(|o| o.remote).collect();
-            r.sort();
-            r.dedup();
-            r
-        };
-        drop(shared);
-        crate::udp::send_keepalives(&socket, &remotes).await;
     }
 }
 

@@ -912,6 +912,23 @@ control_socket = "{dir}/{name}.sock"
         )
     }
 
+    /// BYTES IN and BYTES OUT of client@example.net's row in
+    /// `sixgate-broker status`.
+    pub fn broker_status_bytes(&self, config: &Path) -> (u64, u64) {
+        let status = self.broker_cli("status", config);
+        let row = status
+            .lines()
+            .find(|l| l.starts_with("client@example.net"))
+            .unwrap_or_else(|| panic!("no client in status:\n{status}"));
+        let f: Vec<&str> = row.split_whitespace().collect();
+        let field = |i: usize| {
+            f.get(i)
+                .and_then(|v| v.parse().ok())
+                .unwrap_or_else(|| panic!("no byte count in: {row}"))
+        };
+        (field(3), field(4))
+    }
+
     /// One iperf3 TCP stream between client `i` and the inet host for
     /// `seconds` (inet to client with `reverse`); the received Mbit/s.
     pub fn iperf(&self, i: usize, seconds: u32, reverse: bool) -> Result<f64, String> {

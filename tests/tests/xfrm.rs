@@ -61,17 +61,6 @@ fn tcp_both_ways(lab: &TunnelLab) {
     }
 }
 
-/// BYTES IN and BYTES OUT of the client's row in `sixgate-broker status`.
-fn status_bytes(lab: &TunnelLab, config: &std::path::Path) -> (u64, u64) {
-    let status = lab.broker_cli("status", config);
-    let row = status
-        .lines()
-        .find(|l| l.starts_with("client@example.net"))
-        .unwrap_or_else(|| panic!("no client in status:\n{status}"));
-    let f: Vec<&str> = row.split_whitespace().collect();
-    (f[3].parse().unwrap(), f[4].parse().unwrap())
-}
-
 #[test]
 #[ignore = "needs a kernel with ESP: run by xfrm_tests_pass_in_a_vm"]
 fn in_vm_route_based_with_udp_encapsulation_counters_and_a_broker_crash() {
@@ -102,7 +91,7 @@ fn in_vm_route_based_with_udp_encapsulation_counters_and_a_broker_crash() {
     tcp_both_ways(&lab);
 
     // `status` shows the kernel's counters: megabytes both ways.
-    let (bytes_in, bytes_out) = status_bytes(&lab, &bconf);
+    let (bytes_in, bytes_out) = lab.broker_status_bytes(&bconf);
     assert!(
         bytes_in > 1_000_000 && bytes_out > 1_000_000,
         "{bytes_in} {bytes_out}"

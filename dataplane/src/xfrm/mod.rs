@@ -383,24 +383,11 @@ impl Xfrm {
 
     /// The peers whose ESP goes in UDP (they get NAT keepalives).
     pub fn encapsulated_peers(&self) -> Vec<SocketAddr> {
-        let mut peers: Vec<SocketAddr> = self
-            .lock()
+        self.lock()
             .sas
             .values()
             .filter_map(|s| s.encapsulated)
-            .collect();
-        peers.sort();
-        peers.dedup();
-        peers
-    }
-
-    /// A Child SA whose tunnel goes to `remote`.
-    pub fn child_to(&self, remote: IpAddr) -> Option<(SaId, u32)> {
-        self.lock()
-            .sas
-            .iter()
-            .find(|(_, sa)| sa.remote == remote)
-            .map(|(inbound, sa)| (sa.ike_sa, *inbound))
+            .collect()
     }
 
     /// The Child SA (IKE SA, inbound SPI) a kernel event is about, if the
