@@ -164,6 +164,8 @@ pub struct Control {
 /// The checked configuration, paths resolved against the file's directory.
 #[derive(Debug)]
 pub struct Config {
+    /// The file it was read from.
+    pub path: PathBuf,
     /// The file as written.
     pub file: File,
     /// The pool's first address.
@@ -370,6 +372,7 @@ impl Config {
             None => file.storage.path.join("broker.sock"),
         };
         Ok(Config {
+            path: path.to_path_buf(),
             file,
             pool_base,
             pool_size,

@@ -11,9 +11,9 @@ use sixgate_dataplane::plane::{self, DataPlane};
 use sixgate_dataplane::udp::{self, Command, IkeSockets};
 use sixgate_dataplane::userspace::SaCounters;
 use sixgate_dataplane::xfrm::Owner;
-use sixgate_dataplane::{control, netconf, pki};
+use sixgate_dataplane::{control, netconf, pki, secrets};
 use sixgate_proto::endpoint::{self, Event, SaId};
-use sixgate_proto::wire::{Identity, TrafficSelector};
+use sixgate_proto::wire::TrafficSelector;
 use tokio::signal::unix::{signal, SignalKind};
 
 use sixgate_broker::config::{Config, DEFAULT_DEVICE};
@@ -60,6 +60,9 @@ pub struct StatusRow {
     bytes_out: u64,
     packets_in: u64,
     packets_out: u64,
+    /// Packets from the client that decrypted but were not its own: not
+    /// IPv6, or from an address other than its lease.
+    dropped_spoofed: u64,
     age_secs: u64,
     child_sas: usize,
 }
@@ -84,9 +87,11 @@ fn hosts(ts: &[TrafficSelector]) -> Vec<Ipv6Addr> {
 }
 
 pub async fn run(config: Config) -> Result<(), String> {
+    secrets::restrict_umask();
     let f = &config.file;
-    let identity = pki::parse_identity(&f.ike.identity)?;
     let chain = pki::load_chain(&f.ike.certificate)?;
+    let identity = pki::own_identity(&f.ike.identity, &chain)
+        .map_err(|e| format!("{}: key `ike.identity`: {e}", config.path.display()))?;
     let key = pki::load_key(&f.ike.private_key)?;
     pki::check_key_matches(&chain, &key)
         .map_err(|e| format!("{}: {e}", f.ike.private_key.display()))?;
@@ -97,7 +102,8 @@ pub async fn run(config: Config) -> Result<(), String> {
         .iter()
         .map(|(id, addr)| pki::parse_identity(id).map(|i| (i, *addr)))
         .collect::<Result<Vec<_>, _>>()?;
-    std::fs::create_dir_all(&f.storage.path)
+    // Leases, the WireGuard private key and the site keys live here.
+    secrets::private_dir(&f.storage.path)
         .map_err(|e| format!("{}: {e}", f.storage.path.display()))?;
     let store = Arc::new(
         LeaseStore::open(
@@ -258,10 +264,7 @@ fn handle_event(event: Event, dp: &DataPlane, clients: &mut HashMap<SaId, Client
             remote,
             ..
         } => {
-            let identity = match peer_identity.identity() {
-                Identity::Fqdn(s) | Identity::Rfc822(s) => s.to_string(),
-                other => format!("{other:?}"),
-            };
+            let identity = peer_identity.to_string();
             eprintln!("sixgate-broker: {identity} connected from {remote}");
             clients.insert(
                 sa,
@@ -366,6 +369,7 @@ fn status_rows(clients: &HashMap<SaId, Client>, dp: &DataPlane) -> Vec<StatusRow
                 bytes_out: total.outbound.bytes,
                 packets_in: total.inbound.packets,
                 packets_out: total.outbound.packets,
+                dropped_spoofed: total.inbound.spoofed,
                 age_secs: c.since.elapsed().map(|d| d.as_secs()).unwrap_or(0),
                 child_sas: c.children.len(),
             }
@@ -405,14 +409,21 @@ pub async fn print_status(config: &Config) -> Result<(), String> {
     {
         Response::Status(rows) => {
             println!(
-                "{:<32} {:<22} {:<28} {:>12} {:>12} {:>8} {:>4}",
-                "IDENTITY", "OUTER", "INNER", "BYTES IN", "BYTES OUT", "AGE", "SAS"
+                "{:<32} {:<22} {:<28} {:>12} {:>12} {:>8} {:>4} {:>8}",
+                "IDENTITY", "OUTER", "INNER", "BYTES IN", "BYTES OUT", "AGE", "SAS", "SPOOFED"
             );
             for r in rows {
                 let inner = r.inner.map(|a| a.to_string()).unwrap_or_else(|| "-".into());
                 println!(
-                    "{:<32} {:<22} {:<28} {:>12} {:>12} {:>7}s {:>4}",
-                    r.identity, r.outer, inner, r.bytes_in, r.bytes_out, r.age_secs, r.child_sas
+                    "{:<32} {:<22} {:<28} {:>12} {:>12} {:>7}s {:>4} {:>8}",
+                    r.identity,
+                    r.outer,
+                    inner,
+                    r.bytes_in,
+                    r.bytes_out,
+                    r.age_secs,
+                    r.child_sas,
+                    r.dropped_spoofed
                 );
             }
             Ok(())
@@ -483,18 +494,12 @@ pub async fn site_verb(
         Response::Files(files) => {
             let dir = out.ok_or("--out DIR is needed")?;
             std::fs::create_dir_all(dir).map_err(|e| format!("{}: {e}", dir.display()))?;
+            // The WireGuard file holds keys; the others say how the DMZ is
+            // guarded. All are the operator's alone.
             for (name, text) in files {
                 let path = dir.join(&name);
-                std::fs::write(&path, text).map_err(|e| format!("{}: {e}", path.display()))?;
-                use std::os::unix::fs::PermissionsExt;
-                // The WireGuard file holds keys.
-                let mode = if name.ends_with(".conf") && name.starts_with("wg") {
-                    0o600
-                } else {
-                    0o644
-                };
-                std::fs::set_permissions(&path, std::fs::Permissions::from_mode(mode))
-                    .map_err(|e| e.to_string())?;
+                secrets::write_private_file(dir, &name, text.as_bytes())
+                    .map_err(|e| format!("{}: {e}", path.display()))?;
                 println!("{}", path.display());
             }
             Ok(())

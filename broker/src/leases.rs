@@ -9,16 +9,20 @@
 //! `assign` returns, so the IKE_AUTH response that announces a lease never
 //! goes out before the lease is durable.
 //!
-//! Keys, in one tree: `L`+identity -> address (the lease), `O`+address ->
-//! identity (the owner), `R`+sequence -> address (released, oldest first),
-//! `r`+address -> sequence, and `N` -> the cursor.
+//! Identities are keyed by their canonical form
+//! ([`CanonicalIdentity::storage_key`]), so the spellings of one identity
+//! share one lease. Keys, in one tree: `L`+identity -> address (the
+//! lease), `O`+address -> identity (the owner), `R`+sequence -> address
+//! (released, oldest first), `r`+address -> sequence, and `N` -> the
+//! cursor.
 
 use std::collections::{BTreeMap, HashSet};
 use std::net::Ipv6Addr;
 use std::path::Path;
 
 use sixgate_proto::endpoint::AddressPool;
-use sixgate_proto::wire::{Identification, Identity};
+use sixgate_proto::identity::CanonicalIdentity;
+use sixgate_proto::wire::IdType;
 
 /// One lease, for `sixgate-broker leases`.
 #[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
@@ -43,29 +47,18 @@ pub struct LeaseStore {
     reserved: HashSet<Ipv6Addr>,
 }
 
-fn identity_key(id: &Identification) -> Vec<u8> {
-    let mut k = vec![id.id_type.0];
-    k.extend_from_slice(&id.data);
-    k
+fn identity_text(key: &[u8]) -> String {
+    CanonicalIdentity::from_storage_key(key).map_or_else(
+        || key.iter().map(|b| format!("{b:02x}")).collect(),
+        |id| id.to_string(),
+    )
 }
 
-fn identity_text(key: &[u8]) -> String {
-    let Some((&ty, data)) = key.split_first() else {
-        return String::new();
-    };
-    let id = Identification {
-        id_type: sixgate_proto::wire::IdType(ty),
-        reserved: [0; 3],
-        data: data.to_vec(),
-    };
-    match id.identity() {
-        Identity::Fqdn(s) | Identity::Rfc822(s) => s.to_string(),
-        Identity::Address(a) => a.to_string(),
-        _ => format!(
-            "{ty}:{}",
-            data.iter().map(|b| format!("{b:02x}")).collect::<String>()
-        ),
-    }
+/// Whether a key is of the first format, the IDi's type octet and bytes
+/// (before identities were canonical): its first octet is an ID type, far
+/// below the ASCII letters that tag canonical keys.
+fn is_wire_key(key: &[u8]) -> bool {
+    key.first().is_some_and(|t| *t < 0x20)
 }
 
 fn prefixed(tag: u8, rest: &[u8]) -> Vec<u8> {
@@ -85,7 +78,7 @@ impl LeaseStore {
         path: &Path,
         base: Ipv6Addr,
         size: u64,
-        reservations: &[(Identification, Ipv6Addr)],
+        reservations: &[(CanonicalIdentity, Ipv6Addr)],
     ) -> sled::Result<LeaseStore> {
         let db = sled::open(path.join("leases"))?;
         let tree = db.open_tree("pool")?;
@@ -96,12 +89,48 @@ impl LeaseStore {
             size,
             reservations: reservations
                 .iter()
-                .map(|(i, a)| (identity_key(i), *a))
+                .map(|(i, a)| (i.storage_key(), *a))
                 .collect(),
             reserved: reservations.iter().map(|(_, a)| *a).collect(),
         };
+        store.migrate_wire_keys()?;
         store.release_all()?;
         Ok(store)
+    }
+
+    /// Re-keys leases stored under the IDi's bytes (the first format) by
+    /// their canonical identity. Two spellings of one identity merge into
+    /// the lease of whichever comes first; the other address is freed.
+    fn migrate_wire_keys(&self) -> sled::Result<()> {
+        let old: Vec<(sled::IVec, sled::IVec)> = self
+            .tree
+            .scan_prefix(b"L")
+            .filter(|item| item.as_ref().map_or(true, |(k, _)| is_wire_key(&k[1..])))
+            .collect::<Result<_, _>>()?;
+        for (key, addr) in old {
+            let wire = &key[1..];
+            let mut batch = sled::Batch::default();
+            batch.remove(key.clone());
+            let canonical = CanonicalIdentity::from_type_and_bytes(IdType(wire[0]), &wire[1..]);
+            let kept = match (&canonical, addr_of(&addr)) {
+                (Ok(id), Some(addr))
+                    if self.tree.get(prefixed(b'L', &id.storage_key()))?.is_none() =>
+                {
+                    self.lease_to(&mut batch, &id.storage_key(), addr);
+                    true
+                }
+                _ => false,
+            };
+            if !kept {
+                if let Some(addr) = addr_of(&addr) {
+                    batch.remove(prefixed(b'O', &addr.octets()));
+                    self.unrelease(&mut batch, addr)?;
+                }
+            }
+            self.tree.apply_batch(batch)?;
+        }
+        self.tree.flush()?;
+        Ok(())
     }
 
     /// After a start nobody is connected: every dynamic lease becomes
@@ -154,8 +183,8 @@ impl LeaseStore {
     }
 
     /// The address for an identity (see the module documentation).
-    pub fn assign_address(&self, identity: &Identification) -> sled::Result<Option<Ipv6Addr>> {
-        let key = identity_key(identity);
+    pub fn assign_address(&self, identity: &CanonicalIdentity) -> sled::Result<Option<Ipv6Addr>> {
+        let key = identity.storage_key();
         let mut batch = sled::Batch::default();
         if let Some(addr) = self.reservations.get(&key) {
             self.lease_to(&mut batch, &key, *addr);
@@ -214,10 +243,14 @@ impl LeaseStore {
     }
 
     /// The owner disconnected: the address stays theirs until needed.
-    pub fn release_address(&self, identity: &Identification, addr: Ipv6Addr) -> sled::Result<()> {
+    pub fn release_address(
+        &self,
+        identity: &CanonicalIdentity,
+        addr: Ipv6Addr,
+    ) -> sled::Result<()> {
         let owner = self.tree.get(prefixed(b'O', &addr.octets()))?;
         if self.reserved.contains(&addr)
-            || owner.as_deref() != Some(identity_key(identity).as_slice())
+            || owner.as_deref() != Some(identity.storage_key().as_slice())
         {
             return Ok(());
         }
@@ -252,7 +285,7 @@ pub struct Pool(pub std::sync::Arc<LeaseStore>);
 /// Storage errors are logged and answered as an exhausted pool
 /// (INTERNAL_ADDRESS_FAILURE), never a crash.
 impl AddressPool for Pool {
-    fn assign(&mut self, identity: &Identification) -> Option<Ipv6Addr> {
+    fn assign(&mut self, identity: &CanonicalIdentity) -> Option<Ipv6Addr> {
         match self.0.assign_address(identity) {
             Ok(a) => a,
             Err(e) => {
@@ -262,7 +295,7 @@ impl AddressPool for Pool {
         }
     }
 
-    fn release(&mut self, identity: &Identification, address: Ipv6Addr) {
+    fn release(&mut self, identity: &CanonicalIdentity, address: Ipv6Addr) {
         if let Err(e) = self.0.release_address(identity, address) {
             eprintln!("sixgate-broker: lease store: {e}");
         }
@@ -273,8 +306,8 @@ impl AddressPool for Pool {
 mod tests {
     use super::*;
 
-    fn id(s: &str) -> Identification {
-        Identification::rfc822(s)
+    fn id(s: &str) -> CanonicalIdentity {
+        CanonicalIdentity::parse(s).unwrap()
     }
 
     fn store(dir: &Path, size: u64) -> LeaseStore {
@@ -336,6 +369,40 @@ mod tests {
         // Releasing someone else's address does nothing.
         s.release_address(&id("b@x"), c).unwrap();
         assert!(s.list().unwrap().iter().all(|l| l.active));
+    }
+
+    #[test]
+    fn spellings_share_a_lease_and_old_keys_are_migrated() {
+        let dir = tempfile::tempdir().unwrap();
+        let (a, b) = {
+            let s = store(dir.path(), 16);
+            let a = s.assign_address(&id("Alice@EXAMPLE.net")).unwrap().unwrap();
+            assert_eq!(s.assign_address(&id("Alice@example.NET")).unwrap(), Some(a));
+            // Leases of the first format: keyed by the IDi's type and bytes,
+            // one identity under two spellings.
+            let b: Ipv6Addr = "2001:db8:100::10a".parse().unwrap();
+            let c: Ipv6Addr = "2001:db8:100::10b".parse().unwrap();
+            for (spelling, addr) in [("bob@EXAMPLE.net", b), ("bob@example.net", c)] {
+                let mut key = vec![3u8];
+                key.extend_from_slice(spelling.as_bytes());
+                let mut batch = sled::Batch::default();
+                s.lease_to(&mut batch, &key, addr);
+                s.tree.apply_batch(batch).unwrap();
+            }
+            (a, b)
+        };
+        let s = store(dir.path(), 16);
+        let leases = s.list().unwrap();
+        assert_eq!(
+            leases
+                .iter()
+                .map(|l| (l.identity.as_str(), l.address))
+                .collect::<Vec<_>>(),
+            vec![("Alice@example.net", a), ("bob@example.net", b)],
+            "one lease each, under the canonical spelling"
+        );
+        assert_eq!(s.assign_address(&id("bob@example.net")).unwrap(), Some(b));
+        assert_ne!(s.assign_address(&id("Bob@example.net")).unwrap(), Some(b));
     }
 
     #[test]

@@ -12,7 +12,7 @@ use sixgate_dataplane::plane::{self, DataPlane};
 use sixgate_dataplane::udp::{self, Command, DriverHandle, IkeSockets};
 use sixgate_dataplane::userspace::SaCounters;
 use sixgate_dataplane::xfrm::Owner;
-use sixgate_dataplane::{control, pki};
+use sixgate_dataplane::{control, pki, secrets};
 use sixgate_proto::endpoint::{self, ts, ConnectRequest, DownReason, Event, SaId};
 use tokio::signal::unix::{signal, SignalKind};
 
@@ -39,6 +39,9 @@ struct Status {
     dns: Vec<IpAddr>,
     bytes_in: u64,
     bytes_out: u64,
+    /// Packets from the broker that decrypted but were not IPv6 or came
+    /// from outside the negotiated selectors.
+    dropped_spoofed: u64,
     connected_secs: Option<u64>,
     reconnects: u64,
     last_error: Option<String>,
@@ -86,7 +89,8 @@ pub fn detach(path: &Path, config: &Config) -> Result<(), String> {
     if let Some(dir) = log.parent() {
         std::fs::create_dir_all(dir).map_err(|e| e.to_string())?;
     }
-    let log_file = std::fs::File::create(&log).map_err(|e| format!("{}: {e}", log.display()))?;
+    let log_file =
+        secrets::open_private_log(&log).map_err(|e| format!("{}: {e}", log.display()))?;
     let mut child = std::process::Command::new(exe)
         .arg("up")
         .arg("--config")
@@ -118,9 +122,10 @@ pub fn detach(path: &Path, config: &Config) -> Result<(), String> {
 }
 
 pub async fn run(config: Config) -> Result<(), String> {
-    let identity = pki::parse_identity(&config.identity)?;
-    let broker_identity = pki::parse_identity(&config.broker_identity)?;
+    secrets::restrict_umask();
     let chain = pki::load_chain(&config.certificate)?;
+    let identity = pki::own_identity(&config.identity, &chain)?;
+    let broker_identity = pki::parse_identity(&config.broker_identity)?;
     let key = pki::load_key(&config.private_key)?;
     pki::check_key_matches(&chain, &key)
         .map_err(|e| format!("{}: {e}", config.private_key.display()))?;
@@ -348,6 +353,7 @@ fn current_status(config: &Config, tunnel: &Tunnel, dp: &DataPlane) -> Status {
     let total = dp.totals(tunnel.retired, tunnel.children.iter().copied());
     s.bytes_in = total.inbound.bytes;
     s.bytes_out = total.outbound.bytes;
+    s.dropped_spoofed = total.inbound.spoofed;
     s
 }
 
@@ -397,6 +403,7 @@ pub async fn print_status(config: &Config) -> Result<(), String> {
             );
             println!("bytes in:   {}", s.bytes_in);
             println!("bytes out:  {}", s.bytes_out);
+            println!("spoofed:    {}", s.dropped_spoofed);
             if let Some(t) = s.connected_secs {
                 println!("connected:  {t}s");
             }

@@ -38,6 +38,9 @@ pub struct Counters {
     pub replayed: u64,
     /// Packets refused as forgeries.
     pub auth_failed: u64,
+    /// Packets that opened but carried what the SA may not: not IPv6, or
+    /// from or to addresses outside its traffic selectors.
+    pub spoofed: u64,
 }
 
 /// The anti-replay window (RFC 4303 3.4.3 and Appendix A), over 64-bit

@@ -16,6 +16,8 @@ pub mod pki;
 pub mod plane;
 pub mod process;
 pub mod rtnl;
+pub mod secrets;
+pub mod selectors;
 pub mod udp;
 pub mod userspace;
 pub mod wireguard;

@@ -1,34 +1,35 @@
 //! Loading the daemons' identity, certificate chain, key and trust
 //! anchors from files, with errors that name the file.
 
-use std::net::IpAddr;
 use std::path::Path;
 
 use sixgate_proto::auth::PrivateKey;
-use sixgate_proto::cert::{certificates_from_pem, TrustAnchors};
+use sixgate_proto::cert::{certificates_from_pem, subject_der, TrustAnchors};
+use sixgate_proto::identity::CanonicalIdentity;
 use sixgate_proto::wire::Identification;
 
 /// An identity as written in a configuration file: an address, an e-mail
-/// style RFC 822 name (with '@'), or else a host name.
-pub fn parse_identity(text: &str) -> Result<Identification, String> {
-    if text.is_empty() {
-        return Err("empty identity".into());
+/// style RFC 822 name (with '@'), an RFC 4514 distinguished name (with
+/// '='), or else a host name; in its canonical form.
+pub fn parse_identity(text: &str) -> Result<CanonicalIdentity, String> {
+    CanonicalIdentity::parse(text).map_err(|e| e.to_string())
+}
+
+/// Our own identity for IDi/IDr: as configured, and for a distinguished
+/// name the DER of the certificate's subject, which it must name.
+pub fn own_identity(text: &str, chain: &[Vec<u8>]) -> Result<Identification, String> {
+    let canonical = parse_identity(text)?;
+    if let Some(id) = canonical.to_wire() {
+        return Ok(id);
     }
-    if let Ok(ip) = text.parse::<IpAddr>() {
-        return Ok(Identification::address(ip));
+    let leaf = chain.first().ok_or("empty certificate chain")?;
+    let subject = subject_der(leaf).map_err(|e| e.to_string())?;
+    let id = Identification::distinguished_name(subject);
+    match CanonicalIdentity::from_wire(&id) {
+        Ok(c) if c == canonical => Ok(id),
+        Ok(c) => Err(format!("the certificate's subject is {c}, not {canonical}")),
+        Err(e) => Err(format!("the certificate's subject: {e}")),
     }
-    if text.contains('@') {
-        return Ok(Identification::rfc822(text));
-    }
-    if text
-        .chars()
-        .all(|c| c.is_ascii_alphanumeric() || c == '.' || c == '-')
-    {
-        return Ok(Identification::fqdn(text));
-    }
-    Err(format!(
-        "{text:?} is neither an address, an RFC 822 name nor a host name"
-    ))
 }
 
 /// The certificate chain (leaf first) in a PEM file.

@@ -22,10 +22,8 @@ use sixgate_proto::wire::TrafficSelector;
 use tokio::net::UdpSocket;
 
 use crate::esp::{Counters, EspSa};
+use crate::selectors::{Selectors, IPV6_NEXT_HEADER as IPV6};
 use crate::udp::EspHandler;
-
-/// IP protocol number of IPv6 inside ESP.
-const IPV6: u8 = 41;
 
 /// Traffic counters of one Child SA.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
@@ -47,6 +45,7 @@ impl SaCounters {
             mine.bytes += theirs.bytes;
             mine.replayed += theirs.replayed;
             mine.auth_failed += theirs.auth_failed;
+            mine.spoofed += theirs.spoofed;
         }
     }
 }
@@ -153,9 +152,15 @@ fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
     m.lock().unwrap_or_else(|e| e.into_inner())
 }
 
+/// The receiving side of a Child SA: its ESP state and what it may carry.
+struct Inbound {
+    sa: EspSa,
+    selectors: Selectors,
+}
+
 struct Shared {
     /// The receiving side: inbound SAs by SPI.
-    inbound: Mutex<HashMap<u32, EspSa>>,
+    inbound: Mutex<HashMap<u32, Inbound>>,
     send: Mutex<SendTable>,
     /// Packets with no SA to go out on, or coming in for no SA.
     no_sa: AtomicU64,
@@ -166,18 +171,22 @@ impl EspHandler for Shared {
     fn esp(&self, _local: SocketAddr, _remote: SocketAddr, packet: &mut [u8]) {
         let spi = u32::from_be_bytes([packet[0], packet[1], packet[2], packet[3]]);
         let mut inbound = lock(&self.inbound);
-        let Some(sa) = inbound.get_mut(&spi) else {
+        let Some(child) = inbound.get_mut(&spi) else {
             self.no_sa.fetch_add(1, Ordering::Relaxed);
             return;
         };
-        let Ok((inner, next_header)) = sa.open(packet) else {
+        let Ok((inner, next_header)) = child.sa.open(packet) else {
             return;
         };
-        drop(inbound);
-        if next_header == IPV6 {
-            // A TUN write takes the packet or drops it; it does not block.
-            let _ = (&self.tun_writer).write(inner);
+        // Authenticated is not authorised: the peer may send only IPv6
+        // from its own selectors (its leased address, on the broker).
+        if child.selectors.check(inner, next_header).is_err() {
+            child.sa.counters.spoofed += 1;
+            return;
         }
+        drop(inbound);
+        // A TUN write takes the packet or drops it; it does not block.
+        let _ = (&self.tun_writer).write(inner);
     }
 }
 
@@ -235,11 +244,18 @@ impl Userspace {
     /// Installs both directions of a Child SA and routes its remote
     /// selectors to it.
     pub fn install(&self, child: &ChildSa) -> io::Result<()> {
+        let selectors = Selectors::of(child)?;
         let inbound = EspSa::new(child.inbound_spi, &child.inbound, child.esn)
             .ok_or_else(|| io::Error::other("inbound keys"))?;
         let outbound = EspSa::new(child.outbound_spi, &child.outbound, child.esn)
             .ok_or_else(|| io::Error::other("outbound keys"))?;
-        lock(&self.shared.inbound).insert(child.inbound_spi, inbound);
+        lock(&self.shared.inbound).insert(
+            child.inbound_spi,
+            Inbound {
+                sa: inbound,
+                selectors,
+            },
+        );
         lock(&self.shared.send).insert(child.inbound_spi, outbound, child.remote, &child.remote_ts);
         Ok(())
     }
@@ -253,7 +269,7 @@ impl Userspace {
 
     /// The counters of a Child SA, by inbound SPI.
     pub fn counters(&self, inbound_spi: u32) -> Option<SaCounters> {
-        let inbound = lock(&self.shared.inbound).get(&inbound_spi)?.counters;
+        let inbound = lock(&self.shared.inbound).get(&inbound_spi)?.sa.counters;
         let outbound = lock(&self.shared.send)
             .sas
             .get(&inbound_spi)

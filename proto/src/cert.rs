@@ -13,6 +13,7 @@ use x509_parser::extensions::GeneralName;
 use x509_parser::prelude::FromDer;
 use x509_parser::time::ASN1Time;
 
+use crate::identity::{rfc822_matches, CanonicalIdentity};
 use crate::wire::{Identification, Identity};
 
 /// The longest chain (leaf included) we follow.
@@ -172,11 +173,14 @@ fn check_time(cert: &X509Certificate<'_>, now: ASN1Time) -> Result<(), CertError
     }
 }
 
-/// Checks that `id` is vouched for by the certificate `der`: an FQDN or
-/// RFC 822 identity must be one of its subjectAltNames (compared without
-/// regard to case), an address must be an iPAddress SAN, and a DN must be
-/// the subject, byte for byte.
-pub fn match_identity(der: &[u8], id: &Identification) -> Result<(), CertError> {
+/// Checks that `id` is vouched for by the certificate `der`, and returns
+/// the identity in its canonical form, the one key every per-identity
+/// record is filed under. An FQDN must be one of its dNSName SANs
+/// (compared without regard to case); an RFC 822 name one of its
+/// rfc822Name SANs (the local part exactly, the domain without regard to
+/// case, as RFC 5280 7.5 says, so one certificate proves one spelling); an
+/// address an iPAddress SAN; and a DN the subject, byte for byte.
+pub fn match_identity(der: &[u8], id: &Identification) -> Result<CanonicalIdentity, CertError> {
     let cert = parse(der)?;
     let sans: Vec<GeneralName<'_>> = match cert.subject_alternative_name() {
         Ok(Some(ext)) => ext.value.general_names.clone(),
@@ -184,23 +188,24 @@ pub fn match_identity(der: &[u8], id: &Identification) -> Result<(), CertError> 
         Err(_) => return Err(CertError::Malformed),
     };
     let found = match id.identity() {
-        Identity::Fqdn(name) => sans
-            .iter()
-            .any(|n| matches!(n, GeneralName::DNSName(d) if d.eq_ignore_ascii_case(name))),
+        Identity::Fqdn(name) => {
+            let name = name.strip_suffix('.').unwrap_or(name);
+            sans.iter()
+                .any(|n| matches!(n, GeneralName::DNSName(d) if d.eq_ignore_ascii_case(name)))
+        }
         Identity::Rfc822(addr) => sans
             .iter()
-            .any(|n| matches!(n, GeneralName::RFC822Name(e) if e.eq_ignore_ascii_case(addr))),
+            .any(|n| matches!(n, GeneralName::RFC822Name(e) if rfc822_matches(e, addr))),
         Identity::Address(_) => sans
             .iter()
             .any(|n| matches!(n, GeneralName::IPAddress(a) if *a == id.data.as_slice())),
         Identity::DistinguishedName(dn) => cert.subject().as_raw() == dn,
         Identity::Other(..) => false,
     };
-    if found {
-        Ok(())
-    } else {
-        Err(CertError::IdentityMismatch)
+    if !found {
+        return Err(CertError::IdentityMismatch);
     }
+    CanonicalIdentity::from_wire(id).map_err(|_| CertError::IdentityMismatch)
 }
 
 /// The DER of the certificate's subject, for an ID_DER_ASN1_DN identity.

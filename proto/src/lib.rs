@@ -18,6 +18,7 @@ pub mod endpoint;
 pub mod error;
 #[doc(hidden)]
 pub mod fuzzing;
+pub mod identity;
 pub mod proposal;
 pub mod wire;
 

@@ -4,6 +4,7 @@
 mod common;
 
 use sixgate_proto::cert::{match_identity, subject_der, CertError, TrustAnchors};
+use sixgate_proto::identity::{CanonicalIdentity, IdentityKind};
 use sixgate_proto::wire::Identification;
 
 fn anchors(kind: &str) -> TrustAnchors {
@@ -98,17 +99,30 @@ fn identity_must_be_in_the_certificate() {
     for kind in ["ecdsa", "rsa"] {
         let client = &common::certs(&format!("{kind}/client.pem"))[0];
         let broker = &common::certs(&format!("{kind}/broker.pem"))[0];
+        // One certificate, one key: the spellings it proves all meet in
+        // one canonical identity, and a different local part is refused.
+        let canonical = CanonicalIdentity::parse("client@example.net").unwrap();
+        for spelling in [
+            "client@example.net",
+            "client@EXAMPLE.net",
+            "client@Example.NET",
+        ] {
+            assert_eq!(
+                match_identity(client, &Identification::rfc822(spelling)).as_ref(),
+                Ok(&canonical),
+                "{spelling}"
+            );
+        }
         assert_eq!(
-            match_identity(client, &Identification::rfc822("client@example.net")),
-            Ok(())
+            match_identity(client, &Identification::rfc822("CLIENT@example.net")),
+            Err(CertError::IdentityMismatch),
+            "the local part is exact (RFC 5280 7.5)"
         );
         assert_eq!(
-            match_identity(client, &Identification::rfc822("CLIENT@example.NET")),
-            Ok(())
-        );
-        assert_eq!(
-            match_identity(broker, &Identification::fqdn("broker.example.net")),
-            Ok(())
+            match_identity(broker, &Identification::fqdn("Broker.Example.NET"))
+                .unwrap()
+                .as_str(),
+            "broker.example.net"
         );
         for wrong in [
             Identification::rfc822("client2@example.net"),
@@ -128,10 +142,11 @@ fn identity_must_be_in_the_certificate() {
         );
         // The subject DN is an identity too.
         let dn = subject_der(client).unwrap();
-        assert_eq!(
-            match_identity(client, &Identification::distinguished_name(dn.clone())),
-            Ok(())
-        );
+        let proved =
+            match_identity(client, &Identification::distinguished_name(dn.clone())).unwrap();
+        assert_eq!(proved.kind(), IdentityKind::DistinguishedName);
+        assert!(proved.as_str().starts_with("CN="), "{proved}");
+        assert_eq!(CanonicalIdentity::parse(proved.as_str()), Ok(proved));
         assert_eq!(
             match_identity(broker, &Identification::distinguished_name(dn)),
             Err(CertError::IdentityMismatch)

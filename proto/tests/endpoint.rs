@@ -995,3 +995,49 @@ fn a_higher_major_version_is_answered_in_version_2() {
     assert_eq!(lab.nodes[1].sent.len(), sent);
     assert_eq!(lab.nodes[1].ep.ike_sa_count(), 0);
 }
+
+/// One certificate, many spellings of its identity: they all meet in one
+/// canonical identity, so they share one lease, and a local part of
+/// another case is refused outright.
+#[test]
+fn spellings_of_one_identity_share_one_lease() {
+    let pool = MemPool::new(10);
+    for (seed, spelling) in [
+        "client@example.net",
+        "client@EXAMPLE.net",
+        "client@Example.NET",
+    ]
+    .into_iter()
+    .enumerate()
+    {
+        let client = config("ecdsa", "client", Identification::rfc822(spelling));
+        let mut lab = Lab::pair(seed as u64, client, broker_config("ecdsa"), &pool);
+        lab.connect();
+        established(&mut lab);
+        let proved = lab.nodes[1].events.iter().find_map(|e| match e {
+            Event::IkeSaUp { peer_identity, .. } => Some(peer_identity.to_string()),
+            _ => None,
+        });
+        assert_eq!(proved.as_deref(), Some("client@example.net"), "{spelling}");
+    }
+    assert_eq!(pool.0.lock().unwrap().leases.len(), 1);
+    let client = config(
+        "ecdsa",
+        "client",
+        Identification::rfc822("CLIENT@example.net"),
+    );
+    let mut lab = Lab::pair(9, client, broker_config("ecdsa"), &pool);
+    lab.connect();
+    lab.run_for(std::time::Duration::from_secs(5));
+    assert!(lab.nodes[1].events.iter().any(|e| matches!(
+        e,
+        Event::IkeSaDown {
+            reason: sixgate_proto::endpoint::DownReason::RefusedPeer(
+                sixgate_proto::wire::NotifyType::AUTHENTICATION_FAILED,
+                _
+            ),
+            ..
+        }
+    )));
+    assert_eq!(pool.0.lock().unwrap().leases.len(), 1);
+}

@@ -30,6 +30,28 @@ fn run(cmd: &mut Command) -> Output {
     out
 }
 
+/// Asserts that `dir` is 0700 and everything in it 0700 (directories) or
+/// 0600 (files and sockets), listing what is not.
+pub fn assert_private_tree(dir: &Path) {
+    use std::os::unix::fs::PermissionsExt;
+    fn walk(p: &Path, bad: &mut Vec<String>) {
+        let meta = std::fs::symlink_metadata(p).expect("metadata");
+        let mode = meta.permissions().mode() & 0o777;
+        let want = if meta.is_dir() { 0o700 } else { 0o600 };
+        if mode != want && !meta.file_type().is_symlink() {
+            bad.push(format!("{} is {mode:o}", p.display()));
+        }
+        if meta.is_dir() {
+            for e in std::fs::read_dir(p).expect("read_dir") {
+                walk(&e.expect("entry").path(), bad);
+            }
+        }
+    }
+    let mut bad = Vec::new();
+    walk(dir, &mut bad);
+    assert!(bad.is_empty(), "not private: {bad:#?}");
+}
+
 /// A network namespace, deleted on drop.
 pub struct Netns {
     pub name: String,

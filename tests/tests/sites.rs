@@ -206,6 +206,11 @@ fn a_dmz_site_from_the_generated_files_alone() {
         "{added}"
     );
     let files = lab.dir.path().join("site");
+    // A symlink planted where the key file goes is replaced, not followed.
+    std::fs::create_dir_all(&files).unwrap();
+    let victim = lab.dir.path().join("victim");
+    std::fs::write(&victim, "untouched").unwrap();
+    std::os::unix::fs::symlink(&victim, files.join("wg-sixgate.conf")).unwrap();
     lab.cli(&[
         "site",
         "config",
@@ -219,6 +224,14 @@ fn a_dmz_site_from_the_generated_files_alone() {
         "--config",
         config.to_str().unwrap(),
     ]);
+    assert_eq!(std::fs::read_to_string(&victim).unwrap(), "untouched");
+    for name in ["wg-sixgate.conf", "dmz.nft", "dnsmasq.conf"] {
+        let meta = std::fs::symlink_metadata(files.join(name)).unwrap();
+        use std::os::unix::fs::PermissionsExt;
+        assert!(meta.file_type().is_file(), "{name} is a plain file");
+        assert_eq!(meta.permissions().mode() & 0o777, 0o600, "{name}");
+    }
+    sixgate_tests::assert_private_tree(&lab.dir.path().join("state"));
     let wgconf = std::fs::read_to_string(files.join("wg-sixgate.conf")).unwrap();
     assert!(
         wgconf.contains("Table = off")

@@ -94,7 +94,15 @@ fn broker_restart_leases_reservations_and_a_full_pool() {
         &[("client2@example.net", "2001:db8:100::101")],
         "",
     );
+    // A state directory an older version left world-readable.
+    let state = lab.dir.path().join("broker-state");
+    std::fs::create_dir_all(&state).unwrap();
+    std::fs::write(state.join("notes"), "x").unwrap();
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::set_permissions(&state, std::fs::Permissions::from_mode(0o755)).unwrap();
+    std::fs::set_permissions(state.join("notes"), std::fs::Permissions::from_mode(0o644)).unwrap();
     let mut broker = lab.start_broker(&bconf);
+    sixgate_tests::assert_private_tree(&state);
     let c1 = lab.client_config("c1", "client", "ecdsa/client.pem", "ecdsa/client.key", "");
     let _client1 = lab.start_client(0, &c1);
     assert_eq!(
@@ -340,5 +348,172 @@ fn a_bad_configuration_is_refused_at_start() {
             && err.contains("pool.prefix")
             && err.contains("outside 64..=128"),
         "{err}"
+    );
+}
+
+/// A counter of what arrives in a namespace: `nft` counts the packets that
+/// match `rule` (an nft match expression) at prerouting.
+fn arrival_counter<'a>(ns: &'a sixgate_tests::Netns, rule: &str) -> impl Fn() -> u64 + 'a {
+    let chain = sixgate_tests::unique("c").replace('-', "_");
+    ns.run(&["nft", "add", "table", "inet", "sgcount"]);
+    ns.run(&[
+        "nft",
+        &format!("add chain inet sgcount {chain} {{ type filter hook prerouting priority -300; }}"),
+    ]);
+    ns.run(&[
+        "nft",
+        &format!("add rule inet sgcount {chain} {rule} counter"),
+    ]);
+    move || {
+        let out = ns.run(&["nft", "list", "chain", "inet", "sgcount", &chain]);
+        out.lines()
+            .find_map(|l| {
+                let f: Vec<&str> = l.split_whitespace().collect();
+                let i = f.iter().position(|w| *w == "packets")?;
+                f.get(i + 1)?.parse().ok()
+            })
+            .unwrap_or_else(|| panic!("no counter in {out}"))
+    }
+}
+
+/// The broker's SPOOFED count for one identity, from the control socket.
+fn spoofed_drops(lab: &TunnelLab, identity: &str) -> u64 {
+    let sock = lab.dir.path().join("broker-state/broker.sock");
+    let status = sixgate_tests::control_request(&sock, &serde_json::json!("Status"));
+    status["Status"]
+        .as_array()
+        .and_then(|rows| rows.iter().find(|r| r["identity"] == identity))
+        .and_then(|r| r["dropped_spoofed"].as_u64())
+        .unwrap_or_else(|| panic!("no {identity} in {status}"))
+}
+
+/// An authenticated client may still lie about its traffic: a source
+/// address other than its lease, or IPv4 inside ESP. The broker opens such
+/// packets, then drops and counts them; nothing reaches the inet host or
+/// even the broker's TUN device, while the client's own traffic flows.
+#[test]
+fn spoofed_sources_and_ipv4_inside_esp_reach_nothing() {
+    let lab = TunnelLab::new(2);
+    let pair = lab.start_pair("", "", UP);
+    let spoofed_at_inet = arrival_counter(&lab.inet, "ip6 saddr 2001:db8:dead::/48");
+    let v4_from_tunnel = arrival_counter(&lab.broker, "iifname \"sgb0\" meta nfproto ipv4");
+
+    // The sixgate client, with an address of its own choosing on its TUN.
+    lab.clients[0].run(&[
+        "ip",
+        "-6",
+        "addr",
+        "add",
+        "2001:db8:dead::1/128",
+        "dev",
+        "sgc0",
+        "nodad",
+    ]);
+    let spoof = lab.clients[0].try_run(&[
+        "ping",
+        "-6",
+        "-c",
+        "5",
+        "-i",
+        "0.2",
+        "-W",
+        "1",
+        "-I",
+        "2001:db8:dead::1",
+        "2001:db8:ffff::2",
+    ]);
+    assert!(!spoof.status.success(), "a spoofed ping got an answer");
+    assert!(
+        lab.ping(0, 3),
+        "the client's own traffic still flows:\n{}",
+        pair.client.log_text()
+    );
+    assert_eq!(
+        spoofed_at_inet(),
+        0,
+        "spoofed packets reached the inet host"
+    );
+    let drops = wait_for(Duration::from_secs(5), || {
+        let n = spoofed_drops(&lab, "client@example.net");
+        (n >= 5).then_some(n)
+    });
+    assert!(
+        drops.is_some(),
+        "the broker counted {} spoofed packets",
+        spoofed_drops(&lab, "client@example.net")
+    );
+
+    // A peer of its own (client2), sealing whatever it likes into ESP.
+    let mut peer = sixgate_tests::LinePeer::spawn({
+        let mut c = lab.clients[1].command(
+            sixgate_tests::workspace_bin("ike-peer")
+                .to_str()
+                .expect("path"),
+        );
+        c.args([
+            "--role",
+            "initiator",
+            "--local",
+            "192.0.2.3",
+            "--remote",
+            "192.0.2.1",
+            "--who",
+            "client2",
+            "--force-encap",
+        ]);
+        c
+    });
+    let address = peer
+        .wait("ADDRESS ", UP)
+        .unwrap_or_else(|| panic!("ike-peer not up: {:?}", peer.lines()));
+    let leased = address
+        .split_whitespace()
+        .nth(1)
+        .and_then(|a| a.split('/').next())
+        .expect("address");
+    peer.wait("CHILD_UP", UP).expect("child");
+    // An ICMPv4 echo to 192.0.2.1 inside ESP (next header 4), and an
+    // IPv6 echo with a version-4 first nibble, and a spoofed IPv6 one.
+    let ipv4_echo = "4500001c0001000040017dc5c0000264c000020108000000000000000000";
+    peer.send(&format!("send-esp 4 {ipv4_echo}"));
+    let v6 = |src: &str| -> String {
+        let mut p = vec![0x60u8, 0, 0, 0, 0, 8, 58, 64];
+        p.extend(src.parse::<std::net::Ipv6Addr>().unwrap().octets());
+        p.extend(
+            "2001:db8:ffff::2"
+                .parse::<std::net::Ipv6Addr>()
+                .unwrap()
+                .octets(),
+        );
+        p.extend([128, 0, 0, 0, 0, 1, 0, 1]);
+        hex::encode(p)
+    };
+    let mut wrong_version = v6(leased);
+    wrong_version.replace_range(0..1, "4");
+    peer.send(&format!("send-esp 41 {wrong_version}"));
+    peer.send(&format!("send-esp 41 {}", v6("2001:db8:dead::2")));
+    peer.wait_nth("SENT_ESP", 3, Duration::from_secs(5))
+        .expect("sent");
+    let drops = wait_for(Duration::from_secs(5), || {
+        let n = spoofed_drops(&lab, "client2@example.net");
+        (n == 3).then_some(n)
+    });
+    assert_eq!(drops, Some(3), "all three dropped and counted");
+    assert_eq!(
+        v4_from_tunnel(),
+        0,
+        "IPv4 came out of the broker's TUN device"
+    );
+    assert_eq!(spoofed_at_inet(), 0);
+    // Its own address still works for it.
+    peer.send(&format!("send-esp 41 {}", v6(leased)));
+    let arrived = arrival_counter(
+        &lab.inet,
+        &format!("ip6 saddr {leased} icmpv6 type echo-request"),
+    );
+    peer.send(&format!("send-esp 41 {}", v6(leased)));
+    assert!(
+        wait_for(Duration::from_secs(5), || (arrived() >= 1).then_some(())).is_some(),
+        "the peer's own packet did not arrive"
     );
 }

@@ -33,6 +33,7 @@ use tokio::sync::mpsc;
 
 use crate::esp::Counters;
 use crate::netlink::NetlinkSocket;
+use crate::selectors::Selectors;
 use crate::userspace::SaCounters;
 use msg::{Direction, Limits, PolicySpec, Prefix, SaSpec};
 
@@ -203,18 +204,10 @@ impl Xfrm {
     /// Installs both SAs of a Child SA and the policies for its selectors.
     pub fn install(&self, child: &ChildSa) -> io::Result<()> {
         // Policies here carry addresses only; one for all traffic where
-        // the peers agreed on less would be wider than negotiated.
-        let narrowed = child.local_ts.iter().chain(&child.remote_ts).any(|ts| {
-            matches!(ts, TrafficSelector::Ipv6(r)
-                if r.ip_protocol != 0 || r.start_port != 0 || r.end_port != u16::MAX)
-        });
-        if narrowed {
-            return Err(io::Error::new(
-                io::ErrorKind::InvalidInput,
-                "traffic selectors narrowed to a protocol or ports are not supported by the \
-                 kernel backend",
-            ));
-        }
+        // the peers agreed on less would be wider than negotiated. The
+        // in and fwd policies are what makes the kernel drop decrypted
+        // packets from outside the peer's selectors (XfrmInNoPols).
+        Selectors::of(child)?;
         let local = child.local.ip();
         let remote = child.remote.ip();
         let keys = policy_keys(child);

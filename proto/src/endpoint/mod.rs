@@ -48,6 +48,7 @@ use crate::auth::PrivateKey;
 use crate::cert::TrustAnchors;
 use crate::crypto::{Encryption, EspKeys, Integrity, Suite};
 use crate::error::InvalidMessage;
+use crate::identity::CanonicalIdentity;
 use crate::proposal::{EspPolicy, IkePolicy};
 use crate::wire::{ExchangeType, Header, Identification, NotifyType, TrafficSelector};
 
@@ -153,7 +154,7 @@ pub struct ConnectRequest {
     /// Our address.
     pub local: SocketAddr,
     /// The identity the responder must prove, if we insist on one.
-    pub remote_identity: Option<Identification>,
+    pub remote_identity: Option<CanonicalIdentity>,
     /// Ask for a virtual IPv6 address (and DNS servers) in a CP payload.
     pub request_address: bool,
     /// Send INITIAL_CONTACT so the responder drops our old SAs.
@@ -238,8 +239,8 @@ pub enum Event {
     IkeSaUp {
         /// Which.
         sa: SaId,
-        /// The peer's authenticated identity.
-        peer_identity: Identification,
+        /// The identity the peer proved, in canonical form.
+        peer_identity: CanonicalIdentity,
         /// The negotiated algorithms.
         suite: Suite,
         /// The peer's address.
@@ -303,9 +304,9 @@ pub trait AddressPool {
     /// An address for `identity`, or `None` when the pool is exhausted.
     /// The lease must be durable before this returns: the answer goes on
     /// the wire right after.
-    fn assign(&mut self, identity: &Identification) -> Option<Ipv6Addr>;
+    fn assign(&mut self, identity: &CanonicalIdentity) -> Option<Ipv6Addr>;
     /// The identity's IKE SA is gone; its address may be reused later.
-    fn release(&mut self, identity: &Identification, address: Ipv6Addr);
+    fn release(&mut self, identity: &CanonicalIdentity, address: Ipv6Addr);
 }
 
 /// Counters of what was dropped and why.
@@ -397,7 +398,7 @@ pub struct Endpoint {
 #[derive(Debug, Default)]
 pub(crate) struct Effects {
     /// INITIAL_CONTACT: remove other SAs of this peer identity.
-    pub(crate) replace_identity: Option<Identification>,
+    pub(crate) replace_identity: Option<CanonicalIdentity>,
     /// The SA left the half-open state (completed or failed).
     pub(crate) left_half_open: bool,
     /// A new generation (IKE SA rekey) has this local SPI: route it here.

@@ -12,6 +12,7 @@ use sixgate_proto::cert::TrustAnchors;
 use sixgate_proto::endpoint::{
     AddressPool, Config, ConnectRequest, Endpoint, Event, SaId, Transmit,
 };
+use sixgate_proto::identity::CanonicalIdentity;
 use sixgate_proto::wire::{classify_udp4500, Identification, Udp4500};
 
 pub const CLIENT: &str = "192.0.2.2";
@@ -39,9 +40,9 @@ impl MemPool {
 }
 
 impl AddressPool for MemPool {
-    fn assign(&mut self, identity: &Identification) -> Option<Ipv6Addr> {
+    fn assign(&mut self, identity: &CanonicalIdentity) -> Option<Ipv6Addr> {
         let mut s = self.0.lock().unwrap();
-        if let Some(a) = s.leases.get(&identity.data) {
+        if let Some(a) = s.leases.get(&identity.storage_key()) {
             return Some(*a);
         }
         let n = s.leases.len() as u32;
@@ -51,10 +52,10 @@ impl AddressPool for MemPool {
         let a = Ipv6Addr::from(
             u128::from("2001:db8:100::100".parse::<Ipv6Addr>().unwrap()) + u128::from(n),
         );
-        s.leases.insert(identity.data.clone(), a);
+        s.leases.insert(identity.storage_key(), a);
         Some(a)
     }
-    fn release(&mut self, _identity: &Identification, address: Ipv6Addr) {
+    fn release(&mut self, _identity: &CanonicalIdentity, address: Ipv6Addr) {
         self.0.lock().unwrap().released.push(address);
     }
 }
@@ -80,7 +81,7 @@ pub fn connect_request() -> ConnectRequest {
     ConnectRequest {
         remote: SocketAddr::new(BROKER.parse().unwrap(), 500),
         local: SocketAddr::new(CLIENT.parse().unwrap(), 500),
-        remote_identity: Some(Identification::fqdn("broker.example.net")),
+        remote_identity: Some(CanonicalIdentity::parse("broker.example.net").unwrap()),
         request_address: true,
         initial_contact: true,
         local_ts: vec![sixgate_proto::endpoint::ts::ipv6_any()],

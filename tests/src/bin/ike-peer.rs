@@ -4,8 +4,10 @@
 //! ```text
 //! ike-peer --role responder|initiator --local IP [--remote IP] --kind ecdsa|rsa
 //!          [--proposal default|aes256-sha256-modp2048] [--fragment-size N]
-//!          [--force-encap] [--pool-size N]
+//!          [--force-encap] [--pool-size N] [--who client|client2|client3]
 //! stdin:  rekey-child | rekey-ike | delete | stats | quit
+//!         send-esp NEXT_HEADER HEX (seal HEX as the inner packet of the
+//!         newest Child SA and send it: a peer that lies about its traffic)
 //! stdout: IKE_UP, CHILD_UP, CHILD_REKEYED, CHILD_DOWN, IKE_REKEYED, IKE_DOWN,
 //!         ADDRESS, KEYS (name=hex ...), STATS lines
 //! ```
@@ -15,11 +17,13 @@ use std::collections::HashMap;
 use std::net::{IpAddr, Ipv6Addr, SocketAddr};
 use std::sync::Arc;
 
+use sixgate_dataplane::esp::EspSa;
 use sixgate_dataplane::udp::{self, Command, IkeSockets};
 use sixgate_proto::auth::PrivateKey;
 use sixgate_proto::cert::{certificates_from_pem, TrustAnchors};
 use sixgate_proto::crypto::{Encryption, Integrity, KeGroup, Prf};
 use sixgate_proto::endpoint::{ts, AddressPool, Config, ConnectRequest, Event, SaId};
+use sixgate_proto::identity::CanonicalIdentity;
 use sixgate_proto::wire::Identification;
 use tokio::io::AsyncBufReadExt;
 
@@ -29,19 +33,19 @@ struct SequentialPool {
 }
 
 impl AddressPool for SequentialPool {
-    fn assign(&mut self, identity: &Identification) -> Option<Ipv6Addr> {
-        if let Some(a) = self.leases.get(&identity.data) {
+    fn assign(&mut self, identity: &CanonicalIdentity) -> Option<Ipv6Addr> {
+        if let Some(a) = self.leases.get(&identity.storage_key()) {
             return Some(*a);
         }
         let n = self.leases.len() as u32;
         (n < self.size).then(|| {
             let base: Ipv6Addr = "2001:db8:100::100".parse().expect("literal");
             let a = Ipv6Addr::from(u128::from(base) + u128::from(n));
-            self.leases.insert(identity.data.clone(), a);
+            self.leases.insert(identity.storage_key(), a);
             a
         })
     }
-    fn release(&mut self, _: &Identification, _: Ipv6Addr) {}
+    fn release(&mut self, _: &CanonicalIdentity, _: Ipv6Addr) {}
 }
 
 fn arg(args: &[String], name: &str) -> Option<String> {
@@ -63,10 +67,14 @@ fn main() {
         .unwrap_or_else(|| die("--local"));
     let kind = arg(&args, "--kind").unwrap_or_else(|| "ecdsa".into());
     let certs = sixgate_tests::certs_dir().join(&kind);
-    let (who, identity) = if role == "responder" {
-        ("broker", Identification::fqdn("broker.example.net"))
+    let who = match role.as_str() {
+        "responder" => "broker".to_string(),
+        _ => arg(&args, "--who").unwrap_or_else(|| "client".into()),
+    };
+    let identity = if role == "responder" {
+        Identification::fqdn("broker.example.net")
     } else {
-        ("client", Identification::rfc822("client@example.net"))
+        Identification::rfc822(&format!("{who}@example.net"))
     };
     let read = |f: &str| std::fs::read(certs.join(f)).unwrap_or_else(|e| die(&format!("{f}: {e}")));
     let chain =
@@ -102,6 +110,8 @@ fn main() {
         .expect("runtime");
     rt.block_on(async move {
         let sockets = IkeSockets::bind(&[local], 500, 4500).await.unwrap_or_else(|e| die(&format!("bind: {e}")));
+        let nat_t = sockets.socket(SocketAddr::new(local, 4500)).unwrap_or_else(|| die("no NAT-T socket"));
+        let mut outbound: Option<(EspSa, SocketAddr)> = None;
         let config = Arc::new(config);
         let mut handle = udp::spawn(config, sockets, None, |ep| {
             ep.set_address_pool(Box::new(SequentialPool {
@@ -118,7 +128,7 @@ fn main() {
             let req = ConnectRequest {
                 remote: SocketAddr::new(remote, 500),
                 local: SocketAddr::new(local, 500),
-                remote_identity: Some(Identification::fqdn("broker.example.net")),
+                remote_identity: Some(CanonicalIdentity::parse("broker.example.net").unwrap()),
                 request_address: true,
                 initial_contact: true,
                 local_ts: vec![ts::ipv6_any()],
@@ -145,6 +155,21 @@ fn main() {
                             if let Ok(s) = rx.await { println!("STATS {s:?}"); }
                         }
                         ("quit", _) => break,
+                        (cmd, _) if cmd.starts_with("send-esp ") => {
+                            let mut f = cmd.split_whitespace().skip(1);
+                            let next_header = f.next().and_then(|n| n.parse::<u8>().ok());
+                            let inner = f.next().and_then(|h| hex::decode(h).ok());
+                            match (next_header, inner, outbound.as_mut()) {
+                                (Some(nh), Some(inner), Some((sa, remote))) => {
+                                    let mut sealed = Vec::new();
+                                    if sa.seal(&inner, nh, &mut sealed).is_ok() {
+                                        let _ = nat_t.send_to(&sealed, *remote).await;
+                                        println!("SENT_ESP {}", sealed.len());
+                                    }
+                                }
+                                _ => eprintln!("ike-peer: send-esp needs NEXT_HEADER HEX and a Child SA"),
+                            }
+                        }
                         (other, _) => eprintln!("ike-peer: ignored command {other:?}"),
                     }
                 }
@@ -153,12 +178,13 @@ fn main() {
                     match &ev {
                         Event::IkeSaUp { sa, peer_identity, suite, remote, .. } => {
                             current = Some(*sa);
-                            println!("IKE_UP sa={} peer={:?} suite={:?} remote={remote}", sa.0, peer_identity.identity(), suite);
+                            println!("IKE_UP sa={} peer={peer_identity} suite={:?} remote={remote}", sa.0, suite);
                         }
                         Event::IkeSaRekeyed { sa } => println!("IKE_REKEYED sa={}", sa.0),
                         Event::IkeSaDown { sa, reason } => println!("IKE_DOWN sa={} reason={reason:?}", sa.0),
                         Event::ChildSaUp(c) => {
                             child = Some(c.inbound_spi);
+                            outbound = EspSa::new(c.outbound_spi, &c.outbound, c.esn).map(|sa| (sa, c.remote));
                             println!("CHILD_UP in={:08x} out={:08x} encr={:?} encap={} local_ts={:?} remote_ts={:?}", c.inbound_spi, c.outbound_spi, c.encr, c.udp_encapsulation, c.local_ts, c.remote_ts);
                         }
                         Event::ChildSaRekeyed { old_inbound_spi, new } => {

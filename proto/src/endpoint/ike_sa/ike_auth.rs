@@ -65,8 +65,8 @@ impl IkeSa {
             inner.push(notify(NotifyType::INITIAL_CONTACT, Vec::new()));
         }
         inner.extend(certreq(shared));
-        if let Some(idr) = &request.remote_identity {
-            inner.push(PayloadBody::IdR(idr.clone()).into());
+        if let Some(idr) = request.remote_identity.as_ref().and_then(|i| i.to_wire()) {
+            inner.push(PayloadBody::IdR(idr).into());
         }
         inner.push(PayloadBody::Auth(auth).into());
         if request.request_address {
@@ -109,7 +109,8 @@ impl IkeSa {
         );
     }
 
-    /// Checks the peer's certificate chain, identity and AUTH payload.
+    /// Checks the peer's certificate chain, identity and AUTH payload;
+    /// returns the identity proven, in canonical form.
     pub(super) fn authenticate_peer(
         &self,
         shared: &Shared,
@@ -118,7 +119,7 @@ impl IkeSa {
         certs: &[Vec<u8>],
         auth: &Authentication,
         peer_is_initiator: bool,
-    ) -> Result<(), String> {
+    ) -> Result<CanonicalIdentity, String> {
         let (Some(gen), Some(ex)) = (&self.gen, &self.exchange) else {
             return Err("no keys".into());
         };
@@ -127,14 +128,15 @@ impl IkeSa {
             .trust_anchors
             .validate(certs, shared.unix_time(now))
             .map_err(|e: CertError| e.to_string())?;
-        match_identity(leaf, id).map_err(|e| e.to_string())?;
+        let proved = match_identity(leaf, id).map_err(|e| e.to_string())?;
         let (message, nonce, sk_p) = if peer_is_initiator {
             (&ex.request, &ex.nr, &gen.keys.sk_pi)
         } else {
             (&ex.response, &ex.ni, &gen.keys.sk_pr)
         };
         let octets = signed_octets(message, nonce, gen.suite.prf, sk_p, &id.body());
-        auth::verify(auth, &octets, leaf, config.ike_policy.legacy).map_err(|e| e.to_string())
+        auth::verify(auth, &octets, leaf, config.ike_policy.legacy).map_err(|e| e.to_string())?;
+        Ok(proved)
     }
 
     pub(super) fn handle_auth_request(
@@ -169,10 +171,13 @@ impl IkeSa {
             self.refuse_auth(shared, now, id, NotifyType::AUTHENTICATION_FAILED, why);
             return effects;
         }
-        if let Err(why) = self.authenticate_peer(shared, now, idi, &found.certs, auth, true) {
-            self.refuse_auth(shared, now, id, NotifyType::AUTHENTICATION_FAILED, why);
-            return effects;
-        }
+        let proved = match self.authenticate_peer(shared, now, idi, &found.certs, auth, true) {
+            Ok(p) => p,
+            Err(why) => {
+                self.refuse_auth(shared, now, id, NotifyType::AUTHENTICATION_FAILED, why);
+                return effects;
+            }
+        };
         let Some(ex) = &self.exchange else {
             return effects;
         };
@@ -183,10 +188,10 @@ impl IkeSa {
                 return effects;
             }
         };
-        self.peer_identity = Some(idi.clone());
         if found.notify(NotifyType::INITIAL_CONTACT).is_some() {
-            effects.replace_identity = Some(idi.clone());
+            effects.replace_identity = Some(proved.clone());
         }
+        self.peer_identity = Some(proved);
         let mut inner: Vec<Payload> = vec![PayloadBody::IdR(config.identity.clone()).into()];
         inner.extend(Self::cert_payloads(shared));
         inner.push(PayloadBody::Auth(our_auth).into());

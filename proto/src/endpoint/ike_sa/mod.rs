@@ -28,6 +28,7 @@ use crate::crypto::{
     Suite,
 };
 use crate::error::Error;
+use crate::identity::CanonicalIdentity;
 use crate::proposal::EspChoice;
 use crate::wire::*;
 
@@ -228,7 +229,8 @@ pub(crate) struct IkeSa {
     outstanding: Option<Outstanding>,
     tasks: VecDeque<Task>,
     children: Vec<Child>,
-    peer_identity: Option<Identification>,
+    /// The identity the peer proved, canonical.
+    peer_identity: Option<CanonicalIdentity>,
     assigned_address: Option<Ipv6Addr>,
     last_heard: Instant,
     dpd_interval: Duration,
@@ -481,7 +483,7 @@ impl IkeSa {
         }
     }
 
-    pub(crate) fn peer_identity(&self) -> Option<&Identification> {
+    pub(crate) fn peer_identity(&self) -> Option<&CanonicalIdentity> {
         self.peer_identity.as_ref()
     }
 
@@ -795,30 +797,32 @@ impl IkeSa {
             return;
         };
         let verdict = match &request.remote_identity {
-            Some(want) if want != idr => Err(format!(
-                "responder is {:?}, not {:?}",
-                idr.identity(),
-                want.identity()
+            Some(want) if CanonicalIdentity::from_wire(idr).as_ref() != Ok(want) => Err(format!(
+                "responder is {}, not {want}",
+                CanonicalIdentity::from_wire(idr).map_or_else(|e| e.to_string(), |i| i.to_string()),
             )),
             _ => self.authenticate_peer(shared, now, idr, &found.certs, auth, false),
         };
-        if let Err(why) = verdict {
-            // RFC 7296 2.21.2: tell the responder, then give up.
-            let reason = DownReason::RefusedPeer(NotifyType::AUTHENTICATION_FAILED, why);
-            self.state = State::Established;
-            self.send_request(
-                shared,
-                now,
-                ExchangeType::INFORMATIONAL,
-                &[notify(NotifyType::AUTHENTICATION_FAILED, Vec::new())],
-                Request::Notify(reason.clone()),
-            );
-            // No retransmission: the SA is over whether it arrives or not.
-            self.outstanding = None;
-            self.close(shared, now, reason);
-            return;
-        }
-        self.peer_identity = Some(idr.clone());
+        let proved = match verdict {
+            Ok(p) => p,
+            Err(why) => {
+                // RFC 7296 2.21.2: tell the responder, then give up.
+                let reason = DownReason::RefusedPeer(NotifyType::AUTHENTICATION_FAILED, why);
+                self.state = State::Established;
+                self.send_request(
+                    shared,
+                    now,
+                    ExchangeType::INFORMATIONAL,
+                    &[notify(NotifyType::AUTHENTICATION_FAILED, Vec::new())],
+                    Request::Notify(reason.clone()),
+                );
+                // No retransmission: the SA is over whether it arrives or not.
+                self.outstanding = None;
+                self.close(shared, now, reason);
+                return;
+            }
+        };
+        self.peer_identity = Some(proved);
         self.state = State::Established;
         self.established(shared, now);
         match self.initiator_child(shared, &found, child_spi, &request) {
@@ -929,10 +933,10 @@ impl IkeSa {
         let Some(gen) = &self.gen else { return };
         shared.push_event(Event::IkeSaUp {
             sa: self.id,
-            peer_identity: self
-                .peer_identity
-                .clone()
-                .unwrap_or_else(|| Identification::fqdn("")),
+            peer_identity: match &self.peer_identity {
+                Some(p) => p.clone(),
+                None => return,
+            },
             suite: gen.suite,
             remote: self.remote,
             initiator: gen.initiator,
