@@ -1,13 +1,17 @@
-//! The broker's configuration file (TOML). Every problem is reported with
-//! the file, the key and what is wrong with it; unknown keys are errors,
-//! since a misspelt key silently ignored is a misconfigured broker.
+//! The broker's configuration file (TOML). Values are typed where they are
+//! read (identities, networks, host:port, backends), so a configuration
+//! that loaded needs no second parse; every problem names the file, the
+//! key and what is wrong with it. Unknown keys are errors: a misspelt key
+//! silently ignored is a misconfigured broker.
 
 use std::collections::BTreeMap;
 use std::net::{IpAddr, Ipv6Addr};
 use std::path::{Path, PathBuf};
 
 use serde::Deserialize;
-use sixgate_dataplane::plane::DataplaneSection;
+use sixgate_runtime::config::{
+    self as common, ConfigError, DataplaneSection, HostPort, Identity, InterfaceName, Net4, Net6,
+};
 
 /// The configuration as written.
 #[derive(Debug, Deserialize)]
@@ -29,32 +33,57 @@ pub struct File {
     pub sites: Option<Sites>,
 }
 
+/// Which WireGuard implementation carries the sites.
+#[derive(Debug, Deserialize, Clone, Copy, PartialEq, Eq, Default)]
+#[serde(rename_all = "lowercase")]
+pub enum WireGuardBackend {
+    /// The kernel's, where it has WireGuard; else wireguard-go.
+    #[default]
+    Auto,
+    /// The kernel's.
+    Kernel,
+    /// wireguard-go.
+    Userspace,
+}
+
+/// Where sites connect to: `HOST:PORT`.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(try_from = "String")]
+pub struct SiteEndpoint(pub HostPort);
+
+impl TryFrom<String> for SiteEndpoint {
+    type Error = String;
+    fn try_from(text: String) -> Result<Self, String> {
+        HostPort::parse(&text, None).map(SiteEndpoint)
+    }
+}
+
 /// DMZ sites over WireGuard: the delegated prefixes and the tunnel.
 #[derive(Debug, Deserialize, Clone)]
 #[serde(deny_unknown_fields)]
 pub struct Sites {
     /// The prefix that site prefixes are cut from.
-    pub prefix: String,
+    pub prefix: Net6,
     /// The default length of a site's prefix (64, 60 or 56).
     #[serde(default = "default_site_length")]
     pub prefix_length: u8,
     /// IPv4 inside the tunnels, NAT'd out of the uplink.
-    pub transfer4: String,
+    pub transfer4: Net4,
     /// The WireGuard interface.
     #[serde(default = "default_wg_interface")]
-    pub interface: String,
+    pub interface: InterfaceName,
     /// Its UDP port.
     #[serde(default = "default_wg_port")]
     pub listen_port: u16,
     /// What sites connect to, host:port.
-    pub endpoint: String,
+    pub endpoint: SiteEndpoint,
     /// The broker's upstream interface.
     pub uplink: String,
     /// A routing table (with rules) for the site prefixes, instead of main.
     pub table: Option<u32>,
-    /// "kernel", "userspace" (wireguard-go) or "auto".
-    #[serde(default = "default_wg_backend")]
-    pub backend: String,
+    /// Which WireGuard.
+    #[serde(default)]
+    pub backend: WireGuardBackend,
     /// A site that sent nothing for this many seconds is down: its prefix
     /// is answered with ICMPv6 unreachable until it is back. Sites send a
     /// keepalive every third of it.
@@ -68,14 +97,11 @@ pub struct Sites {
 fn default_site_length() -> u8 {
     64
 }
-fn default_wg_interface() -> String {
-    "sgwg0".into()
+fn default_wg_interface() -> InterfaceName {
+    InterfaceName("sgwg0".into())
 }
 fn default_wg_port() -> u16 {
     51820
-}
-fn default_wg_backend() -> String {
-    "auto".into()
 }
 fn default_peer_timeout() -> u64 {
     75
@@ -90,11 +116,11 @@ fn default_hold_down() -> u64 {
 pub struct Ike {
     /// Addresses for UDP 500 and 4500.
     pub listen: Vec<IpAddr>,
-    /// Our IKE identity (a host name, RFC 822 name or address).
-    pub identity: String,
+    /// Our IKE identity (a host name, RFC 822 name, DN or address).
+    pub identity: Identity,
     /// Our certificate; the chain may follow the leaf in the same file.
     pub certificate: PathBuf,
-    /// The certificate's private key (PKCS#8 or PKCS#1 PEM).
+    /// The certificate's private key (PKCS#8, PKCS#1 or SEC1 PEM).
     pub private_key: PathBuf,
     /// Trust anchors for client certificates.
     pub ca: Vec<PathBuf>,
@@ -132,14 +158,14 @@ fn default_fragment_size() -> usize {
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct Pool {
-    /// The pool, "ADDRESS/LENGTH".
-    pub prefix: String,
+    /// The pool, "ADDRESS/LENGTH", /64 to /128.
+    pub prefix: Net6,
     /// DNS servers handed to clients that ask.
     #[serde(default)]
     pub dns: Vec<IpAddr>,
     /// `[pool.static]`: identity = address.
     #[serde(default, rename = "static")]
-    pub reservations: BTreeMap<String, Ipv6Addr>,
+    pub reservations: BTreeMap<Identity, Ipv6Addr>,
 }
 
 /// The broker's default device (TUN or XFRM interface).
@@ -176,104 +202,18 @@ pub struct Config {
     pub control_socket: PathBuf,
 }
 
-/// An error naming the file, the key and the problem.
-#[derive(Debug)]
-pub struct ConfigError(pub String);
-
-impl std::fmt::Display for ConfigError {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str(&self.0)
-    }
-}
-
-impl std::error::Error for ConfigError {}
-
-/// Parses an IPv6 network "ADDRESS/LENGTH" whose host bits are zero.
-pub fn parse_net6(text: &str) -> Result<(Ipv6Addr, u8), String> {
-    let (addr, len) = text.split_once('/').ok_or("expected ADDRESS/LENGTH")?;
-    let addr: Ipv6Addr = addr
-        .parse()
-        .map_err(|_| format!("{addr:?} is not an IPv6 address"))?;
-    let len: u8 = len
-        .parse()
-        .ok()
-        .filter(|l| *l <= 128)
-        .ok_or_else(|| format!("{len:?} is not a prefix length"))?;
-    let host = u128::MAX.checked_shr(u32::from(len)).unwrap_or(0);
-    if u128::from(addr) & host != 0 {
-        return Err(format!("{addr} has host bits set for /{len}"));
-    }
-    Ok((addr, len))
-}
-
-/// Parses an IPv4 network "ADDRESS/LENGTH" whose host bits are zero.
-pub fn parse_net4(text: &str) -> Result<(std::net::Ipv4Addr, u8), String> {
-    let (addr, len) = text.split_once('/').ok_or("expected ADDRESS/LENGTH")?;
-    let addr: std::net::Ipv4Addr = addr
-        .parse()
-        .map_err(|_| format!("{addr:?} is not an IPv4 address"))?;
-    let len: u8 = len
-        .parse()
-        .ok()
-        .filter(|l| *l <= 32)
-        .ok_or_else(|| format!("{len:?} is not a prefix length"))?;
-    let host = u32::MAX.checked_shr(u32::from(len)).unwrap_or(0);
-    if u32::from(addr) & host != 0 {
-        return Err(format!("{addr} has host bits set for /{len}"));
-    }
-    Ok((addr, len))
-}
-
-/// Parses "2001:db8::100/120" into its first address and size.
-pub fn parse_prefix(text: &str) -> Result<(Ipv6Addr, u64), String> {
-    let (addr, len) = text.split_once('/').ok_or("expected ADDRESS/LENGTH")?;
-    let addr: Ipv6Addr = addr
-        .parse()
-        .map_err(|_| format!("{addr:?} is not an IPv6 address"))?;
-    let len: u32 = len
-        .parse()
-        .map_err(|_| format!("{len:?} is not a prefix length"))?;
-    if !(64..=128).contains(&len) {
-        return Err(format!("prefix length {len} is outside 64..=128"));
-    }
-    let host_bits = 128 - len;
-    let mask = if host_bits == 128 {
-        0
-    } else {
-        u128::MAX << host_bits
-    };
-    let base = u128::from(addr) & mask;
-    if base != u128::from(addr) {
-        return Err(format!("{addr} has host bits set for /{len}"));
-    }
-    let size = if host_bits >= 64 {
-        u64::MAX
-    } else {
-        1u64 << host_bits
-    };
-    Ok((Ipv6Addr::from(base), size))
-}
-
 impl Config {
     /// Reads and checks a configuration file.
     pub fn load(path: &Path) -> Result<Config, ConfigError> {
-        let shown = path.display();
-        let text =
-            std::fs::read_to_string(path).map_err(|e| ConfigError(format!("{shown}: {e}")))?;
-        let mut file: File =
-            toml::from_str(&text).map_err(|e| ConfigError(format!("{shown}: {e}")))?;
-        let bad =
-            |key: &str, problem: String| ConfigError(format!("{shown}: key `{key}`: {problem}"));
-        let dir = path.parent().unwrap_or(Path::new("."));
-        let resolve = |p: &mut PathBuf| {
-            if p.is_relative() {
-                *p = dir.join(&*p);
-            }
-        };
-        resolve(&mut file.ike.certificate);
-        resolve(&mut file.ike.private_key);
-        file.ike.ca.iter_mut().for_each(resolve);
-        resolve(&mut file.storage.path);
+        let mut file: File = common::load(path)?;
+        let bad = |key: &str, problem: String| ConfigError::key(path, key, problem);
+        common::resolve(path, &mut file.ike.certificate);
+        common::resolve(path, &mut file.ike.private_key);
+        file.ike
+            .ca
+            .iter_mut()
+            .for_each(|p| common::resolve(path, p));
+        common::resolve(path, &mut file.storage.path);
         if file.ike.listen.is_empty() {
             return Err(bad("ike.listen", "at least one address is needed".into()));
         }
@@ -283,8 +223,6 @@ impl Config {
                 "name the addresses; the unspecified address breaks NAT detection".into(),
             ));
         }
-        sixgate_dataplane::pki::parse_identity(&file.ike.identity)
-            .map_err(|e| bad("ike.identity", e))?;
         for (key, p) in [
             ("ike.certificate", &file.ike.certificate),
             ("ike.private_key", &file.ike.private_key),
@@ -311,22 +249,29 @@ impl Config {
                 "must be between 576 and 65535".into(),
             ));
         }
-        let (pool_base, pool_size) =
-            parse_prefix(&file.pool.prefix).map_err(|e| bad("pool.prefix", e))?;
+        let pool = file.pool.prefix.0;
+        let len = pool.prefix_len();
+        if !(64..=128).contains(&len) {
+            return Err(bad(
+                "pool.prefix",
+                format!("prefix length {len} is outside 64..=128"),
+            ));
+        }
+        let pool_base = pool.network();
+        let pool_size = match 128 - u32::from(len) {
+            bits if bits >= 64 => u64::MAX,
+            bits => 1u64 << bits,
+        };
         for (identity, addr) in &file.pool.reservations {
-            sixgate_dataplane::pki::parse_identity(identity)
-                .map_err(|e| bad(&format!("pool.static.\"{identity}\""), e))?;
-            let offset = u128::from(*addr).wrapping_sub(u128::from(pool_base));
-            if offset >= u128::from(pool_size) {
+            if !pool.contains(addr) {
                 return Err(bad(
                     &format!("pool.static.\"{identity}\""),
-                    format!("{addr} is outside {}", file.pool.prefix),
+                    format!("{addr} is outside {pool}"),
                 ));
             }
         }
-        file.dataplane.check().map_err(|(key, e)| bad(key, e))?;
         if let Some(sites) = &file.sites {
-            let (_, len) = parse_net6(&sites.prefix).map_err(|e| bad("sites.prefix", e))?;
+            let len = sites.prefix.0.prefix_len();
             if len > 56 {
                 return Err(bad(
                     "sites.prefix",
@@ -336,37 +281,16 @@ impl Config {
             if ![64, 60, 56].contains(&sites.prefix_length) {
                 return Err(bad("sites.prefix_length", "one of 64, 60, 56".into()));
             }
-            let (_, len4) = parse_net4(&sites.transfer4).map_err(|e| bad("sites.transfer4", e))?;
-            if len4 > 30 {
+            if sites.transfer4.0.prefix_len() > 30 {
                 return Err(bad("sites.transfer4", "needs at least a /30".into()));
-            }
-            if sites
-                .endpoint
-                .rsplit_once(':')
-                .and_then(|(_, p)| p.parse::<u16>().ok())
-                .is_none()
-            {
-                return Err(bad("sites.endpoint", "expected HOST:PORT".into()));
-            }
-            if sites.interface.is_empty() || sites.interface.len() > 15 {
-                return Err(bad(
-                    "sites.interface",
-                    "an interface name of 1 to 15 characters".into(),
-                ));
             }
             if sites.peer_timeout < 3 {
                 return Err(bad("sites.peer_timeout", "at least 3 seconds".into()));
             }
-            if !["auto", "kernel", "userspace"].contains(&sites.backend.as_str()) {
-                return Err(bad(
-                    "sites.backend",
-                    "one of \"auto\", \"kernel\", \"userspace\"".into(),
-                ));
-            }
         }
         let control_socket = match &mut file.control.socket {
             Some(p) => {
-                resolve(p);
+                common::resolve(path, p);
                 p.clone()
             }
             None => file.storage.path.join("broker.sock"),
@@ -431,7 +355,7 @@ path = "state"
         assert_eq!(
             (
                 c.file.dataplane.device(DEFAULT_DEVICE),
-                c.file.dataplane.mtu
+                c.file.dataplane.mtu.0
             ),
             ("sgb0", 1400),
             "defaults without [dataplane]"
@@ -444,7 +368,7 @@ path = "state"
         let cases = [
             (
                 "prefix = \"2001:db8:100::100/120\"",
-                "prefix = \"2001:db8:100::100/20\"",
+                "prefix = \"2001::/20\"",
                 "pool.prefix",
                 "outside 64..=128",
             ),

@@ -1,23 +1,25 @@
-//! The running broker: the IKE driver, the userspace data plane, the lease
-//! store and the control socket, tied together by the endpoint's events.
+//! The running broker: its configuration, stores and data plane handed to
+//! the runtime, the DMZ sites beside it, and the control socket's
+//! requests answered from both.
 
-use std::collections::HashMap;
-use std::net::{Ipv6Addr, SocketAddr};
+use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
 use serde::{Deserialize, Serialize};
-use sixgate_dataplane::plane::{self, DataPlane};
-use sixgate_dataplane::udp::{self, Command, IkeSockets};
-use sixgate_dataplane::userspace::SaCounters;
+use sixgate_dataplane::plane::DataPlane;
+use sixgate_dataplane::udp::IkeSockets;
 use sixgate_dataplane::xfrm::Owner;
-use sixgate_dataplane::{control, netconf, pki, secrets};
-use sixgate_proto::endpoint::{self, Event, SaId};
-use sixgate_proto::wire::TrafficSelector;
+use sixgate_dataplane::{netconf, secrets};
+use sixgate_proto::endpoint;
+use sixgate_runtime::control::{self, Incoming};
+use sixgate_runtime::engine::{self, Command, Connection, KernelEvents, Parts, Role};
+use sixgate_runtime::pki;
 use tokio::signal::unix::{signal, SignalKind};
+use tokio::sync::oneshot;
 
 use sixgate_broker::config::{Config, DEFAULT_DEVICE};
-use sixgate_broker::leases::{Lease, LeaseStore, Pool};
+use sixgate_broker::leases::{Lease, Leases, SledLeaseStore};
 use sixgate_broker::sitenet::{SiteNet, SiteState};
 use sixgate_broker::sites::{Site, SiteStore};
 
@@ -43,70 +45,34 @@ pub enum Request {
 #[derive(Debug, Serialize, Deserialize)]
 pub enum Response {
     Leases(Vec<Lease>),
-    Status(Vec<StatusRow>),
+    Status(Vec<Connection>),
     Site(Site),
     Sites(Vec<SiteState>),
     Files(Vec<(String, String)>),
     Error(String),
 }
 
-/// One connected client, as `status` prints it.
-#[derive(Debug, Clone, Serialize, Deserialize)]
-pub struct StatusRow {
-    identity: String,
-    outer: String,
-    inner: Option<Ipv6Addr>,
-    bytes_in: u64,
-    bytes_out: u64,
-    packets_in: u64,
-    packets_out: u64,
-    /// Packets from the client that decrypted but were not its own: not
-    /// IPv6, or from an address other than its lease.
-    dropped_spoofed: u64,
-    age_secs: u64,
-    child_sas: usize,
-}
-
-struct Client {
-    identity: String,
-    remote: SocketAddr,
-    since: SystemTime,
-    /// Inbound SPIs of its Child SAs and the addresses they route.
-    children: Vec<(u32, Vec<Ipv6Addr>)>,
-    /// The traffic of its Child SAs that are gone (rekeyed).
-    retired: SaCounters,
-}
-
-fn hosts(ts: &[TrafficSelector]) -> Vec<Ipv6Addr> {
-    ts.iter()
-        .filter_map(|t| match t {
-            TrafficSelector::Ipv6(r) if r.start == r.end => Some(r.start),
-            _ => None,
-        })
-        .collect()
-}
-
 pub async fn run(config: Config) -> Result<(), String> {
     secrets::restrict_umask();
     let f = &config.file;
     let chain = pki::load_chain(&f.ike.certificate)?;
-    let identity = pki::own_identity(&f.ike.identity, &chain)
+    let identity = pki::own_identity(&f.ike.identity.to_string(), &chain)
         .map_err(|e| format!("{}: key `ike.identity`: {e}", config.path.display()))?;
     let key = pki::load_key(&f.ike.private_key)?;
     pki::check_key_matches(&chain, &key)
         .map_err(|e| format!("{}: {e}", f.ike.private_key.display()))?;
     let anchors = pki::load_anchors(&f.ike.ca)?;
-    let reservations = f
+    let reservations: Vec<_> = f
         .pool
         .reservations
         .iter()
-        .map(|(id, addr)| pki::parse_identity(id).map(|i| (i, *addr)))
-        .collect::<Result<Vec<_>, _>>()?;
+        .map(|(id, addr)| (id.0.clone(), *addr))
+        .collect();
     // Leases, the WireGuard private key and the site keys live here.
     secrets::private_dir(&f.storage.path)
         .map_err(|e| format!("{}: {e}", f.storage.path.display()))?;
     let store = Arc::new(
-        LeaseStore::open(
+        SledLeaseStore::open(
             &f.storage.path,
             config.pool_base,
             config.pool_size,
@@ -128,9 +94,10 @@ pub async fn run(config: Config) -> Result<(), String> {
         f.ike.listen[0],
         child_lifetime,
     );
-    let (dp, mut kernel_events) = DataPlane::start(&plane, nat_t)?;
+    let (dp, kernel_events) = DataPlane::start(&plane, nat_t)?;
+    let dp = Arc::new(dp);
     if let Err(e) = netconf::enable_ipv6_forwarding() {
-        eprintln!("sixgate-broker: warning: enabling IPv6 forwarding: {e}");
+        tracing::warn!("enabling IPv6 forwarding: {e}");
     }
 
     let mut ike = endpoint::Config::new(identity, chain, Arc::new(key), anchors);
@@ -142,16 +109,32 @@ pub async fn run(config: Config) -> Result<(), String> {
     ike.rekey_jitter = ike.child_lifetime.min(ike.ike_lifetime) / 10;
     ike.force_udp_encapsulation =
         dp.forces_udp_encapsulation() || f.dataplane.force_udp_encapsulation;
-    let pool = store.clone();
-    let mut driver = udp::spawn(Arc::new(ike), sockets, dp.esp_handler(), move |ep| {
-        ep.set_address_pool(Box::new(Pool(pool)))
+    let kernel_events = kernel_events.map(|events| {
+        let dp = dp.clone();
+        KernelEvents {
+            events,
+            child_for: Box::new(move |ev| dp.on_kernel_event(ev)),
+        }
     });
+    let mut runtime = engine::spawn(Parts {
+        ike: Arc::new(ike),
+        role: Role::Responder,
+        sockets,
+        plane: dp.clone(),
+        esp: dp.esp_handler(),
+        kernel_events,
+        leases: Some(Box::new(Leases(store.clone()))),
+    })
+    .map_err(|e| format!("starting the runtime: {e}"))?;
     let mut sites = match &f.sites {
         Some(cfg) => {
-            let (prefix, len) = sixgate_broker::config::parse_net6(&cfg.prefix)?;
-            let net4 = sixgate_broker::config::parse_net4(&cfg.transfer4)?;
-            let store = SiteStore::open(&f.storage.path, (prefix, len), net4, cfg.hold_down)
-                .map_err(|e| e.to_string())?;
+            let store = SiteStore::open(
+                &f.storage.path,
+                (cfg.prefix.0.network(), cfg.prefix.0.prefix_len()),
+                (cfg.transfer4.0.network(), cfg.transfer4.0.prefix_len()),
+                cfg.hold_down,
+            )
+            .map_err(|e| e.to_string())?;
             Some(SiteNet::start(cfg, store)?)
         }
         None => None,
@@ -159,8 +142,8 @@ pub async fn run(config: Config) -> Result<(), String> {
     let mut liveness = tokio::time::interval(Duration::from_secs(1));
     let mut term = signal(SignalKind::terminate()).map_err(|e| e.to_string())?;
     let mut int = signal(SignalKind::interrupt()).map_err(|e| e.to_string())?;
-    eprintln!(
-        "sixgate-broker: listening on {:?}, pool {}, {}",
+    tracing::info!(
+        "listening on {:?}, pool {}, {}",
         f.ike.listen,
         f.pool.prefix,
         dp.describe()
@@ -168,28 +151,25 @@ pub async fn run(config: Config) -> Result<(), String> {
     // Last: a control socket that answers means the daemon is running.
     let listener = control::bind(&config.control_socket)
         .map_err(|e| format!("{}: {e}", config.control_socket.display()))?;
+    let mut requests = control::serve::<Request, Response>(listener, Response::Error);
 
-    let mut clients: HashMap<SaId, Client> = HashMap::new();
     loop {
         tokio::select! {
-            event = driver.events.recv() => {
-                let Some(event) = event else { break };
-                handle_event(event, &dp, &mut clients);
-            }
-            Some(event) = plane::next_kernel_event(&mut kernel_events) => {
-                if let Some(command) = dp.on_kernel_event(event) {
-                    let _ = driver.commands.send(command);
-                }
-            }
-            conn = listener.accept() => {
-                let Ok((mut stream, _)) = conn else { continue };
-                let response = match control::read_request::<Request>(&mut stream).await {
-                    Ok(Request::Leases) => store.list().map(Response::Leases).unwrap_or_else(|e| Response::Error(e.to_string())),
-                    Ok(Request::Status) => Response::Status(status_rows(&clients, &dp)),
-                    Ok(request) => site_request(sites.as_mut(), request),
-                    Err(e) => Response::Error(e.to_string()),
+            event = runtime.events.recv() => if event.is_none() { break },
+            Some(Incoming { request, reply }) = requests.recv() => {
+                let response = match request {
+                    Request::Leases => store
+                        .list()
+                        .map(Response::Leases)
+                        .unwrap_or_else(|e| Response::Error(e.to_string())),
+                    Request::Status => {
+                        let (tx, rx) = oneshot::channel();
+                        let _ = runtime.commands.send(Command::Connections(tx));
+                        rx.await.map(Response::Status).unwrap_or_else(|_| Response::Error("the runtime stopped".into()))
+                    }
+                    request => site_request(sites.as_mut(), request),
                 };
-                let _ = control::write_response(&mut stream, &response).await;
+                let _ = reply.send(response);
             }
             _ = liveness.tick() => {
                 if let Some(s) = sites.as_mut() {
@@ -203,20 +183,14 @@ pub async fn run(config: Config) -> Result<(), String> {
     if let Some(mut s) = sites.take() {
         s.stop();
     }
-
     // Orderly stop: tell every client, give the deletes a moment, then
     // remove what we installed.
-    for sa in clients.keys() {
-        let _ = driver.commands.send(Command::DeleteIkeSa(*sa));
-    }
-    let deadline = tokio::time::Instant::now() + Duration::from_secs(2);
-    while !clients.is_empty() {
-        match tokio::time::timeout_at(deadline, driver.events.recv()).await {
-            Ok(Some(event)) => handle_event(event, &dp, &mut clients),
-            _ => break,
-        }
-    }
-    let _ = driver.commands.send(Command::Shutdown);
+    let (done, stopped) = oneshot::channel();
+    let _ = runtime.commands.send(Command::Shutdown {
+        linger: Duration::from_secs(2),
+        done,
+    });
+    let _ = stopped.await;
     let _ = std::fs::remove_file(&config.control_socket);
     dp.stop();
     Ok(())
@@ -256,134 +230,8 @@ pub async fn ask(config: &Config, request: &Request) -> Result<Response, String>
     }
 }
 
-fn handle_event(event: Event, dp: &DataPlane, clients: &mut HashMap<SaId, Client>) {
-    match event {
-        Event::IkeSaUp {
-            sa,
-            peer_identity,
-            remote,
-            ..
-        } => {
-            let identity = peer_identity.to_string();
-            eprintln!("sixgate-broker: {identity} connected from {remote}");
-            clients.insert(
-                sa,
-                Client {
-                    identity,
-                    remote,
-                    since: SystemTime::now(),
-                    children: Vec::new(),
-                    retired: SaCounters::default(),
-                },
-            );
-        }
-        Event::ChildSaUp(child) | Event::ChildSaRekeyed { new: child, .. } => {
-            eprintln!(
-                "sixgate-broker: Child SA {:08x}/{:08x} installed",
-                child.inbound_spi, child.outbound_spi
-            );
-            if let Err(e) = dp.install(&child) {
-                eprintln!(
-                    "sixgate-broker: installing SA {:08x}: {e}",
-                    child.inbound_spi
-                );
-                return;
-            }
-            let addrs = hosts(&child.remote_ts);
-            for a in &addrs {
-                if let Err(e) = dp.add_host_route(*a) {
-                    eprintln!("sixgate-broker: route to {a}: {e}");
-                }
-            }
-            if let Some(c) = clients.get_mut(&child.ike_sa) {
-                c.remote = child.remote;
-                c.children.push((child.inbound_spi, addrs));
-            }
-        }
-        Event::ChildSaDown {
-            ike_sa,
-            inbound_spi,
-            ..
-        } => {
-            let last = dp.retire(inbound_spi);
-            if let Some(c) = clients.get_mut(&ike_sa) {
-                c.retired.absorb(last);
-                let gone: Vec<Ipv6Addr> = c
-                    .children
-                    .iter()
-                    .filter(|(spi, _)| *spi == inbound_spi)
-                    .flat_map(|(_, a)| a.clone())
-                    .collect();
-                c.children.retain(|(spi, _)| *spi != inbound_spi);
-                for a in gone {
-                    // A rekeyed SA's successor routes the same address.
-                    if !routed(clients, a) {
-                        let _ = dp.delete_host_route(a);
-                    }
-                }
-            }
-        }
-        Event::IkeSaDown { sa, reason } => {
-            if let Some(c) = clients.remove(&sa) {
-                eprintln!("sixgate-broker: {} disconnected: {reason:?}", c.identity);
-                for (spi, addrs) in c.children {
-                    dp.remove(spi);
-                    for a in addrs {
-                        // The same client, reconnected, may already have
-                        // its address back on a new IKE SA.
-                        if !routed(clients, a) {
-                            let _ = dp.delete_host_route(a);
-                        }
-                    }
-                }
-            }
-        }
-        Event::ChildSaRefused { notify, .. } => {
-            eprintln!("sixgate-broker: Child SA refused: {notify:?}")
-        }
-        Event::IkeSaRekeyed { .. } | Event::AddressAssigned { .. } => {}
-    }
-}
-
-/// Whether a Child SA of any client still routes `addr`.
-fn routed(clients: &HashMap<SaId, Client>, addr: Ipv6Addr) -> bool {
-    clients
-        .values()
-        .any(|c| c.children.iter().any(|(_, addrs)| addrs.contains(&addr)))
-}
-
-fn status_rows(clients: &HashMap<SaId, Client>, dp: &DataPlane) -> Vec<StatusRow> {
-    let mut rows: Vec<StatusRow> = clients
-        .values()
-        .map(|c| {
-            let total = dp.totals(c.retired, c.children.iter().map(|(spi, _)| *spi));
-            StatusRow {
-                identity: c.identity.clone(),
-                outer: c.remote.to_string(),
-                inner: c
-                    .children
-                    .iter()
-                    .flat_map(|(_, a)| a.first().copied())
-                    .next(),
-                bytes_in: total.inbound.bytes,
-                bytes_out: total.outbound.bytes,
-                packets_in: total.inbound.packets,
-                packets_out: total.outbound.packets,
-                dropped_spoofed: total.inbound.spoofed,
-                age_secs: c.since.elapsed().map(|d| d.as_secs()).unwrap_or(0),
-                child_sas: c.children.len(),
-            }
-        })
-        .collect();
-    rows.sort_by(|a, b| a.identity.cmp(&b.identity));
-    rows
-}
-
 pub async fn print_leases(config: &Config) -> Result<(), String> {
-    match control::ask(&config.control_socket, &Request::Leases)
-        .await
-        .map_err(|e| e.to_string())?
-    {
+    match ask(config, &Request::Leases).await? {
         Response::Leases(leases) => {
             println!("{:<40} {:<32} STATE", "IDENTITY", "ADDRESS");
             for l in leases {
@@ -397,38 +245,36 @@ pub async fn print_leases(config: &Config) -> Result<(), String> {
             }
             Ok(())
         }
-        Response::Error(e) => Err(e),
         other => Err(format!("unexpected answer {other:?}")),
     }
 }
 
 pub async fn print_status(config: &Config) -> Result<(), String> {
-    match control::ask(&config.control_socket, &Request::Status)
-        .await
-        .map_err(|e| e.to_string())?
-    {
+    match ask(config, &Request::Status).await? {
         Response::Status(rows) => {
             println!(
                 "{:<32} {:<22} {:<28} {:>12} {:>12} {:>8} {:>4} {:>8}",
                 "IDENTITY", "OUTER", "INNER", "BYTES IN", "BYTES OUT", "AGE", "SAS", "SPOOFED"
             );
             for r in rows {
-                let inner = r.inner.map(|a| a.to_string()).unwrap_or_else(|| "-".into());
+                let inner = r
+                    .address
+                    .map(|a| a.to_string())
+                    .unwrap_or_else(|| "-".into());
                 println!(
                     "{:<32} {:<22} {:<28} {:>12} {:>12} {:>7}s {:>4} {:>8}",
                     r.identity,
-                    r.outer,
+                    r.remote,
                     inner,
-                    r.bytes_in,
-                    r.bytes_out,
+                    r.traffic.bytes_in,
+                    r.traffic.bytes_out,
                     r.age_secs,
-                    r.child_sas,
-                    r.dropped_spoofed
+                    r.child_sas.len(),
+                    r.traffic.dropped_spoofed
                 );
             }
             Ok(())
         }
-        Response::Error(e) => Err(e),
         other => Err(format!("unexpected answer {other:?}")),
     }
 }

@@ -5,9 +5,9 @@
 //! a cursor that only moves forward; once the prefix is used up, the lease
 //! released longest ago is taken from its old owner. Allocation therefore
 //! never scans the pool. Static reservations are never handed to anyone
-//! else. Each change is one atomic sled batch, flushed to disk before
-//! `assign` returns, so the IKE_AUTH response that announces a lease never
-//! goes out before the lease is durable.
+//! else. Each change is one atomic sled batch; the runtime's lease writer
+//! ([`sixgate_runtime::admission`]) flushes after each group of changes
+//! and only then lets the IKE_AUTH response that announces a lease go out.
 //!
 //! Identities are keyed by their canonical form
 //! ([`CanonicalIdentity::storage_key`]), so the spellings of one identity
@@ -20,9 +20,11 @@ use std::collections::{BTreeMap, HashSet};
 use std::net::Ipv6Addr;
 use std::path::Path;
 
-use sixgate_proto::endpoint::AddressPool;
+use std::io;
+
 use sixgate_proto::identity::CanonicalIdentity;
 use sixgate_proto::wire::IdType;
+use sixgate_runtime::admission::LeaseStore;
 
 /// One lease, for `sixgate-broker leases`.
 #[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
@@ -38,7 +40,7 @@ pub struct Lease {
 }
 
 /// The leases, in sled (see the module documentation).
-pub struct LeaseStore {
+pub struct SledLeaseStore {
     db: sled::Db,
     tree: sled::Tree,
     base: u128,
@@ -72,17 +74,17 @@ fn addr_of(v: &[u8]) -> Option<Ipv6Addr> {
     <[u8; 16]>::try_from(v).ok().map(Ipv6Addr::from)
 }
 
-impl LeaseStore {
+impl SledLeaseStore {
     /// Opens (or creates) the store under `path` for the pool `base`..`base+size`.
     pub fn open(
         path: &Path,
         base: Ipv6Addr,
         size: u64,
         reservations: &[(CanonicalIdentity, Ipv6Addr)],
-    ) -> sled::Result<LeaseStore> {
+    ) -> sled::Result<SledLeaseStore> {
         let db = sled::open(path.join("leases"))?;
         let tree = db.open_tree("pool")?;
-        let store = LeaseStore {
+        let store = SledLeaseStore {
             db,
             tree,
             base: u128::from(base),
@@ -172,9 +174,12 @@ impl LeaseStore {
     }
 
     fn commit(&self, batch: sled::Batch) -> sled::Result<()> {
-        self.tree.apply_batch(batch)?;
-        self.tree.flush()?;
-        Ok(())
+        self.tree.apply_batch(batch)
+    }
+
+    /// Makes every change so far durable.
+    pub fn flush(&self) -> sled::Result<()> {
+        self.tree.flush().map(|_| ())
     }
 
     fn lease_to(&self, batch: &mut sled::Batch, key: &[u8], addr: Ipv6Addr) {
@@ -257,7 +262,6 @@ impl LeaseStore {
         if self.tree.get(prefixed(b'r', &addr.octets()))?.is_none() {
             self.mark_released(addr)?;
         }
-        self.tree.flush()?;
         Ok(())
     }
 
@@ -279,26 +283,22 @@ impl LeaseStore {
     }
 }
 
-/// The endpoint's handle on the store.
-pub struct Pool(pub std::sync::Arc<LeaseStore>);
+/// The lease writer's handle on the store.
+pub struct Leases(pub std::sync::Arc<SledLeaseStore>);
 
-/// Storage errors are logged and answered as an exhausted pool
-/// (INTERNAL_ADDRESS_FAILURE), never a crash.
-impl AddressPool for Pool {
-    fn assign(&mut self, identity: &CanonicalIdentity) -> Option<Ipv6Addr> {
-        match self.0.assign_address(identity) {
-            Ok(a) => a,
-            Err(e) => {
-                eprintln!("sixgate-broker: lease store: {e}");
-                None
-            }
-        }
+impl LeaseStore for Leases {
+    fn assign(&mut self, identity: &CanonicalIdentity) -> io::Result<Option<Ipv6Addr>> {
+        self.0.assign_address(identity).map_err(io::Error::other)
     }
 
-    fn release(&mut self, identity: &CanonicalIdentity, address: Ipv6Addr) {
-        if let Err(e) = self.0.release_address(identity, address) {
-            eprintln!("sixgate-broker: lease store: {e}");
-        }
+    fn release(&mut self, identity: &CanonicalIdentity, address: Ipv6Addr) -> io::Result<()> {
+        self.0
+            .release_address(identity, address)
+            .map_err(io::Error::other)
+    }
+
+    fn flush(&mut self) -> io::Result<()> {
+        self.0.flush().map_err(io::Error::other)
     }
 }
 
@@ -310,10 +310,10 @@ mod tests {
         CanonicalIdentity::parse(s).unwrap()
     }
 
-    fn store(dir: &Path, size: u64) -> LeaseStore {
+    fn store(dir: &Path, size: u64) -> SledLeaseStore {
         let base: Ipv6Addr = "2001:db8:100::100".parse().unwrap();
         let reserved = [(id("vip@example.net"), "2001:db8:100::101".parse().unwrap())];
-        LeaseStore::open(dir, base, size, &reserved).unwrap()
+        SledLeaseStore::open(dir, base, size, &reserved).unwrap()
     }
 
     #[test]

@@ -12,7 +12,7 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
-use sixgate_dataplane::process;
+use sixgate_runtime::{logging, process};
 
 #[derive(Parser)]
 #[command(
@@ -21,6 +21,10 @@ use sixgate_dataplane::process;
     about = "IPv6 tunnel broker: IKEv2 responder with an address pool"
 )]
 struct Cli {
+    /// How much to log: error, warn, info, debug or trace (RUST_LOG, if
+    /// set, wins).
+    #[arg(long, global = true, default_value = "info")]
+    log_level: String,
     #[command(subcommand)]
     command: Verb,
 }
@@ -121,6 +125,10 @@ fn main() -> ExitCode {
             | SiteVerb::Remove { config, .. } => config.clone(),
         },
     };
+    if let Err(e) = logging::init(&cli.log_level) {
+        eprintln!("sixgate-broker: {e}");
+        return ExitCode::from(2);
+    }
     let config = match config::Config::load(&path) {
         Ok(c) => c,
         Err(e) => {

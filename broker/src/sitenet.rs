@@ -12,7 +12,7 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 use sixgate_dataplane::netconf;
 use sixgate_dataplane::wireguard::{key_hex, Device, Peer, PeerStats};
 
-use crate::config::Sites;
+use crate::config::{Sites, WireGuardBackend};
 use crate::siteconfig::SiteFiles;
 use crate::sites::{check_public_key, Site, SiteStore};
 
@@ -87,8 +87,13 @@ impl SiteNet {
             .release_expired(now_secs())
             .map_err(|e| e.to_string())?;
         // A crash may have left the device of an earlier run behind.
-        let _ = netconf::del_link(&cfg.interface);
-        let device = Device::start(&cfg.interface, &cfg.backend).map_err(|e| e.to_string())?;
+        let _ = netconf::del_link(&cfg.interface.0);
+        let backend = match cfg.backend {
+            WireGuardBackend::Auto => "auto",
+            WireGuardBackend::Kernel => "kernel",
+            WireGuardBackend::Userspace => "userspace",
+        };
+        let device = Device::start(&cfg.interface.0, backend).map_err(|e| e.to_string())?;
         let mut net = SiteNet {
             cfg: cfg.clone(),
             store,
@@ -113,7 +118,7 @@ impl SiteNet {
     fn install(&mut self) -> Result<(), String> {
         let sites = self.store.list().map_err(|e| e.to_string())?;
         let peers: Vec<Peer> = sites.iter().map(peer).collect::<Result<_, _>>()?;
-        let dev = &self.cfg.interface;
+        let dev = &self.cfg.interface.0;
         self.device()?
             .configure(&self.key, self.cfg.listen_port, &peers)
             .map_err(|e| e.to_string())?;
@@ -171,7 +176,7 @@ impl SiteNet {
         route_cmd(
             &self.cfg,
             "replace",
-            &[&site.prefix_text(), "dev", &self.cfg.interface],
+            &[&site.prefix_text(), "dev", &self.cfg.interface.0],
         )?;
         self.routed.insert(site.name.clone());
         Ok(())
@@ -182,7 +187,7 @@ impl SiteNet {
             let _ = route_cmd(
                 &self.cfg,
                 "del",
-                &[&site.prefix_text(), "dev", &self.cfg.interface],
+                &[&site.prefix_text(), "dev", &self.cfg.interface.0],
             );
         }
     }
@@ -192,7 +197,7 @@ impl SiteNet {
         let (net4, len4) = self.store.transfer4_net();
         let mut sources: Vec<String> = sites.iter().map(Site::prefix_text).collect();
         sources.push(format!("{net6}/64"));
-        let (wg, up) = (&self.cfg.interface, &self.cfg.uplink);
+        let (wg, up) = (&self.cfg.interface.0, &self.cfg.uplink);
         let ruleset = format!(
             r#"table inet {NFT_TABLE}
 delete table inet {NFT_TABLE}
@@ -280,7 +285,7 @@ table inet {NFT_TABLE} {{
         let files = SiteFiles {
             site: &site,
             broker_public_key: &broker,
-            endpoint: &self.cfg.endpoint,
+            endpoint: &self.cfg.endpoint.0.to_string(),
             transfer4_length: self.store.transfer4_net().1,
             keepalive: (self.cfg.peer_timeout / 3).clamp(1, 25),
             uplink,

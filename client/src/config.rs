@@ -1,18 +1,32 @@
-//! The client's configuration file (TOML); errors name the file, the key
-//! and the problem, and unknown keys are refused.
+//! The client's configuration file (TOML). Values are typed where they
+//! are read; errors name the file, the key and the problem, and unknown
+//! keys are refused.
 
 use std::net::IpAddr;
 use std::path::{Path, PathBuf};
 
 use serde::Deserialize;
-use sixgate_dataplane::plane::DataplaneSection;
+use sixgate_runtime::config::{self as common, ConfigError, DataplaneSection, HostPort, Identity};
+
+/// The broker: a host name or an address, with the IKE port (500 unless
+/// given); a name is resolved at each connection attempt.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(try_from = "String")]
+pub struct Broker(pub HostPort);
+
+impl TryFrom<String> for Broker {
+    type Error = String;
+    fn try_from(text: String) -> Result<Self, String> {
+        HostPort::parse(&text, Some(500)).map(Broker)
+    }
+}
 
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct Config {
-    pub broker: IpAddr,
-    pub broker_identity: String,
-    pub identity: String,
+    pub broker: Broker,
+    pub broker_identity: Identity,
+    pub identity: Identity,
     pub certificate: PathBuf,
     pub private_key: PathBuf,
     pub ca: Vec<PathBuf>,
@@ -30,7 +44,8 @@ pub struct Config {
     /// Child SA lifetime before rekeying, seconds.
     #[serde(default = "default_child_lifetime")]
     pub child_lifetime: u64,
-    /// Write the DNS servers the broker gives to /etc/resolv.conf.
+    /// Write the DNS servers the broker gives to /etc/resolv.conf (and
+    /// put the original back on `down`).
     #[serde(default)]
     pub resolv_conf: bool,
     #[serde(default = "default_control")]
@@ -59,24 +74,13 @@ fn default_control() -> PathBuf {
 pub const DEFAULT_DEVICE: &str = "sgc0";
 
 impl Config {
-    pub fn load(path: &Path) -> Result<Config, String> {
-        let shown = path.display();
-        let text = std::fs::read_to_string(path).map_err(|e| format!("{shown}: {e}"))?;
-        let mut c: Config = toml::from_str(&text).map_err(|e| format!("{shown}: {e}"))?;
-        let bad = |key: &str, problem: &str| format!("{shown}: key `{key}`: {problem}");
-        let dir = path.parent().unwrap_or(Path::new("."));
-        let resolve = |p: &mut PathBuf| {
-            if p.is_relative() {
-                *p = dir.join(&*p);
-            }
-        };
-        resolve(&mut c.certificate);
-        resolve(&mut c.private_key);
-        c.ca.iter_mut().for_each(resolve);
-        resolve(&mut c.control_socket);
-        sixgate_dataplane::pki::parse_identity(&c.identity).map_err(|e| bad("identity", &e))?;
-        sixgate_dataplane::pki::parse_identity(&c.broker_identity)
-            .map_err(|e| bad("broker_identity", &e))?;
+    pub fn load(path: &Path) -> Result<Config, ConfigError> {
+        let mut c: Config = common::load(path)?;
+        let bad = |key: &str, problem: &str| ConfigError::key(path, key, problem);
+        common::resolve(path, &mut c.certificate);
+        common::resolve(path, &mut c.private_key);
+        c.ca.iter_mut().for_each(|p| common::resolve(path, p));
+        common::resolve(path, &mut c.control_socket);
         for (key, p) in [
             ("certificate", &c.certificate),
             ("private_key", &c.private_key),
@@ -88,7 +92,6 @@ impl Config {
         if c.ca.is_empty() {
             return Err(bad("ca", "at least one CA certificate is needed"));
         }
-        c.dataplane.check().map_err(|(key, e)| bad(key, &e))?;
         if c.child_lifetime < 2 {
             return Err(bad("child_lifetime", "must be at least 2 seconds"));
         }
@@ -118,7 +121,7 @@ backend = "userspace"
         let certs = Path::new(env!("CARGO_MANIFEST_DIR")).join("../certs-example/ecdsa");
         let p = dir.join("client.toml");
         std::fs::write(&p, body.replace("CERTS", &certs.display().to_string())).unwrap();
-        Config::load(&p)
+        Config::load(&p).map_err(|e| e.to_string())
     }
 
     #[test]
@@ -127,12 +130,22 @@ backend = "userspace"
         let c = load(dir.path(), GOOD).unwrap();
         assert_eq!(c.dataplane.device(DEFAULT_DEVICE), "sgc0");
         assert_eq!(c.control_socket, PathBuf::from("/run/sixgate/client.sock"));
+        assert_eq!(c.broker.0.to_string(), "192.0.2.1:500");
+        let named = load(
+            dir.path(),
+            &GOOD.replace("\"192.0.2.1\"", "\"vpn.example.org:4500\""),
+        )
+        .unwrap();
+        assert_eq!(
+            (named.broker.0.host.as_str(), named.broker.0.port),
+            ("vpn.example.org", 4500)
+        );
         for (from, to, key, problem) in [
             (
                 "broker = \"192.0.2.1\"",
-                "broker = \"broker.example.net\"",
+                "broker = \"broker example\"",
                 "broker",
-                "invalid",
+                "neither a host name nor an address",
             ),
             (
                 "backend = \"userspace\"",

@@ -1,6 +1,7 @@
 //! The running client: one IKE SA to the broker at a time, re-established
-//! with exponential backoff whenever it goes down, and the address, route
-//! and DNS settings that follow it.
+//! with exponential backoff whenever it goes down. The runtime installs
+//! the address, routes and DNS settings that follow it; this module is the
+//! reconnect policy, the control socket's answers and the CLI's printing.
 
 use std::net::{IpAddr, Ipv6Addr, SocketAddr};
 use std::path::Path;
@@ -8,13 +9,17 @@ use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
 use serde::{Deserialize, Serialize};
-use sixgate_dataplane::plane::{self, DataPlane};
-use sixgate_dataplane::udp::{self, Command, DriverHandle, IkeSockets};
-use sixgate_dataplane::userspace::SaCounters;
+use sixgate_dataplane::dns::ResolvConf;
+use sixgate_dataplane::plane::DataPlane;
+use sixgate_dataplane::secrets;
+use sixgate_dataplane::udp::IkeSockets;
 use sixgate_dataplane::xfrm::Owner;
-use sixgate_dataplane::{control, pki, secrets};
 use sixgate_proto::endpoint::{self, ts, ConnectRequest, DownReason, Event, SaId};
+use sixgate_runtime::control::{self, Incoming};
+use sixgate_runtime::engine::{self, Command, KernelEvents, Parts, Role, RuntimeHandle, Traffic};
+use sixgate_runtime::pki;
 use tokio::signal::unix::{signal, SignalKind};
+use tokio::sync::oneshot;
 
 use crate::config::{Config, DEFAULT_DEVICE};
 
@@ -37,29 +42,21 @@ struct Status {
     broker: String,
     address: Option<Ipv6Addr>,
     dns: Vec<IpAddr>,
-    bytes_in: u64,
-    bytes_out: u64,
-    /// Packets from the broker that decrypted but were not IPv6 or came
-    /// from outside the negotiated selectors.
-    dropped_spoofed: u64,
+    traffic: Traffic,
     connected_secs: Option<u64>,
     reconnects: u64,
     last_error: Option<String>,
 }
 
-/// The tunnel as it stands.
+/// The tunnel as the reconnect policy sees it.
+#[derive(Default)]
 struct Tunnel {
     sa: Option<SaId>,
     up_since: Option<SystemTime>,
-    address: Option<Ipv6Addr>,
-    dns: Vec<IpAddr>,
-    children: Vec<u32>,
     reconnects: u64,
     last_error: Option<String>,
     /// Why the broker refused the last attempt, if it did.
     refusal: Option<String>,
-    /// The traffic of this connection's Child SAs that are gone (rekeyed).
-    retired: SaCounters,
 }
 
 /// The local address the kernel would use towards the broker.
@@ -80,9 +77,23 @@ fn local_address(broker: IpAddr) -> Result<IpAddr, String> {
     Ok(probe.local_addr().map_err(|e| e.to_string())?.ip())
 }
 
+/// The broker's address now (a name is looked up each time).
+fn resolve_broker(config: &Config) -> Result<SocketAddr, String> {
+    let broker = &config.broker.0;
+    let addrs = broker
+        .resolve()
+        .map_err(|e| format!("resolving the broker {broker}: {e}"))?;
+    addrs
+        .iter()
+        .find(|a| a.is_ipv4())
+        .or(addrs.first())
+        .copied()
+        .ok_or_else(|| format!("the broker {broker} has no address"))
+}
+
 /// Restarts this program detached (`up` without `--daemon`), and returns
 /// once its control socket answers.
-pub fn detach(path: &Path, config: &Config) -> Result<(), String> {
+pub fn detach(path: &Path, config: &Config, log_level: &str) -> Result<(), String> {
     use std::os::unix::process::CommandExt;
     let exe = std::env::current_exe().map_err(|e| e.to_string())?;
     let log = config.control_socket.with_extension("log");
@@ -92,6 +103,8 @@ pub fn detach(path: &Path, config: &Config) -> Result<(), String> {
     let log_file =
         secrets::open_private_log(&log).map_err(|e| format!("{}: {e}", log.display()))?;
     let mut child = std::process::Command::new(exe)
+        .arg("--log-level")
+        .arg(log_level)
         .arg("up")
         .arg("--config")
         .arg(path)
@@ -124,15 +137,14 @@ pub fn detach(path: &Path, config: &Config) -> Result<(), String> {
 pub async fn run(config: Config) -> Result<(), String> {
     secrets::restrict_umask();
     let chain = pki::load_chain(&config.certificate)?;
-    let identity = pki::own_identity(&config.identity, &chain)?;
-    let broker_identity = pki::parse_identity(&config.broker_identity)?;
+    let identity = pki::own_identity(&config.identity.to_string(), &chain)?;
     let key = pki::load_key(&config.private_key)?;
     pki::check_key_matches(&chain, &key)
         .map_err(|e| format!("{}: {e}", config.private_key.display()))?;
     let anchors = pki::load_anchors(&config.ca)?;
     let local = match config.local {
         Some(a) => a,
-        None => local_address(config.broker)?,
+        None => local_address(resolve_broker(&config)?.ip())?,
     };
     let sockets = IkeSockets::bind(&[local], 500, 4500)
         .await
@@ -144,7 +156,22 @@ pub async fn run(config: Config) -> Result<(), String> {
     let plane = config
         .dataplane
         .plane_config(Owner::Client, DEFAULT_DEVICE, local, child_lifetime);
-    let (dp, mut kernel_events) = DataPlane::start(&plane, nat_t)?;
+    let (dp, kernel_events) = DataPlane::start(&plane, nat_t)?;
+    let dp = Arc::new(dp);
+    let resolv_conf = config.resolv_conf.then(|| {
+        ResolvConf::new(
+            "/etc/resolv.conf",
+            config.control_socket.with_extension("resolv.conf.saved"),
+        )
+    });
+    if let Some(rc) = &resolv_conf {
+        // A run that was killed left its servers in place.
+        match rc.restore() {
+            Ok(true) => tracing::info!("restored /etc/resolv.conf as it was before a crash"),
+            Ok(false) => {}
+            Err(e) => tracing::warn!("restoring /etc/resolv.conf: {e}"),
+        }
+    }
 
     let mut ike = endpoint::Config::new(identity, chain, Arc::new(key), anchors);
     ike.force_udp_encapsulation =
@@ -154,32 +181,30 @@ pub async fn run(config: Config) -> Result<(), String> {
     ike.retransmit_tries = config.retransmit_tries;
     ike.child_lifetime = child_lifetime;
     ike.rekey_jitter = ike.child_lifetime / 10;
-    let mut driver = udp::spawn(Arc::new(ike), sockets, dp.esp_handler(), |_| {});
+    let kernel_events = kernel_events.map(|events| {
+        let dp = dp.clone();
+        KernelEvents {
+            events,
+            child_for: Box::new(move |ev| dp.on_kernel_event(ev)),
+        }
+    });
+    let mut runtime = engine::spawn(Parts {
+        ike: Arc::new(ike),
+        role: Role::Initiator { resolv_conf },
+        sockets,
+        plane: dp.clone(),
+        esp: dp.esp_handler(),
+        kernel_events,
+        leases: None,
+    })
+    .map_err(|e| format!("starting the runtime: {e}"))?;
     let listener = control::bind(&config.control_socket)
         .map_err(|e| format!("{}: {e}", config.control_socket.display()))?;
+    let mut requests = control::serve::<Request, Response>(listener, Response::Error);
     let mut term = signal(SignalKind::terminate()).map_err(|e| e.to_string())?;
     let mut int = signal(SignalKind::interrupt()).map_err(|e| e.to_string())?;
 
-    let request = ConnectRequest {
-        remote: SocketAddr::new(config.broker, 500),
-        local: SocketAddr::new(local, 500),
-        remote_identity: Some(broker_identity),
-        request_address: true,
-        initial_contact: true,
-        local_ts: vec![ts::ipv6_any()],
-        remote_ts: vec![ts::ipv6_any()],
-    };
-    let mut tunnel = Tunnel {
-        sa: None,
-        up_since: None,
-        address: None,
-        dns: Vec::new(),
-        children: Vec::new(),
-        reconnects: 0,
-        last_error: None,
-        refusal: None,
-        retired: SaCounters::default(),
-    };
+    let mut tunnel = Tunnel::default();
     let mut backoff = Duration::from_secs(1);
     let mut retry_at: Option<tokio::time::Instant> = Some(tokio::time::Instant::now());
     let mut stopping = false;
@@ -193,19 +218,38 @@ pub async fn run(config: Config) -> Result<(), String> {
         tokio::select! {
             () = retry => {
                 retry_at = None;
-                let (tx, rx) = tokio::sync::oneshot::channel();
-                let _ = driver.commands.send(Command::Connect(request.clone(), tx));
-                tunnel.sa = rx.await.ok();
-                eprintln!("sixgate-client: connecting to {}", config.broker);
+                match resolve_broker(&config) {
+                    Ok(remote) => {
+                        tracing::info!("connecting to {} ({remote})", config.broker.0);
+                        let request = ConnectRequest {
+                            remote,
+                            local: SocketAddr::new(local, 500),
+                            remote_identity: Some(config.broker_identity.0.clone()),
+                            request_address: true,
+                            initial_contact: true,
+                            local_ts: vec![ts::ipv6_any()],
+                            remote_ts: vec![ts::ipv6_any()],
+                        };
+                        let (tx, rx) = oneshot::channel();
+                        let _ = runtime.commands.send(Command::Connect(request, tx));
+                        tunnel.sa = rx.await.ok();
+                    }
+                    Err(e) => {
+                        tracing::warn!("{e}; trying again in {}s", backoff.as_secs());
+                        tunnel.last_error = Some(e);
+                        retry_at = Some(tokio::time::Instant::now() + backoff);
+                        backoff = (backoff * 2).min(Duration::from_secs(30));
+                    }
+                }
             }
-            event = driver.events.recv() => {
+            event = runtime.events.recv() => {
                 let Some(event) = event else { break };
-                if let Some(reason) = handle_event(event, &dp, &config, &mut tunnel) {
+                if let Some(reason) = on_event(&event, &mut tunnel) {
                     if stopping {
                         break;
                     }
                     // A refusal says more than the delete that follows it.
-                    tunnel.last_error = Some(tunnel.refusal.take().unwrap_or_else(|| format!("{reason:?}")));
+                    tunnel.last_error = Some(tunnel.refusal.take().unwrap_or_else(|| reason.to_string()));
                     // After a working tunnel, try again at once; after a
                     // failed attempt, back off: 1, 2, 4, ... 30 s.
                     if tunnel.up_since.take().is_some() {
@@ -214,147 +258,91 @@ pub async fn run(config: Config) -> Result<(), String> {
                     let wait = backoff;
                     backoff = (backoff * 2).min(Duration::from_secs(30));
                     tunnel.reconnects += 1;
-                    eprintln!("sixgate-client: tunnel down ({reason:?}); reconnecting in {}s", wait.as_secs());
+                    tracing::info!("tunnel down ({reason}); reconnecting in {}s", wait.as_secs());
                     retry_at = Some(tokio::time::Instant::now() + wait);
                 }
             }
-            Some(event) = plane::next_kernel_event(&mut kernel_events) => {
-                if let Some(command) = dp.on_kernel_event(event) {
-                    let _ = driver.commands.send(command);
-                }
-            }
-            conn = listener.accept() => {
-                let Ok((mut stream, _)) = conn else { continue };
-                let response = match control::read_request::<Request>(&mut stream).await {
-                    Ok(Request::Status) => Response::Status(current_status(&config, &tunnel, &dp)),
-                    Ok(Request::Down) => {
+            Some(Incoming { request, reply }) = requests.recv() => {
+                let response = match request {
+                    Request::Status => Response::Status(current_status(&config, &tunnel, &runtime).await),
+                    Request::Down => {
                         stopping = true;
                         Response::Stopping
                     }
-                    Err(e) => Response::Error(e.to_string()),
                 };
-                let _ = control::write_response(&mut stream, &response).await;
-                if stopping && !stop(&mut driver, &tunnel).await {
+                let _ = reply.send(response);
+                if stopping {
                     break;
                 }
             }
-            _ = term.recv() => { stopping = true; if !stop(&mut driver, &tunnel).await { break } }
-            _ = int.recv() => { stopping = true; if !stop(&mut driver, &tunnel).await { break } }
-        }
-        if stopping && tunnel.sa.is_none() {
-            break;
+            _ = term.recv() => break,
+            _ = int.recv() => break,
         }
     }
-    // Whatever is left: address, route, SAs, the TUN device, the socket.
-    teardown(&dp, &mut tunnel);
-    let _ = driver.commands.send(Command::Shutdown);
+    // Tell the broker, wait a little for its answer, then remove the
+    // address, routes, SAs and DNS settings, the device and the socket.
+    let (done, stopped) = oneshot::channel();
+    let _ = runtime.commands.send(Command::Shutdown {
+        linger: Duration::from_secs(3),
+        done,
+    });
+    let _ = stopped.await;
     let _ = std::fs::remove_file(&config.control_socket);
     dp.stop();
     Ok(())
 }
 
-/// Starts an orderly stop; returns whether to wait for the IKE SA's end.
-async fn stop(driver: &mut DriverHandle, tunnel: &Tunnel) -> bool {
-    match tunnel.sa {
-        Some(sa) => {
-            let _ = driver.commands.send(Command::DeleteIkeSa(sa));
-            // Do not wait for an unresponsive broker for long.
-            let commands = driver.commands.clone();
-            tokio::spawn(async move {
-                tokio::time::sleep(Duration::from_secs(3)).await;
-                let _ = commands.send(Command::Shutdown);
-            });
-            true
-        }
-        None => false,
-    }
-}
-
-/// Acts on an event; returns the reason if the tunnel went down.
-fn handle_event(
-    event: Event,
-    dp: &DataPlane,
-    config: &Config,
-    tunnel: &mut Tunnel,
-) -> Option<DownReason> {
+/// Follows the tunnel's events; returns the reason if it went down.
+fn on_event(event: &Event, tunnel: &mut Tunnel) -> Option<DownReason> {
     match event {
-        // Counts are per connection.
-        Event::IkeSaUp { .. } => tunnel.retired = SaCounters::default(),
-        Event::AddressAssigned { address, dns, .. } => {
-            let addr = address.0;
-            if let Err(e) = dp.set_virtual_address(addr) {
-                eprintln!("sixgate-client: address {addr} and default route: {e}");
-            }
-            if config.resolv_conf && !dns.is_empty() {
-                let text: String = dns.iter().map(|d| format!("nameserver {d}\n")).collect();
-                if let Err(e) = std::fs::write("/etc/resolv.conf", text) {
-                    eprintln!("sixgate-client: /etc/resolv.conf: {e}");
-                }
-            }
-            eprintln!("sixgate-client: up with {addr}, DNS {dns:?}");
+        Event::AddressAssigned { .. } => {
             tunnel.up_since = Some(SystemTime::now());
             tunnel.last_error = None;
-            tunnel.address = Some(addr);
-            tunnel.dns = dns;
-        }
-        Event::ChildSaUp(child) | Event::ChildSaRekeyed { new: child, .. } => {
-            if let Err(e) = dp.install(&child) {
-                eprintln!("sixgate-client: installing SA: {e}");
-            }
-            tunnel.children.push(child.inbound_spi);
-        }
-        Event::ChildSaDown { inbound_spi, .. } => {
-            tunnel.retired.absorb(dp.retire(inbound_spi));
-            tunnel.children.retain(|s| *s != inbound_spi);
         }
         Event::ChildSaRefused { notify, .. } => {
-            tunnel.refusal = Some(format!("broker refused the tunnel: {notify:?}"));
+            tunnel.refusal = Some(format!(
+                "the broker refused the tunnel: {}",
+                notify.describe()
+            ));
         }
-        Event::IkeSaDown { sa, reason } => {
-            if tunnel.sa == Some(sa) {
-                teardown(dp, tunnel);
-                tunnel.sa = None;
-                return Some(reason);
-            }
+        Event::IkeSaDown { sa, reason } if tunnel.sa == Some(*sa) => {
+            tunnel.sa = None;
+            return Some(reason.clone());
         }
-        Event::IkeSaRekeyed { .. } => {}
+        _ => {}
     }
     None
 }
 
-fn teardown(dp: &DataPlane, tunnel: &mut Tunnel) {
-    for spi in tunnel.children.drain(..) {
-        dp.remove(spi);
-    }
-    if let Some(addr) = tunnel.address.take() {
-        dp.clear_virtual_address(addr);
-    }
-    tunnel.dns.clear();
-}
-
-fn current_status(config: &Config, tunnel: &Tunnel, dp: &DataPlane) -> Status {
-    let mut s = Status {
-        state: match (tunnel.sa, tunnel.address) {
+async fn current_status(config: &Config, tunnel: &Tunnel, runtime: &RuntimeHandle) -> Status {
+    let (tx, rx) = oneshot::channel();
+    let _ = runtime.commands.send(Command::Connections(tx));
+    let connection = rx
+        .await
+        .unwrap_or_default()
+        .into_iter()
+        .find(|c| Some(SaId(c.sa)) == tunnel.sa);
+    let address = connection.as_ref().and_then(|c| c.address);
+    Status {
+        state: match (tunnel.sa, address) {
             (Some(_), Some(_)) => "up".into(),
             (Some(_), None) => "connecting".into(),
             (None, _) => "waiting to reconnect".into(),
         },
-        broker: config.broker.to_string(),
-        address: tunnel.address,
-        dns: tunnel.dns.clone(),
+        broker: config.broker.0.to_string(),
+        address,
+        dns: connection
+            .as_ref()
+            .map(|c| c.dns.clone())
+            .unwrap_or_default(),
+        traffic: connection.map(|c| c.traffic).unwrap_or_default(),
         connected_secs: tunnel
             .up_since
             .and_then(|t| t.elapsed().ok())
             .map(|d| d.as_secs()),
         reconnects: tunnel.reconnects,
         last_error: tunnel.last_error.clone(),
-        ..Status::default()
-    };
-    let total = dp.totals(tunnel.retired, tunnel.children.iter().copied());
-    s.bytes_in = total.inbound.bytes;
-    s.bytes_out = total.outbound.bytes;
-    s.dropped_spoofed = total.inbound.spoofed;
-    s
+    }
 }
 
 pub async fn down(config: &Config) -> Result<(), String> {
@@ -401,9 +389,9 @@ pub async fn print_status(config: &Config) -> Result<(), String> {
                     dns.join(" ")
                 }
             );
-            println!("bytes in:   {}", s.bytes_in);
-            println!("bytes out:  {}", s.bytes_out);
-            println!("spoofed:    {}", s.dropped_spoofed);
+            println!("bytes in:   {}", s.traffic.bytes_in);
+            println!("bytes out:  {}", s.traffic.bytes_out);
+            println!("spoofed:    {}", s.traffic.dropped_spoofed);
             if let Some(t) = s.connected_secs {
                 println!("connected:  {t}s");
             }

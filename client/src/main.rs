@@ -11,7 +11,7 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
-use sixgate_dataplane::process;
+use sixgate_runtime::{logging, process};
 
 #[derive(Parser)]
 #[command(
@@ -20,6 +20,10 @@ use sixgate_dataplane::process;
     about = "IPv6 over an IKEv2/ESP tunnel to a sixgate broker"
 )]
 struct Cli {
+    /// How much to log: error, warn, info, debug or trace (RUST_LOG, if
+    /// set, wins).
+    #[arg(long, global = true, default_value = "info")]
+    log_level: String,
     #[command(subcommand)]
     command: Verb,
 }
@@ -54,6 +58,10 @@ fn main() -> ExitCode {
     let path = match &cli.command {
         Verb::Up { config, .. } | Verb::Down { config } | Verb::Status { config } => config.clone(),
     };
+    if let Err(e) = logging::init(&cli.log_level) {
+        eprintln!("sixgate-client: {e}");
+        return ExitCode::from(2);
+    }
     let config = match config::Config::load(&path) {
         Ok(c) => c,
         Err(e) => {
@@ -62,7 +70,10 @@ fn main() -> ExitCode {
         }
     };
     if let Verb::Up { daemon: true, .. } = cli.command {
-        return process::exit("sixgate-client", daemon::detach(&path, &config));
+        return process::exit(
+            "sixgate-client",
+            daemon::detach(&path, &config, &cli.log_level),
+        );
     }
     process::run("sixgate-client", async {
         match cli.command {

@@ -1,20 +1,23 @@
-//! sixgate-dataplane: where the protocol meets Linux.
+//! sixgate-dataplane: the Linux side of sixgate, and nothing above it.
 //!
-//! [`udp`] runs a sans-I/O [`sixgate_proto::endpoint::Endpoint`] on real
-//! UDP sockets (ports 500 and 4500), sorting port-4500 traffic into IKE and
-//! ESP by the non-ESP marker. The ESP data planes (userspace over TUN, and
-//! kernel XFRM) attach to it.
+//! [`udp`] binds the IKE and NAT-T sockets and sorts what arrives into IKE
+//! (for the runtime's IKE task) and ESP (for the data plane). The ESP data
+//! planes are [`userspace`] (ESP in UDP over a TUN device) and [`xfrm`]
+//! (the kernel), behind one front, [`plane`]. Everything else the daemons
+//! do to the system goes through here too: addresses, routes, rules and
+//! links by rtnetlink ([`rtnl`]), WireGuard ([`wireguard`]), nftables
+//! rulesets ([`nft`]), resolver settings ([`dns`]), and files that hold
+//! secrets ([`secrets`]). Which of these to do, and when, is decided in
+//! sixgate-runtime and the daemons.
 // Two unsafe blocks: `userspace` borrows the TUN device's descriptor, and
 // `udp` sets UDP_ENCAP on the NAT-T socket (rustix has no such option).
 #![deny(unsafe_code)]
 
-pub mod control;
+pub mod dns;
 pub mod esp;
 pub mod netconf;
 pub mod netlink;
-pub mod pki;
 pub mod plane;
-pub mod process;
 pub mod rtnl;
 pub mod secrets;
 pub mod selectors;

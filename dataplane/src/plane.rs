@@ -14,128 +14,16 @@
 use std::io;
 use std::net::{IpAddr, Ipv6Addr};
 use std::sync::{Arc, Mutex, MutexGuard};
-use std::time::Duration;
 
-use sixgate_proto::endpoint::ChildSa;
+use sixgate_proto::endpoint::{ChildSa, SaId};
 use tokio::net::UdpSocket;
 use tokio::sync::mpsc;
 
 use crate::rtnl::Rtnl;
 use crate::udp::{self, EspHandler};
 use crate::userspace::{SaCounters, Userspace};
-use crate::xfrm::msg::Limits;
+pub use crate::xfrm::msg::Limits;
 use crate::xfrm::{KernelEvent, Owner, Xfrm, XfrmConfig};
-
-/// The `[dataplane]` section both daemons' configuration files share.
-#[derive(Debug, Clone, serde::Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct DataplaneSection {
-    /// "userspace" (ESP over TUN, in this process) or "xfrm" (the kernel).
-    #[serde(default)]
-    pub backend: BackendKind,
-    /// The device to create: the TUN device (userspace) or the XFRM
-    /// interface (xfrm). Each daemon has its own default.
-    pub tun: Option<String>,
-    /// The device's MTU (userspace).
-    #[serde(default = "default_mtu")]
-    pub mtu: u16,
-    /// xfrm: route through an XFRM interface where the kernel has them
-    /// (else policy-based on the uplink).
-    #[serde(default = "default_true")]
-    pub route_based: bool,
-    /// xfrm: carry ESP in UDP even where no NAT is detected. (The
-    /// userspace backend always does.)
-    #[serde(default)]
-    pub force_udp_encapsulation: bool,
-    /// xfrm: rekey a Child SA after this many bytes in either direction
-    /// (the kernel's soft limit; the hard limit, where the SA is dropped,
-    /// is twice it). 0: by time only.
-    #[serde(default)]
-    pub rekey_bytes: u64,
-}
-
-/// Which ESP data plane.
-#[derive(Debug, serde::Deserialize, Default, Clone, Copy, PartialEq, Eq)]
-#[serde(rename_all = "lowercase")]
-pub enum BackendKind {
-    /// ESP in UDP, in this process, over a TUN device.
-    #[default]
-    Userspace,
-    /// The kernel's IPsec (XFRM).
-    Xfrm,
-}
-
-fn default_mtu() -> u16 {
-    1400
-}
-
-fn default_true() -> bool {
-    true
-}
-
-impl Default for DataplaneSection {
-    fn default() -> Self {
-        DataplaneSection {
-            backend: BackendKind::default(),
-            tun: None,
-            mtu: default_mtu(),
-            route_based: true,
-            force_udp_encapsulation: false,
-            rekey_bytes: 0,
-        }
-    }
-}
-
-impl DataplaneSection {
-    /// Checks the values; on error, the key and what is wrong with it.
-    pub fn check(&self) -> Result<(), (&'static str, String)> {
-        if let Some(name) = &self.tun {
-            if name.is_empty() || name.len() > 15 || name.contains(['/', ' ']) {
-                return Err((
-                    "dataplane.tun",
-                    "an interface name of 1 to 15 characters, without '/' or spaces".into(),
-                ));
-            }
-        }
-        if self.mtu < 1280 {
-            return Err(("dataplane.mtu", "IPv6 needs at least 1280".into()));
-        }
-        Ok(())
-    }
-
-    /// The device name, or `default`.
-    pub fn device<'a>(&'a self, default: &'a str) -> &'a str {
-        self.tun.as_deref().unwrap_or(default)
-    }
-
-    /// The data plane's settings for a daemon whose outer address is
-    /// `local` and whose Child SAs live `child_lifetime`.
-    pub fn plane_config(
-        &self,
-        owner: Owner,
-        default_device: &str,
-        local: IpAddr,
-        child_lifetime: Duration,
-    ) -> PlaneConfig {
-        let mut limits = Limits::default();
-        if self.rekey_bytes > 0 {
-            limits.soft_bytes = self.rekey_bytes;
-            limits.hard_bytes = self.rekey_bytes.saturating_mul(2);
-        }
-        // The IKE engine rekeys by time; the kernel's hard limit only
-        // catches an SA whose rekey never happened.
-        limits.hard_secs = child_lifetime.as_secs().saturating_mul(2);
-        PlaneConfig {
-            owner,
-            kernel: self.backend == BackendKind::Xfrm,
-            device: self.device(default_device).to_string(),
-            mtu: self.mtu,
-            route_based: self.route_based,
-            limits,
-            local,
-        }
-    }
-}
 
 /// Which backend, and its settings.
 #[derive(Debug, Clone)]
@@ -202,8 +90,8 @@ impl DataPlane {
             0
         });
         if stale + routes > 0 {
-            eprintln!(
-                "sixgate: removed {stale} SAs and policies and {routes} routes of an earlier run"
+            tracing::info!(
+                "removed {stale} SAs and policies and {routes} routes of an earlier run"
             );
         }
         if !config.kernel {
@@ -239,8 +127,8 @@ impl DataPlane {
             }
             other => {
                 if let Some(Err(e)) = other {
-                    eprintln!(
-                        "sixgate: no XFRM interface ({e}); using policy-based IPsec on the uplink"
+                    tracing::warn!(
+                        "no XFRM interface ({e}); using policy-based IPsec on the uplink"
                     );
                 }
                 let index = rtnl
@@ -368,30 +256,28 @@ impl DataPlane {
         }
     }
 
-    /// What to ask of the IKE driver after a kernel event: a rekey of the
-    /// Child SA when one of its SAs reaches a soft limit; also at a hard
-    /// one, where the kernel has already dropped the SA, and at an acquire,
+    /// The Child SA to rekey after a kernel event, by (IKE SA, inbound
+    /// SPI): when one of its SAs reaches a soft limit; also at a hard one,
+    /// where the kernel has already dropped the SA, and at an acquire,
     /// where traffic found its policy without SAs (the rekey puts fresh
     /// SAs in place and deletes the old ones with the peer).
-    pub fn on_kernel_event(&self, event: KernelEvent) -> Option<udp::Command> {
+    pub fn on_kernel_event(&self, event: KernelEvent) -> Option<(SaId, u32)> {
         let Backend::Xfrm(x) = &self.backend else {
             return None;
         };
-        let (sa, inbound) = x.child_for(&event)?;
+        let child = x.child_for(&event)?;
         match event {
             KernelEvent::Expire {
                 spi, hard: true, ..
-            } => {
-                eprintln!("sixgate: the kernel dropped SA {spi:08x} at its hard limit; rekeying")
-            }
+            } => tracing::warn!("the kernel dropped SA {spi:08x} at its hard limit; rekeying"),
             KernelEvent::Expire { spi, .. } => {
-                eprintln!("sixgate: SA {spi:08x} reached its soft limit; rekeying")
+                tracing::info!("SA {spi:08x} reached its soft limit; rekeying")
             }
             KernelEvent::Acquire { dst, .. } => {
-                eprintln!("sixgate: traffic to {dst} has no SA; rekeying")
+                tracing::info!("traffic to {dst} has no SA; rekeying")
             }
         }
-        Some(udp::Command::RekeyChildSa(sa, inbound))
+        Some(child)
     }
 
     /// Routes `addr`/128 into the tunnel (the broker, per client).

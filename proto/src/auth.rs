@@ -118,6 +118,15 @@ fn algorithm_identifier(oid: &[u8], params: &[u8]) -> Vec<u8> {
 const DER_NULL: &[u8] = &[0x05, 0x00];
 
 impl SignatureScheme {
+    /// ECDSA with hash `h` (SHA-256 for anything unknown).
+    fn ecdsa(h: HashAlgorithm) -> SignatureScheme {
+        match h {
+            HashAlgorithm::SHA2_384 => SignatureScheme::EcdsaSha384,
+            HashAlgorithm::SHA2_512 => SignatureScheme::EcdsaSha512,
+            _ => SignatureScheme::EcdsaSha256,
+        }
+    }
+
     fn hash_oid(self) -> &'static [u8] {
         use SignatureScheme::*;
         match self {
@@ -216,16 +225,17 @@ fn der_tlv<'a>(r: &mut Reader<'a>, tag: u8) -> Option<Reader<'a>> {
     r.sub(len, "DER value").ok()
 }
 
-/// The kind of key in a certificate, with the raw public key ring verifies with.
+/// The kind of key in a certificate, with its raw public key.
 enum PeerKey<'a> {
     Rsa(&'a [u8]),
-    EcP256(&'a [u8]),
-    EcP384(&'a [u8]),
+    EcP256(p256::ecdsa::VerifyingKey),
+    EcP384(p384::ecdsa::VerifyingKey),
 }
 
 fn peer_key<'a>(cert: &'a X509Certificate<'a>) -> Result<PeerKey<'a>, PeerIncompatible> {
     let spki = cert.public_key();
     let key = spki.subject_public_key.data.as_ref();
+    let bad = PeerIncompatible::UnsupportedAuthentication("certificate key");
     if spki.algorithm.algorithm == OID_PKCS1_RSAENCRYPTION {
         return Ok(PeerKey::Rsa(key));
     }
@@ -236,10 +246,14 @@ fn peer_key<'a>(cert: &'a X509Certificate<'a>) -> Result<PeerKey<'a>, PeerIncomp
             .as_ref()
             .and_then(|p| p.as_oid().ok());
         if curve == Some(OID_EC_P256) {
-            return Ok(PeerKey::EcP256(key));
+            return p256::ecdsa::VerifyingKey::from_sec1_bytes(key)
+                .map(PeerKey::EcP256)
+                .map_err(|_| bad);
         }
         if curve == Some(OID_NIST_EC_P384) {
-            return Ok(PeerKey::EcP384(key));
+            return p384::ecdsa::VerifyingKey::from_sec1_bytes(key)
+                .map(PeerKey::EcP384)
+                .map_err(|_| bad);
         }
     }
     Err(PeerIncompatible::UnsupportedAuthentication(
@@ -249,6 +263,7 @@ fn peer_key<'a>(cert: &'a X509Certificate<'a>) -> Result<PeerKey<'a>, PeerIncomp
 
 /// Why an AUTH payload was not accepted.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
 pub enum AuthError {
     /// The method or algorithm is one we do not verify.
     #[error(transparent)]
@@ -258,8 +273,76 @@ pub enum AuthError {
     Bad(#[from] PeerMisbehaved),
 }
 
+/// A SHA-2 digest, for ECDSA over any of them (RFC 7427 lets either
+/// curve be used with SHA-256, -384 or -512; libreswan picks SHA-512).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Sha2 {
+    Sha256,
+    Sha384,
+    Sha512,
+}
+
+impl Sha2 {
+    fn digest(self, octets: &[u8]) -> ring::digest::Digest {
+        let alg = match self {
+            Sha2::Sha256 => &ring::digest::SHA256,
+            Sha2::Sha384 => &ring::digest::SHA384,
+            Sha2::Sha512 => &ring::digest::SHA512,
+        };
+        ring::digest::digest(alg, octets)
+    }
+}
+
+/// An ECDSA signature as the AUTH payload carries it: fixed `r | s`
+/// (methods 9 and 10) or DER (method 14).
+#[derive(Clone, Copy)]
+enum EcdsaEncoding {
+    Fixed,
+    Der,
+}
+
+fn verify_ecdsa(
+    key: &PeerKey<'_>,
+    hash: Sha2,
+    octets: &[u8],
+    sig: &[u8],
+    encoding: EcdsaEncoding,
+) -> Result<(), AuthError> {
+    use p256::ecdsa::signature::hazmat::PrehashVerifier;
+    let prehash = hash.digest(octets);
+    let bad = || AuthError::Bad(PeerMisbehaved::AuthenticationFailed);
+    let ok = match (key, encoding) {
+        (PeerKey::EcP256(k), EcdsaEncoding::Fixed) => p256::ecdsa::Signature::from_slice(sig)
+            .is_ok_and(|s| k.verify_prehash(prehash.as_ref(), &s).is_ok()),
+        (PeerKey::EcP256(k), EcdsaEncoding::Der) => p256::ecdsa::Signature::from_der(sig)
+            .is_ok_and(|s| k.verify_prehash(prehash.as_ref(), &s).is_ok()),
+        (PeerKey::EcP384(k), EcdsaEncoding::Fixed) => p384::ecdsa::Signature::from_slice(sig)
+            .is_ok_and(|s| k.verify_prehash(prehash.as_ref(), &s).is_ok()),
+        (PeerKey::EcP384(k), EcdsaEncoding::Der) => p384::ecdsa::Signature::from_der(sig)
+            .is_ok_and(|s| k.verify_prehash(prehash.as_ref(), &s).is_ok()),
+        (PeerKey::Rsa(_), _) => return Err(bad()),
+    };
+    if ok {
+        Ok(())
+    } else {
+        Err(bad())
+    }
+}
+
+fn verify_rsa(
+    alg: &'static dyn signature::VerificationAlgorithm,
+    key: &[u8],
+    octets: &[u8],
+    sig: &[u8],
+) -> Result<(), AuthError> {
+    signature::UnparsedPublicKey::new(alg, key)
+        .verify(octets, sig)
+        .map_err(|_| PeerMisbehaved::AuthenticationFailed.into())
+}
+
 /// Verifies the peer's AUTH payload over `octets` with the key of its
-/// certificate `cert_der` (already validated).
+/// certificate `cert_der` (already validated). Method 1 (RSA with SHA-1)
+/// is accepted only with `legacy`.
 pub fn verify(
     auth: &Authentication,
     octets: &[u8],
@@ -270,16 +353,22 @@ pub fn verify(
         |what| AuthError::Unsupported(PeerIncompatible::UnsupportedAuthentication(what));
     let (_, cert) = X509Certificate::from_der(cert_der).map_err(|_| unsupported("certificate"))?;
     let key = peer_key(&cert)?;
-    let (alg, sig): (&dyn signature::VerificationAlgorithm, &[u8]) = match (auth.method, &key) {
-        (AuthMethod::RSA_SIG, PeerKey::Rsa(_)) if legacy == Legacy::Allow => (
+    use EcdsaEncoding::{Der, Fixed};
+    match (auth.method, &key) {
+        (AuthMethod::RSA_SIG, PeerKey::Rsa(k)) if legacy == Legacy::Allow => verify_rsa(
             &signature::RSA_PKCS1_2048_8192_SHA1_FOR_LEGACY_USE_ONLY,
+            k,
+            octets,
             &auth.data,
         ),
+        (AuthMethod::RSA_SIG, PeerKey::Rsa(_)) => Err(unsupported(
+            "RSA authentication method 1 uses SHA-1; the peer sent no SIGNATURE_HASH_ALGORITHMS (set `legacy = true` to accept it)",
+        )),
         (AuthMethod::ECDSA_SHA256_P256, PeerKey::EcP256(_)) => {
-            (&signature::ECDSA_P256_SHA256_FIXED, &auth.data)
+            verify_ecdsa(&key, Sha2::Sha256, octets, &auth.data, Fixed)
         }
         (AuthMethod::ECDSA_SHA384_P384, PeerKey::EcP384(_)) => {
-            (&signature::ECDSA_P384_SHA384_FIXED, &auth.data)
+            verify_ecdsa(&key, Sha2::Sha384, octets, &auth.data, Fixed)
         }
         (AuthMethod::DIGITAL_SIGNATURE, _) => {
             let [len, rest @ ..] = auth.data.as_slice() else {
@@ -292,45 +381,71 @@ pub fn verify(
             let scheme = SignatureScheme::from_algorithm_identifier(alg_id)
                 .ok_or_else(|| unsupported("signature algorithm"))?;
             use SignatureScheme::*;
-            let alg: &dyn signature::VerificationAlgorithm = match (scheme, &key) {
-                (RsaPkcs1Sha256, PeerKey::Rsa(_)) => &signature::RSA_PKCS1_2048_8192_SHA256,
-                (RsaPkcs1Sha384, PeerKey::Rsa(_)) => &signature::RSA_PKCS1_2048_8192_SHA384,
-                (RsaPkcs1Sha512, PeerKey::Rsa(_)) => &signature::RSA_PKCS1_2048_8192_SHA512,
-                (RsaPssSha256, PeerKey::Rsa(_)) => &signature::RSA_PSS_2048_8192_SHA256,
-                (RsaPssSha384, PeerKey::Rsa(_)) => &signature::RSA_PSS_2048_8192_SHA384,
-                (RsaPssSha512, PeerKey::Rsa(_)) => &signature::RSA_PSS_2048_8192_SHA512,
-                (EcdsaSha256, PeerKey::EcP256(_)) => &signature::ECDSA_P256_SHA256_ASN1,
-                (EcdsaSha384, PeerKey::EcP256(_)) => &signature::ECDSA_P256_SHA384_ASN1,
-                (EcdsaSha256, PeerKey::EcP384(_)) => &signature::ECDSA_P384_SHA256_ASN1,
-                (EcdsaSha384, PeerKey::EcP384(_)) => &signature::ECDSA_P384_SHA384_ASN1,
-                _ => return Err(unsupported("signature algorithm for this key")),
-            };
-            (alg, sig)
+            match (scheme, &key) {
+                (RsaPkcs1Sha256, PeerKey::Rsa(k)) => {
+                    verify_rsa(&signature::RSA_PKCS1_2048_8192_SHA256, k, octets, sig)
+                }
+                (RsaPkcs1Sha384, PeerKey::Rsa(k)) => {
+                    verify_rsa(&signature::RSA_PKCS1_2048_8192_SHA384, k, octets, sig)
+                }
+                (RsaPkcs1Sha512, PeerKey::Rsa(k)) => {
+                    verify_rsa(&signature::RSA_PKCS1_2048_8192_SHA512, k, octets, sig)
+                }
+                (RsaPssSha256, PeerKey::Rsa(k)) => {
+                    verify_rsa(&signature::RSA_PSS_2048_8192_SHA256, k, octets, sig)
+                }
+                (RsaPssSha384, PeerKey::Rsa(k)) => {
+                    verify_rsa(&signature::RSA_PSS_2048_8192_SHA384, k, octets, sig)
+                }
+                (RsaPssSha512, PeerKey::Rsa(k)) => {
+                    verify_rsa(&signature::RSA_PSS_2048_8192_SHA512, k, octets, sig)
+                }
+                (EcdsaSha256, PeerKey::EcP256(_) | PeerKey::EcP384(_)) => {
+                    verify_ecdsa(&key, Sha2::Sha256, octets, sig, Der)
+                }
+                (EcdsaSha384, PeerKey::EcP256(_) | PeerKey::EcP384(_)) => {
+                    verify_ecdsa(&key, Sha2::Sha384, octets, sig, Der)
+                }
+                (EcdsaSha512, PeerKey::EcP256(_) | PeerKey::EcP384(_)) => {
+                    verify_ecdsa(&key, Sha2::Sha512, octets, sig, Der)
+                }
+                _ => Err(unsupported("signature algorithm for this key")),
+            }
         }
-        _ => return Err(unsupported("authentication method for this key")),
-    };
-    let raw = match key {
-        PeerKey::Rsa(k) | PeerKey::EcP256(k) | PeerKey::EcP384(k) => k,
-    };
-    signature::UnparsedPublicKey::new(alg, raw)
-        .verify(octets, sig)
-        .map_err(|_| PeerMisbehaved::AuthenticationFailed.into())
+        _ => Err(unsupported("authentication method for this key")),
+    }
 }
 
-/// Our private key, for signing AUTH payloads.
+/// The hashes [`verify`] accepts in RFC 7427 signatures, for
+/// SIGNATURE_HASH_ALGORITHMS: every one announced can be verified.
+pub const VERIFIED_HASHES: [HashAlgorithm; 3] = [
+    HashAlgorithm::SHA2_256,
+    HashAlgorithm::SHA2_384,
+    HashAlgorithm::SHA2_512,
+];
+
+/// Our private key, for signing AUTH payloads. ECDSA signatures use RFC
+/// 6979 deterministic nonces, so a signature depends on the key and the
+/// octets alone: seeded test runs are the same byte for byte, and no
+/// random generator can leak the key through a repeated nonce.
 pub enum PrivateKey {
-    /// An RSA key.
-    Rsa(signature::RsaKeyPair),
-    /// An ECDSA P-256 key (kept twice, for the DER and fixed encodings).
-    EcP256(signature::EcdsaKeyPair, signature::EcdsaKeyPair),
+    /// An RSA key: ring's for the SHA-2 signatures, and the same key for
+    /// RustCrypto's `rsa`, which makes the SHA-1 signatures of method 1
+    /// (ring makes none).
+    Rsa(
+        signature::RsaKeyPair,
+        Box<rsa::pkcs1v15::SigningKey<sha1::Sha1>>,
+    ),
+    /// An ECDSA P-256 key.
+    EcP256(p256::ecdsa::SigningKey),
     /// An ECDSA P-384 key.
-    EcP384(signature::EcdsaKeyPair, signature::EcdsaKeyPair),
+    EcP384(p384::ecdsa::SigningKey),
 }
 
 impl std::fmt::Debug for PrivateKey {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.write_str(match self {
-            PrivateKey::Rsa(_) => "PrivateKey::Rsa",
+            PrivateKey::Rsa(..) => "PrivateKey::Rsa",
             PrivateKey::EcP256(..) => "PrivateKey::EcP256",
             PrivateKey::EcP384(..) => "PrivateKey::EcP384",
         })
@@ -339,115 +454,177 @@ impl std::fmt::Debug for PrivateKey {
 
 /// Why a private key could not be loaded.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
 pub enum KeyError {
     /// No key in the PEM data.
     #[error("no private key found in PEM data")]
     Missing,
-    /// A key that is not RSA, P-256 or P-384 in PKCS#8 or PKCS#1 form.
+    /// A key that is not RSA, P-256 or P-384 in PKCS#8, PKCS#1 or SEC1 form.
     #[error("unsupported private key: {0}")]
     Unsupported(&'static str),
 }
 
+/// How to sign, from what the peer announced.
+#[derive(Debug, Clone, Copy)]
+pub enum SignMode<'a> {
+    /// RFC 7427 (method 14) with one of these hashes, the peer's
+    /// SIGNATURE_HASH_ALGORITHMS.
+    DigitalSignature(&'a [HashAlgorithm]),
+    /// The classic method of the key (1, 9 or 10): the peer announced no
+    /// SIGNATURE_HASH_ALGORITHMS. For RSA that is SHA-1, used only when
+    /// `legacy` allows it.
+    Classic(Legacy),
+}
+
 impl PrivateKey {
-    /// Loads the first private key of a PEM file (PKCS#8, or PKCS#1 RSA).
+    /// Loads the first private key of a PEM file (PKCS#8, PKCS#1 RSA, or
+    /// SEC1 EC).
     pub fn from_pem(pem: &[u8]) -> Result<PrivateKey, KeyError> {
+        use p256::pkcs8::DecodePrivateKey;
         let mut reader = pem;
         let key = rustls_pemfile::private_key(&mut reader)
             .map_err(|_| KeyError::Missing)?
             .ok_or(KeyError::Missing)?;
-        let rng = ring::rand::SystemRandom::new();
         use rustls_pki_types::PrivateKeyDer;
         match key {
-            PrivateKeyDer::Pkcs1(k) => signature::RsaKeyPair::from_der(k.secret_pkcs1_der())
-                .map(PrivateKey::Rsa)
-                .map_err(|_| KeyError::Unsupported("RSA key rejected")),
+            PrivateKeyDer::Pkcs1(k) => {
+                use rsa::pkcs1::DecodeRsaPrivateKey;
+                let der = k.secret_pkcs1_der();
+                let ring = signature::RsaKeyPair::from_der(der)
+                    .map_err(|_| KeyError::Unsupported("RSA key rejected"))?;
+                let legacy = rsa::PrivateKey::from_pkcs1_der(der)
+                    .map_err(|_| KeyError::Unsupported("RSA key rejected"))?;
+                Ok(PrivateKey::Rsa(
+                    ring,
+                    Box::new(rsa::pkcs1v15::SigningKey::new(legacy)),
+                ))
+            }
             PrivateKeyDer::Pkcs8(k) => {
                 let der = k.secret_pkcs8_der();
-                if let Ok(rsa) = signature::RsaKeyPair::from_pkcs8(der) {
-                    return Ok(PrivateKey::Rsa(rsa));
+                if let Ok(ring) = signature::RsaKeyPair::from_pkcs8(der) {
+                    use rsa::pkcs8::DecodePrivateKey as _;
+                    let legacy = rsa::PrivateKey::from_pkcs8_der(der)
+                        .map_err(|_| KeyError::Unsupported("RSA key rejected"))?;
+                    return Ok(PrivateKey::Rsa(
+                        ring,
+                        Box::new(rsa::pkcs1v15::SigningKey::new(legacy)),
+                    ));
                 }
-                let ec =
-                    |asn1, fixed| -> Option<(signature::EcdsaKeyPair, signature::EcdsaKeyPair)> {
-                        Some((
-                            signature::EcdsaKeyPair::from_pkcs8(asn1, der, &rng).ok()?,
-                            signature::EcdsaKeyPair::from_pkcs8(fixed, der, &rng).ok()?,
-                        ))
-                    };
-                if let Some((a, f)) = ec(
-                    &signature::ECDSA_P256_SHA256_ASN1_SIGNING,
-                    &signature::ECDSA_P256_SHA256_FIXED_SIGNING,
-                ) {
-                    return Ok(PrivateKey::EcP256(a, f));
+                if let Ok(k) = p256::ecdsa::SigningKey::from_pkcs8_der(der) {
+                    return Ok(PrivateKey::EcP256(k));
                 }
-                if let Some((a, f)) = ec(
-                    &signature::ECDSA_P384_SHA384_ASN1_SIGNING,
-                    &signature::ECDSA_P384_SHA384_FIXED_SIGNING,
-                ) {
-                    return Ok(PrivateKey::EcP384(a, f));
+                if let Ok(k) = p384::ecdsa::SigningKey::from_pkcs8_der(der) {
+                    return Ok(PrivateKey::EcP384(k));
                 }
                 Err(KeyError::Unsupported(
                     "PKCS#8 key is not RSA, P-256 or P-384",
                 ))
             }
-            _ => Err(KeyError::Unsupported("convert SEC1 keys to PKCS#8")),
+            PrivateKeyDer::Sec1(k) => {
+                let der = k.secret_sec1_der();
+                if let Ok(k) = p256::SecretKey::from_sec1_der(der) {
+                    return Ok(PrivateKey::EcP256(k.into()));
+                }
+                if let Ok(k) = p384::SecretKey::from_sec1_der(der) {
+                    return Ok(PrivateKey::EcP384(k.into()));
+                }
+                Err(KeyError::Unsupported("SEC1 key is not P-256 or P-384"))
+            }
+            _ => Err(KeyError::Unsupported("unknown private key format")),
         }
     }
 
     /// The public key, as the certificate's subjectPublicKey holds it.
-    pub fn public_key(&self) -> &[u8] {
+    pub fn public_key(&self) -> Vec<u8> {
         match self {
-            PrivateKey::Rsa(k) => k.public_key().as_ref(),
-            PrivateKey::EcP256(k, _) | PrivateKey::EcP384(k, _) => k.public_key().as_ref(),
+            PrivateKey::Rsa(k, _) => k.public_key().as_ref().to_vec(),
+            PrivateKey::EcP256(k) => k
+                .verifying_key()
+                .to_encoded_point(false)
+                .as_bytes()
+                .to_vec(),
+            PrivateKey::EcP384(k) => k
+                .verifying_key()
+                .to_encoded_point(false)
+                .as_bytes()
+                .to_vec(),
         }
     }
 
-    /// Signs `octets` into an AUTH payload. With `digital_signature` (the
-    /// peer announced SIGNATURE_HASH_ALGORITHMS) this is method 14;
-    /// otherwise the classic method of the key type, which for RSA would be
-    /// SHA-1 and is refused.
+    /// Signs `octets` into an AUTH payload, as `mode` says.
     pub fn sign(
         &self,
         octets: &[u8],
-        digital_signature: bool,
+        mode: SignMode<'_>,
     ) -> Result<Authentication, PeerIncompatible> {
-        let rng = ring::rand::SystemRandom::new();
+        use p256::ecdsa::signature::hazmat::PrehashSigner;
         let failed = PeerIncompatible::UnsupportedAuthentication("signing failed");
-        let (method, scheme, sig) = match (self, digital_signature) {
-            (PrivateKey::Rsa(k), true) => {
+        let offered = |h: HashAlgorithm| match mode {
+            SignMode::DigitalSignature(hashes) => hashes.contains(&h),
+            SignMode::Classic(_) => false,
+        };
+        // The strongest hash of the key's natural size the peer verifies,
+        // else any it verifies, else SHA-256 (RFC 7427 4: every peer that
+        // announces the notify must do SHA2-256).
+        let pick = |natural: HashAlgorithm| {
+            [
+                natural,
+                HashAlgorithm::SHA2_256,
+                HashAlgorithm::SHA2_384,
+                HashAlgorithm::SHA2_512,
+            ]
+            .into_iter()
+            .find(|h| offered(*h))
+            .unwrap_or(HashAlgorithm::SHA2_256)
+        };
+        let sha2 = |h: HashAlgorithm| match h {
+            HashAlgorithm::SHA2_384 => Sha2::Sha384,
+            HashAlgorithm::SHA2_512 => Sha2::Sha512,
+            _ => Sha2::Sha256,
+        };
+        let (method, scheme, sig) = match (self, mode) {
+            (PrivateKey::Rsa(k, _), SignMode::DigitalSignature(_)) => {
+                let (enc, scheme) = match pick(HashAlgorithm::SHA2_256) {
+                    HashAlgorithm::SHA2_384 => (&signature::RSA_PKCS1_SHA384, SignatureScheme::RsaPkcs1Sha384),
+                    HashAlgorithm::SHA2_512 => (&signature::RSA_PKCS1_SHA512, SignatureScheme::RsaPkcs1Sha512),
+                    _ => (&signature::RSA_PKCS1_SHA256, SignatureScheme::RsaPkcs1Sha256),
+                };
                 let mut sig = vec![0; k.public().modulus_len()];
-                k.sign(&signature::RSA_PKCS1_SHA256, &rng, octets, &mut sig)
+                // PKCS#1 v1.5 is deterministic; ring's generator only
+                // blinds the computation.
+                k.sign(enc, &ring::rand::SystemRandom::new(), octets, &mut sig)
                     .map_err(|_| failed)?;
-                (
-                    AuthMethod::DIGITAL_SIGNATURE,
-                    Some(SignatureScheme::RsaPkcs1Sha256),
-                    sig,
-                )
+                (AuthMethod::DIGITAL_SIGNATURE, Some(scheme), sig)
             }
-            (PrivateKey::Rsa(_), false) => {
+            (PrivateKey::Rsa(_, k), SignMode::Classic(Legacy::Allow)) => {
+                use rsa::signature::{hazmat::PrehashSigner as _, SignatureEncoding as _};
+                let prehash =
+                    ring::digest::digest(&ring::digest::SHA1_FOR_LEGACY_USE_ONLY, octets);
+                let sig = k.sign_prehash(prehash.as_ref()).map_err(|_| failed)?;
+                (AuthMethod::RSA_SIG, None, sig.to_vec())
+            }
+            (PrivateKey::Rsa(..), SignMode::Classic(Legacy::Refuse)) => {
                 return Err(PeerIncompatible::UnsupportedAuthentication(
-                    "peer does not support RFC 7427 signatures; RSA method 1 needs SHA-1",
+                    "the peer does not announce RFC 7427 signatures, and RSA method 1 needs SHA-1 (set `legacy = true` to allow it)",
                 ))
             }
-            (PrivateKey::EcP256(k, _), true) | (PrivateKey::EcP384(k, _), true) => {
-                let scheme = if matches!(self, PrivateKey::EcP256(..)) {
-                    SignatureScheme::EcdsaSha256
-                } else {
-                    SignatureScheme::EcdsaSha384
-                };
-                let sig = k.sign(&rng, octets).map_err(|_| failed)?;
-                (
-                    AuthMethod::DIGITAL_SIGNATURE,
-                    Some(scheme),
-                    sig.as_ref().to_vec(),
-                )
+            (PrivateKey::EcP256(k), SignMode::DigitalSignature(_)) => {
+                let h = pick(HashAlgorithm::SHA2_256);
+                let s: p256::ecdsa::Signature = k.sign_prehash(sha2(h).digest(octets).as_ref()).map_err(|_| failed)?;
+                (AuthMethod::DIGITAL_SIGNATURE, Some(SignatureScheme::ecdsa(h)), s.to_der().as_bytes().to_vec())
             }
-            (PrivateKey::EcP256(_, k), false) => {
-                let sig = k.sign(&rng, octets).map_err(|_| failed)?;
-                (AuthMethod::ECDSA_SHA256_P256, None, sig.as_ref().to_vec())
+            (PrivateKey::EcP384(k), SignMode::DigitalSignature(_)) => {
+                let h = pick(HashAlgorithm::SHA2_384);
+                let s: p384::ecdsa::Signature = k.sign_prehash(sha2(h).digest(octets).as_ref()).map_err(|_| failed)?;
+                (AuthMethod::DIGITAL_SIGNATURE, Some(SignatureScheme::ecdsa(h)), s.to_der().as_bytes().to_vec())
             }
-            (PrivateKey::EcP384(_, k), false) => {
-                let sig = k.sign(&rng, octets).map_err(|_| failed)?;
-                (AuthMethod::ECDSA_SHA384_P384, None, sig.as_ref().to_vec())
+            (PrivateKey::EcP256(k), SignMode::Classic(_)) => {
+                let s: p256::ecdsa::Signature = k.sign_prehash(Sha2::Sha256.digest(octets).as_ref()).map_err(|_| failed)?;
+                (AuthMethod::ECDSA_SHA256_P256, None, s.to_bytes().to_vec())
+            }
+            (PrivateKey::EcP384(k), SignMode::Classic(_)) => {
+                let s: p384::ecdsa::Signature = k.sign_prehash(Sha2::Sha384.digest(octets).as_ref()).map_err(|_| failed)?;
+                (AuthMethod::ECDSA_SHA384_P384, None, s.to_bytes().to_vec())
             }
         };
         let data = match scheme {

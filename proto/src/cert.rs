@@ -21,6 +21,7 @@ pub const MAX_CHAIN_LEN: usize = 8;
 
 /// Why a certificate or chain was refused.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
 pub enum CertError {
     /// A certificate did not parse.
     #[error("certificate does not parse")]

@@ -13,6 +13,7 @@ use crate::wire::{NotifyType, PayloadType, TransformId};
 
 /// Bytes that do not form a valid message.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
 pub enum InvalidMessage {
     /// A structure ended before its fields did.
     #[error("{0} is truncated")]
@@ -40,6 +41,7 @@ pub enum InvalidMessage {
 
 /// Well-formed input that breaks the protocol or fails a cryptographic check.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
 pub enum PeerMisbehaved {
     /// The ICV or AEAD tag of an SK/SKF payload or ESP packet did not verify.
     #[error("integrity check failed")]
@@ -61,6 +63,7 @@ pub enum PeerMisbehaved {
 
 /// A correct peer we cannot agree with.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
 pub enum PeerIncompatible {
     /// None of the offered proposals is acceptable.
     #[error("no acceptable proposal")]
@@ -76,6 +79,7 @@ pub enum PeerIncompatible {
 
 /// Our own configuration refuses the peer.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
 pub enum LocalPolicy {
     /// The peer's certificate chain or identity is not acceptable.
     #[error("peer certificate refused: {0}")]
@@ -90,6 +94,7 @@ pub enum LocalPolicy {
 
 /// Any error from the protocol crate.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
 pub enum Error {
     /// See [`InvalidMessage`].
     #[error(transparent)]
@@ -145,6 +150,7 @@ impl Error {
 
 /// A structure too large for its length field.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
 pub enum EncodeError {
     /// The named structure does not fit its length field.
     #[error("{0} is too long for its length field")]

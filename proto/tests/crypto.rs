@@ -3,7 +3,7 @@
 
 mod common;
 
-use sixgate_proto::auth::{self, signed_octets};
+use sixgate_proto::auth::{self, signed_octets, SignMode};
 use sixgate_proto::crypto::sk::{Reassembly, SkCipher};
 use sixgate_proto::crypto::{
     ChildSaKeys, Encryption, EspKeys, IkeSaKeys, Integrity, KeGroup, KeyExchangeSecret, Legacy,
@@ -309,22 +309,40 @@ fn auth_signatures_verify_only_with_the_right_key_and_octets() {
         let key = common::private_key(&format!("{kind}/broker.key"));
         let cert = &common::certs(&format!("{kind}/broker.pem"))[0];
         let other = &common::certs(&format!("{kind}/client.pem"))[0];
-        for rfc7427 in [true, false] {
-            let auth = match key.sign(&octets, rfc7427) {
+        let all = auth::VERIFIED_HASHES;
+        let modes = [
+            (SignMode::DigitalSignature(&all[..1]), "sha256"),
+            (SignMode::DigitalSignature(&all[1..2]), "sha384"),
+            (SignMode::DigitalSignature(&all[2..]), "sha512"),
+            (SignMode::DigitalSignature(&all), "any"),
+            (SignMode::Classic(Legacy::Refuse), "classic"),
+            (SignMode::Classic(Legacy::Allow), "classic, legacy"),
+        ];
+        for (mode, what) in modes {
+            let auth = match key.sign(&octets, mode) {
                 Ok(a) => a,
                 Err(_) => {
                     assert!(
-                        kind == "rsa" && !rfc7427,
-                        "only RSA method 1 (SHA-1) is refused"
+                        kind == "rsa" && what == "classic",
+                        "only RSA method 1 (SHA-1) without legacy is refused"
                     );
                     continue;
                 }
             };
-            let expected = match (kind, rfc7427) {
-                (_, true) => AuthMethod::DIGITAL_SIGNATURE,
+            // Deterministic: the same octets, the same signature.
+            assert_eq!(key.sign(&octets, mode).unwrap(), auth, "{kind} {what}");
+            let expected = match (kind, what) {
+                (_, w) if !w.starts_with("classic") => AuthMethod::DIGITAL_SIGNATURE,
+                ("rsa", _) => AuthMethod::RSA_SIG,
                 _ => AuthMethod::ECDSA_SHA256_P256,
             };
-            assert_eq!(auth.method, expected);
+            assert_eq!(auth.method, expected, "{kind} {what}");
+            if auth.method == AuthMethod::RSA_SIG {
+                // Method 1 needs SHA-1, which only `legacy` accepts.
+                assert!(auth::verify(&auth, &octets, cert, Legacy::Refuse).is_err());
+                auth::verify(&auth, &octets, cert, Legacy::Allow).unwrap();
+                continue;
+            }
             auth::verify(&auth, &octets, cert, Legacy::Refuse).unwrap();
             assert!(
                 auth::verify(&auth, &octets, other, Legacy::Refuse).is_err(),

@@ -368,6 +368,10 @@ fn lossy_links_converge() {
             loss: 25,
             duplicate: 20,
             reorder: 20,
+            // Late answers too: a round trip of 1.6 s is most of the first
+            // retransmission timeout.
+            latency: Duration::from_millis(800),
+            ..Link::default()
         };
         lab.connect();
         let ok = lab.run_until(Duration::from_secs(300), |lab| {
@@ -459,6 +463,9 @@ fn fragmentation_at_576_octets() {
         loss: 0,
         duplicate: 10,
         reorder: 30,
+        latency: Duration::from_millis(20),
+        // What does not fit is lost, as on a path that drops IP fragments.
+        mtu: 576,
     };
     lab.connect();
     established(&mut lab);
@@ -522,7 +529,7 @@ fn cookies_under_a_flood_of_half_open_sas() {
             ("192.0.2.66", client_config("ecdsa")),
         ],
     );
-    lab.nodes[1].ep.set_address_pool(Box::new(pool.clone()));
+    lab.nodes[1].pool = Some(pool.clone());
     let mut flood = connect_request();
     flood.local = "192.0.2.66:500".parse().unwrap();
     for _ in 0..50 {
@@ -572,7 +579,7 @@ fn many_clients_behind_one_nat_are_not_locked_out() {
     broker.half_open_per_source = 2;
     let pool = MemPool::new(40);
     let mut lab = Lab::new(15, vec![(CLIENT, client_config("ecdsa")), (BROKER, broker)]);
-    lab.nodes[1].ep.set_address_pool(Box::new(pool.clone()));
+    lab.nodes[1].pool = Some(pool.clone());
     for port in 0..20u16 {
         let mut req = connect_request();
         req.local.set_port(1000 + port);
@@ -772,7 +779,7 @@ fn child_refusals_traffic_selectors_esp_proposal_and_full_pool() {
             }),
         ],
     );
-    lab.nodes[1].ep.set_address_pool(Box::new(pool.clone()));
+    lab.nodes[1].pool = Some(pool.clone());
     lab.connect();
     established(&mut lab);
     let mut second = connect_request();
@@ -843,7 +850,7 @@ fn half_open_state_is_capped() {
         40,
         vec![("192.0.2.66", client_config("ecdsa")), (BROKER, broker)],
     );
-    lab.nodes[1].ep.set_address_pool(Box::new(pool.clone()));
+    lab.nodes[1].pool = Some(pool.clone());
     lab.blackhole.push("192.0.2.66".parse().unwrap());
     let mut flood = connect_request();
     flood.local = "192.0.2.66:500".parse().unwrap();
@@ -1040,4 +1047,95 @@ fn spellings_of_one_identity_share_one_lease() {
         }
     )));
     assert_eq!(pool.0.lock().unwrap().leases.len(), 1);
+}
+
+/// Admission is staged: the IKE_AUTH answer waits for the lease to be
+/// durable, retransmissions of the request meanwhile are not processed
+/// again, and other peers are served in the meantime.
+#[test]
+fn the_ike_auth_answer_waits_for_a_slow_lease_write_and_nobody_else_does() {
+    let pool = MemPool::new(4);
+    let mut lab = Lab::new(
+        40,
+        vec![
+            (CLIENT, client_config("ecdsa")),
+            (BROKER, broker_config("ecdsa")),
+            (
+                "192.0.2.3",
+                config(
+                    "ecdsa",
+                    "client2",
+                    Identification::rfc822("client2@example.net"),
+                ),
+            ),
+        ],
+    );
+    lab.nodes[1].pool = Some(pool.clone());
+    // Slower than the first two retransmissions (2 s, then 4 s more).
+    lab.nodes[1].pool_delay = Duration::from_secs(5);
+    lab.connect();
+    lab.run_for(Duration::from_secs(1));
+    let requested = count(&lab.nodes[1].events, |e| {
+        matches!(e, Event::AddressRequested { .. })
+    });
+    assert_eq!(requested, 1);
+    // Another peer's IKE_SA_INIT is answered while the lease is written.
+    let mut other = connect_request();
+    other.local = "192.0.2.3:500".parse().unwrap();
+    let now = lab.now;
+    lab.nodes[2].ep.connect(now, other);
+    lab.deliver();
+    assert!(
+        lab.nodes[1]
+            .sent
+            .iter()
+            .filter(|t| t.remote.ip().to_string() == "192.0.2.3")
+            .count()
+            >= 1,
+        "the second peer waited for the first one's disk"
+    );
+    assert!(
+        child_ups(&lab.nodes[0].events).is_empty(),
+        "answered before the lease was durable"
+    );
+    let ok = lab.run_until(Duration::from_secs(30), |lab| {
+        !child_ups(&lab.nodes[0].events).is_empty() && !child_ups(&lab.nodes[2].events).is_empty()
+    });
+    assert!(ok, "both came up");
+    assert!(
+        lab.nodes[1].ep.stats().retransmits_while_admitting >= 1,
+        "{:?}",
+        lab.nodes[1].ep.stats()
+    );
+    assert_eq!(
+        child_ups(&lab.nodes[1].events).len(),
+        2,
+        "one Child SA each, none twice"
+    );
+    assert_eq!(
+        count(&lab.nodes[1].events, |e| matches!(
+            e,
+            Event::AddressRequested { .. }
+        )),
+        2
+    );
+    assert_eq!(pool.0.lock().unwrap().leases.len(), 2);
+}
+
+/// A store that never answers does not leave the peer hanging forever.
+#[test]
+fn a_lease_write_that_never_completes_is_refused_in_time() {
+    let pool = MemPool::new(4);
+    let mut lab = Lab::pair(41, client_config("ecdsa"), broker_config("ecdsa"), &pool);
+    lab.nodes[1].pool_delay = Duration::from_secs(3600);
+    lab.connect();
+    lab.run_for(Duration::from_secs(60));
+    let refused = lab.nodes[0].events.iter().find_map(|e| match e {
+        Event::ChildSaRefused { notify, .. } => Some(*notify),
+        _ => None,
+    });
+    assert_eq!(refused, Some(NotifyType::INTERNAL_ADDRESS_FAILURE));
+    // The write that completes later finds no SA waiting: the lease goes back.
+    lab.run_for(Duration::from_secs(3600));
+    assert_eq!(pool.0.lock().unwrap().released.len(), 1);
 }

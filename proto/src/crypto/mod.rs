@@ -16,6 +16,7 @@ mod encr;
 mod integ;
 mod ke;
 mod keys;
+mod names;
 mod prf;
 pub mod sk;
 

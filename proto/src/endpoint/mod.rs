@@ -15,10 +15,12 @@
 //!
 //! and after each call drain, in this order:
 //!
-//! 1. [`Endpoint::poll_transmit`] until `None`: datagrams to send, with the
+//! 1. [`Endpoint::poll_event`] until `None`: SAs that came up, were rekeyed
+//!    or went down, with the keys the data plane installs. Act on them
+//!    first: a response that announces a Child SA is among the transmits,
+//!    and the inbound SA must be in place before the peer can use it.
+//! 2. [`Endpoint::poll_transmit`] until `None`: datagrams to send, with the
 //!    non-ESP marker already in place when they go to port 4500,
-//! 2. [`Endpoint::poll_event`] until `None`: SAs that came up, were rekeyed
-//!    or went down, with the keys the data plane installs,
 //! 3. [`Endpoint::poll_timeout`]: when to call `handle_timeout` next.
 //!
 //! Nothing here blocks, reads a clock or touches the network, so tests run
@@ -46,7 +48,7 @@ use rand_core::CryptoRngCore;
 
 use crate::auth::PrivateKey;
 use crate::cert::TrustAnchors;
-use crate::crypto::{Encryption, EspKeys, Integrity, Suite};
+use crate::crypto::{Encryption, EspKeys, IkeSaKeys, Integrity, Suite};
 use crate::error::InvalidMessage;
 use crate::identity::CanonicalIdentity;
 use crate::proposal::{EspPolicy, IkePolicy};
@@ -109,6 +111,18 @@ pub struct Config {
     pub responder_local_ts: Vec<TrafficSelector>,
     /// Internal DNS servers to hand to clients that ask for them.
     pub dns: Vec<IpAddr>,
+    /// Where SKEYSEED and the keys of every IKE SA generation go as they
+    /// are derived (interoperability tests compare them with a peer's
+    /// log); `None`, as it should be in production, keeps them inside.
+    pub key_log: Option<Arc<dyn KeyLog>>,
+}
+
+/// Receives the secrets of each IKE SA generation as it is derived: for
+/// comparing with a peer's key log, never for production.
+pub trait KeyLog: Send + Sync {
+    /// The keys of IKE SA `sa` with SPIs `spi_i`/`spi_r` (a new generation
+    /// after each IKE SA rekey).
+    fn log(&self, sa: SaId, spi_i: u64, spi_r: u64, skeyseed: &[u8], keys: &IkeSaKeys);
 }
 
 impl Config {
@@ -142,6 +156,7 @@ impl Config {
             half_open_timeout: Duration::from_secs(30),
             responder_local_ts: vec![ts::ipv6_any()],
             dns: Vec::new(),
+            key_log: None,
         }
     }
 }
@@ -215,6 +230,7 @@ pub struct ChildSa {
 
 /// Why an IKE SA (or an attempt at one) ended.
 #[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
 pub enum DownReason {
     /// The peer deleted it.
     DeletedByPeer,
@@ -232,8 +248,25 @@ pub enum DownReason {
     RefusedPeer(NotifyType, String),
 }
 
+impl std::fmt::Display for DownReason {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            DownReason::DeletedByPeer => f.write_str("deleted by the peer"),
+            DownReason::DeletedLocally => f.write_str("deleted here"),
+            DownReason::PeerDead => f.write_str("the peer stopped answering"),
+            DownReason::Replaced => {
+                f.write_str("replaced by a new connection of the same identity")
+            }
+            DownReason::HalfOpenTimeout => f.write_str("the handshake was not completed"),
+            DownReason::RefusedByPeer(n) => write!(f, "refused by the peer: {}", n.describe()),
+            DownReason::RefusedPeer(n, why) => write!(f, "refused: {why} ({})", n.describe()),
+        }
+    }
+}
+
 /// Something the embedder must act on.
 #[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
 pub enum Event {
     /// An IKE SA was authenticated.
     IkeSaUp {
@@ -288,6 +321,27 @@ pub enum Event {
         /// The notify sent or received.
         notify: NotifyType,
     },
+    /// A peer authenticated and asks for an address: the embedder finds
+    /// its lease, makes it durable, and answers with
+    /// [`Endpoint::address_assigned`]. The IKE_AUTH response waits for
+    /// that; nothing else does.
+    AddressRequested {
+        /// Which IKE SA.
+        sa: SaId,
+        /// The identity it proved, canonical: the lease's key.
+        identity: CanonicalIdentity,
+    },
+    /// An IKE SA that held an address is gone. Another SA of the same
+    /// identity may still hold it (a reconnect overlapping the old SA), so
+    /// the embedder counts holders before releasing the lease.
+    AddressReleased {
+        /// Which IKE SA.
+        sa: SaId,
+        /// The lease's identity.
+        identity: CanonicalIdentity,
+        /// The address.
+        address: Ipv6Addr,
+    },
     /// The responder assigned us (the initiator) an address.
     AddressAssigned {
         /// Which IKE SA.
@@ -297,16 +351,6 @@ pub enum Event {
         /// DNS servers it gave us.
         dns: Vec<IpAddr>,
     },
-}
-
-/// The embedder's address pool: proto keeps no leases, it asks.
-pub trait AddressPool {
-    /// An address for `identity`, or `None` when the pool is exhausted.
-    /// The lease must be durable before this returns: the answer goes on
-    /// the wire right after.
-    fn assign(&mut self, identity: &CanonicalIdentity) -> Option<Ipv6Addr>;
-    /// The identity's IKE SA is gone; its address may be reused later.
-    fn release(&mut self, identity: &CanonicalIdentity, address: Ipv6Addr);
 }
 
 /// Counters of what was dropped and why.
@@ -328,13 +372,14 @@ pub struct Stats {
     pub cookies_sent: u64,
     /// IKE_SA_INIT requests dropped because of the half-open hard limit.
     pub half_open_dropped: u64,
+    /// IKE_AUTH retransmissions dropped while their address was written.
+    pub retransmits_while_admitting: u64,
 }
 
 /// What every IKE SA may use while it handles a datagram or a timer.
 pub(crate) struct Shared {
     pub(crate) config: Arc<Config>,
     pub(crate) rng: Box<dyn CryptoRngCore + Send>,
-    pub(crate) pool: Option<Box<dyn AddressPool + Send>>,
     pub(crate) transmits: VecDeque<Transmit>,
     pub(crate) events: VecDeque<Event>,
     pub(crate) stats: Stats,
@@ -419,7 +464,6 @@ impl Endpoint {
             shared: Shared {
                 config,
                 rng,
-                pool: None,
                 transmits: VecDeque::new(),
                 events: VecDeque::new(),
                 stats: Stats::default(),
@@ -435,21 +479,22 @@ impl Endpoint {
         }
     }
 
-    /// Attaches the pool that CP requests are served from. Without one,
-    /// address requests are answered with INTERNAL_ADDRESS_FAILURE.
-    pub fn set_address_pool(&mut self, pool: Box<dyn AddressPool + Send>) {
-        self.shared.pool = Some(pool);
+    /// Answers an [`Event::AddressRequested`]: the lease for the SA's
+    /// identity is durable (or `None`: no address can be given, and the
+    /// peer gets INTERNAL_ADDRESS_FAILURE). Returns whether the SA still
+    /// waited for it; if not, the caller releases the lease again.
+    pub fn address_assigned(&mut self, now: Instant, sa: SaId, address: Option<Ipv6Addr>) -> bool {
+        let Some(ike) = self.sas.get_mut(&sa) else {
+            return false;
+        };
+        let held = ike.address_assigned(&mut self.shared, now, address);
+        self.reap(now);
+        held
     }
 
     /// The drop counters.
     pub fn stats(&self) -> &Stats {
         &self.shared.stats
-    }
-
-    /// SKEYSEED and the keys of an IKE SA, for comparison with a peer's
-    /// key log in interoperability tests. Treat them as the secrets they are.
-    pub fn ike_sa_secrets(&self, sa: SaId) -> Option<(&[u8], &crate::crypto::IkeSaKeys)> {
-        self.sas.get(&sa)?.secrets()
     }
 
     /// How many IKE SAs exist (any state).

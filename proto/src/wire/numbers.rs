@@ -127,6 +127,33 @@ impl NotifyType {
     pub fn is_error(self) -> bool {
         self.0 < 16384
     }
+
+    /// The notify in words, for logs and status a person reads: what it
+    /// means, then its registered name.
+    pub fn describe(self) -> String {
+        let meaning = match self {
+            NotifyType::AUTHENTICATION_FAILED => "authentication failed",
+            NotifyType::NO_PROPOSAL_CHOSEN => "no acceptable algorithms",
+            NotifyType::TS_UNACCEPTABLE => "traffic selectors not acceptable",
+            NotifyType::INTERNAL_ADDRESS_FAILURE => "no address available",
+            NotifyType::FAILED_CP_REQUIRED => "an address request was required",
+            NotifyType::INVALID_KE_PAYLOAD => "another key exchange group wanted",
+            NotifyType::INVALID_SYNTAX => "malformed message",
+            NotifyType::TEMPORARY_FAILURE => "temporary failure, try again",
+            NotifyType::NO_ADDITIONAL_SAS => "no further SAs accepted",
+            NotifyType::CHILD_SA_NOT_FOUND => "no such Child SA",
+            _ => {
+                return match self.name() {
+                    Some(name) => name.to_string(),
+                    None => format!("notify {}", self.0),
+                }
+            }
+        };
+        match self.name() {
+            Some(name) => format!("{meaning} ({name})"),
+            None => meaning.to_string(),
+        }
+    }
 }
 
 registry! {

@@ -1,5 +1,7 @@
-//! Two endpoints wired together in memory: a virtual clock, a link that
-//! can drop, duplicate and reorder, and an address pool.
+//! Endpoints wired together in memory: a virtual clock, a link that can
+//! drop, duplicate, reorder and delay datagrams and drops those above its
+//! MTU, and an address pool that answers the responder's address requests
+//! (at once, or after a delay, as a slow disk would).
 #![allow(dead_code)]
 
 use std::collections::{HashMap, VecDeque};
@@ -9,9 +11,7 @@ use std::time::{Duration, Instant};
 
 use rand_core::RngCore;
 use sixgate_proto::cert::TrustAnchors;
-use sixgate_proto::endpoint::{
-    AddressPool, Config, ConnectRequest, Endpoint, Event, SaId, Transmit,
-};
+use sixgate_proto::endpoint::{Config, ConnectRequest, Endpoint, Event, SaId, Transmit};
 use sixgate_proto::identity::CanonicalIdentity;
 use sixgate_proto::wire::{classify_udp4500, Identification, Udp4500};
 
@@ -19,7 +19,9 @@ pub const CLIENT: &str = "192.0.2.2";
 pub const BROKER: &str = "192.0.2.1";
 
 /// A pool of `size` addresses after `base`, kept in memory, shared with
-/// the test so it can look at the leases.
+/// the test so it can look at the leases. Like the daemons' admission, it
+/// counts the SAs holding each address: a lease is released when the last
+/// of them goes (a reconnect overlaps the old SA).
 #[derive(Clone, Default)]
 pub struct MemPool(pub Arc<Mutex<PoolState>>);
 
@@ -27,6 +29,7 @@ pub struct MemPool(pub Arc<Mutex<PoolState>>);
 pub struct PoolState {
     pub size: u32,
     pub leases: HashMap<Vec<u8>, Ipv6Addr>,
+    pub holders: HashMap<Ipv6Addr, usize>,
     pub released: Vec<Ipv6Addr>,
 }
 
@@ -37,26 +40,34 @@ impl MemPool {
             ..Default::default()
         })))
     }
-}
 
-impl AddressPool for MemPool {
-    fn assign(&mut self, identity: &CanonicalIdentity) -> Option<Ipv6Addr> {
+    pub fn assign(&self, identity: &CanonicalIdentity) -> Option<Ipv6Addr> {
         let mut s = self.0.lock().unwrap();
-        if let Some(a) = s.leases.get(&identity.storage_key()) {
-            return Some(*a);
-        }
-        let n = s.leases.len() as u32;
-        if n >= s.size {
-            return None;
-        }
-        let a = Ipv6Addr::from(
-            u128::from("2001:db8:100::100".parse::<Ipv6Addr>().unwrap()) + u128::from(n),
-        );
-        s.leases.insert(identity.storage_key(), a);
+        let a = match s.leases.get(&identity.storage_key()) {
+            Some(a) => *a,
+            None => {
+                let n = s.leases.len() as u32;
+                if n >= s.size {
+                    return None;
+                }
+                let a = Ipv6Addr::from(
+                    u128::from("2001:db8:100::100".parse::<Ipv6Addr>().unwrap()) + u128::from(n),
+                );
+                s.leases.insert(identity.storage_key(), a);
+                a
+            }
+        };
+        *s.holders.entry(a).or_default() += 1;
         Some(a)
     }
-    fn release(&mut self, _identity: &CanonicalIdentity, address: Ipv6Addr) {
-        self.0.lock().unwrap().released.push(address);
+
+    pub fn release(&self, _identity: &CanonicalIdentity, address: Ipv6Addr) {
+        let mut s = self.0.lock().unwrap();
+        let n = s.holders.entry(address).or_default();
+        *n = n.saturating_sub(1);
+        if *n == 0 {
+            s.released.push(address);
+        }
     }
 }
 
@@ -94,9 +105,15 @@ pub struct Node {
     pub ip: IpAddr,
     pub events: Vec<Event>,
     pub sent: Vec<Transmit>,
+    /// Where its address requests go (responders).
+    pub pool: Option<MemPool>,
+    /// How long the pool takes to make a lease durable.
+    pub pool_delay: Duration,
+    /// Address requests being written: (when done, SA, address).
+    admitting: Vec<(Instant, SaId, Option<Ipv6Addr>)>,
 }
 
-#[derive(Default, Clone, Copy)]
+#[derive(Clone, Copy)]
 pub struct Link {
     /// Percent of datagrams lost.
     pub loss: u32,
@@ -104,6 +121,22 @@ pub struct Link {
     pub duplicate: u32,
     /// Percent delivered after the next one.
     pub reorder: u32,
+    /// One-way delay of every datagram.
+    pub latency: Duration,
+    /// Datagrams whose IPv4 packet (UDP payload + 28) exceeds this are lost.
+    pub mtu: usize,
+}
+
+impl Default for Link {
+    fn default() -> Self {
+        Link {
+            loss: 0,
+            duplicate: 0,
+            reorder: 0,
+            latency: Duration::ZERO,
+            mtu: 65535,
+        }
+    }
 }
 
 pub struct Lab {
@@ -112,8 +145,11 @@ pub struct Lab {
     pub link: Link,
     /// Datagrams to nodes with these IPs are dropped (a dead peer).
     pub blackhole: Vec<IpAddr>,
+    /// Datagrams that exceeded the MTU.
+    pub too_big: usize,
     rng: rand_chacha::ChaCha20Rng,
-    wire: VecDeque<Transmit>,
+    /// In flight: when each arrives.
+    wire: VecDeque<(Instant, Transmit)>,
 }
 
 impl Lab {
@@ -132,6 +168,9 @@ impl Lab {
                 ip: ip.parse().unwrap(),
                 events: Vec::new(),
                 sent: Vec::new(),
+                pool: None,
+                pool_delay: Duration::ZERO,
+                admitting: Vec::new(),
             })
             .collect();
         Lab {
@@ -139,6 +178,7 @@ impl Lab {
             nodes,
             link: Link::default(),
             blackhole: Vec::new(),
+            too_big: 0,
             rng: super::rng(seed),
             wire: VecDeque::new(),
         }
@@ -147,7 +187,7 @@ impl Lab {
     /// Client (node 0) and broker (node 1) with a pool of `pool` addresses.
     pub fn pair(seed: u64, client: Config, broker: Config, pool: &MemPool) -> Lab {
         let mut lab = Lab::new(seed, vec![(CLIENT, client), (BROKER, broker)]);
-        lab.nodes[1].ep.set_address_pool(Box::new(pool.clone()));
+        lab.nodes[1].pool = Some(pool.clone());
         lab
     }
 
@@ -164,14 +204,51 @@ impl Lab {
         self.nodes[0].ep.connect(now, connect_request())
     }
 
+    /// Drains every node: events first (as the embedder must), answering
+    /// address requests from the pool, then transmits onto the wire.
     fn collect(&mut self) {
+        let now = self.now;
         for node in &mut self.nodes {
+            loop {
+                let due: Vec<(SaId, Option<Ipv6Addr>)> = node
+                    .admitting
+                    .iter()
+                    .filter(|(at, _, _)| *at <= now)
+                    .map(|(_, sa, a)| (*sa, *a))
+                    .collect();
+                node.admitting.retain(|(at, _, _)| *at > now);
+                for (sa, address) in due {
+                    let held = node.ep.address_assigned(now, sa, address);
+                    if let (false, Some(a), Some(pool)) = (held, address, &node.pool) {
+                        pool.release(&CanonicalIdentity::parse("gone@x").unwrap(), a);
+                    }
+                }
+                let mut any = false;
+                while let Some(e) = node.ep.poll_event() {
+                    any = true;
+                    match (&e, &node.pool) {
+                        (Event::AddressRequested { sa, identity }, Some(pool)) => {
+                            let address = pool.assign(identity);
+                            node.admitting.push((now + node.pool_delay, *sa, address));
+                        }
+                        (
+                            Event::AddressReleased {
+                                identity, address, ..
+                            },
+                            Some(pool),
+                        ) => pool.release(identity, *address),
+                        _ => {}
+                    }
+                    node.events.push(e);
+                }
+                let ready = node.admitting.iter().any(|(at, _, _)| *at <= now);
+                if !any && !ready {
+                    break;
+                }
+            }
             while let Some(t) = node.ep.poll_transmit() {
                 node.sent.push(t.clone());
-                self.wire.push_back(t);
-            }
-            while let Some(e) = node.ep.poll_event() {
-                node.events.push(e);
+                self.wire.push_back((now + self.link.latency, t));
             }
         }
     }
@@ -180,21 +257,34 @@ impl Lab {
         percent > 0 && self.rng.next_u32() % 100 < percent
     }
 
-    /// Delivers everything in flight (and what it causes) at the current time.
+    /// The next datagram that is due by now, if any.
+    fn next_due(&mut self) -> Option<Transmit> {
+        let now = self.now;
+        let i = self.wire.iter().position(|(at, _)| *at <= now)?;
+        self.wire.remove(i).map(|(_, t)| t)
+    }
+
+    /// Delivers everything in flight that is due (and what it causes) at
+    /// the current time.
     pub fn deliver(&mut self) {
         self.collect();
         let mut budget = 10_000;
-        while let Some(t) = self.wire.pop_front() {
+        while let Some(t) = self.next_due() {
             budget -= 1;
             assert!(budget > 0, "message storm");
+            if t.payload.len() + 28 > self.link.mtu {
+                self.too_big += 1;
+                continue;
+            }
             if self.chance(self.link.loss) || self.blackhole.contains(&t.remote.ip()) {
                 continue;
             }
+            let at = self.now;
             if self.chance(self.link.duplicate) {
-                self.wire.push_back(t.clone());
+                self.wire.push_back((at, t.clone()));
             }
             if self.chance(self.link.reorder) && !self.wire.is_empty() {
-                self.wire.insert(1, t);
+                self.wire.insert(1, (at, t));
                 continue;
             }
             let now = self.now;
@@ -217,7 +307,13 @@ impl Lab {
     /// delivers. Returns false if no timer is pending within `max`.
     pub fn tick(&mut self, max: Duration) -> bool {
         self.deliver();
-        let next = self.nodes.iter().filter_map(|n| n.ep.poll_timeout()).min();
+        let timers = self.nodes.iter().filter_map(|n| n.ep.poll_timeout());
+        let arrivals = self.wire.iter().map(|(at, _)| *at);
+        let admissions = self
+            .nodes
+            .iter()
+            .flat_map(|n| n.admitting.iter().map(|(at, _, _)| *at));
+        let next = timers.chain(arrivals).chain(admissions).min();
         match next {
             Some(t) if t <= self.now + max => {
                 self.now = self.now.max(t);

@@ -14,38 +14,68 @@
 //! The responder serves addresses from 2001:db8:100::100 on.
 
 use std::collections::HashMap;
+use std::io;
 use std::net::{IpAddr, Ipv6Addr, SocketAddr};
 use std::sync::Arc;
 
 use sixgate_dataplane::esp::EspSa;
-use sixgate_dataplane::udp::{self, Command, IkeSockets};
+use sixgate_dataplane::udp::IkeSockets;
 use sixgate_proto::auth::PrivateKey;
 use sixgate_proto::cert::{certificates_from_pem, TrustAnchors};
-use sixgate_proto::crypto::{Encryption, Integrity, KeGroup, Prf};
-use sixgate_proto::endpoint::{ts, AddressPool, Config, ConnectRequest, Event, SaId};
+use sixgate_proto::crypto::{Encryption, IkeSaKeys, Integrity, KeGroup, Prf};
+use sixgate_proto::endpoint::{ts, Config, ConnectRequest, Event, KeyLog, SaId};
 use sixgate_proto::identity::CanonicalIdentity;
 use sixgate_proto::wire::Identification;
+use sixgate_runtime::admission::LeaseStore;
+use sixgate_runtime::engine::{self, Command, Parts, Role};
+use sixgate_runtime::plane::IkeOnly;
 use tokio::io::AsyncBufReadExt;
 
 struct SequentialPool {
     size: u32,
-    leases: HashMap<Vec<u8>, Ipv6Addr>,
+    leases: HashMap<CanonicalIdentity, Ipv6Addr>,
 }
 
-impl AddressPool for SequentialPool {
-    fn assign(&mut self, identity: &CanonicalIdentity) -> Option<Ipv6Addr> {
-        if let Some(a) = self.leases.get(&identity.storage_key()) {
-            return Some(*a);
+impl LeaseStore for SequentialPool {
+    fn assign(&mut self, identity: &CanonicalIdentity) -> io::Result<Option<Ipv6Addr>> {
+        if let Some(a) = self.leases.get(identity) {
+            return Ok(Some(*a));
         }
         let n = self.leases.len() as u32;
-        (n < self.size).then(|| {
+        Ok((n < self.size).then(|| {
             let base: Ipv6Addr = "2001:db8:100::100".parse().expect("literal");
             let a = Ipv6Addr::from(u128::from(base) + u128::from(n));
-            self.leases.insert(identity.storage_key(), a);
+            self.leases.insert(identity.clone(), a);
             a
-        })
+        }))
     }
-    fn release(&mut self, _: &CanonicalIdentity, _: Ipv6Addr) {}
+    fn release(&mut self, _: &CanonicalIdentity, _: Ipv6Addr) -> io::Result<()> {
+        Ok(())
+    }
+    fn flush(&mut self) -> io::Result<()> {
+        Ok(())
+    }
+}
+
+/// Prints each generation's keys as a KEYS line, for comparison with
+/// charon's `ike=4` log.
+struct PrintKeys;
+
+impl KeyLog for PrintKeys {
+    fn log(&self, sa: SaId, _spi_i: u64, _spi_r: u64, seed: &[u8], k: &IkeSaKeys) {
+        println!(
+            "KEYS sa={} skeyseed={} sk_d={} sk_ai={} sk_ar={} sk_ei={} sk_er={} sk_pi={} sk_pr={}",
+            sa.0,
+            hex::encode(seed),
+            hex::encode(&k.sk_d),
+            hex::encode(&k.sk_ai),
+            hex::encode(&k.sk_ar),
+            hex::encode(&k.sk_ei),
+            hex::encode(&k.sk_er),
+            hex::encode(&k.sk_pi),
+            hex::encode(&k.sk_pr)
+        );
+    }
 }
 
 fn arg(args: &[String], name: &str) -> Option<String> {
@@ -86,6 +116,7 @@ fn main() {
     )
     .unwrap_or_else(|e| die(&e.to_string()));
     let mut config = Config::new(identity, chain, Arc::new(key), anchors);
+    config.key_log = Some(Arc::new(PrintKeys));
     config.dns = vec!["2001:db8:ffff::53".parse().expect("literal")];
     if arg(&args, "--proposal").as_deref() == Some("aes256-sha256-modp2048") {
         config.ike_policy.encr = vec![Encryption::AesCbc { key_bits: 256 }];
@@ -112,23 +143,30 @@ fn main() {
         let sockets = IkeSockets::bind(&[local], 500, 4500).await.unwrap_or_else(|e| die(&format!("bind: {e}")));
         let nat_t = sockets.socket(SocketAddr::new(local, 4500)).unwrap_or_else(|| die("no NAT-T socket"));
         let mut outbound: Option<(EspSa, SocketAddr)> = None;
-        let config = Arc::new(config);
-        let mut handle = udp::spawn(config, sockets, None, |ep| {
-            ep.set_address_pool(Box::new(SequentialPool {
-                size: pool_size,
-                leases: HashMap::new(),
-            }))
+        let role = if role == "responder" { Role::Responder } else { Role::Initiator { resolv_conf: None } };
+        let leases: Option<Box<dyn LeaseStore>> = matches!(role, Role::Responder).then(|| {
+            Box::new(SequentialPool { size: pool_size, leases: HashMap::new() }) as Box<dyn LeaseStore>
         });
-        let secrets_tx = handle.commands.clone();
+        let initiating = matches!(role, Role::Initiator { .. });
+        let mut handle = engine::spawn(Parts {
+            ike: Arc::new(config),
+            role,
+            sockets,
+            plane: Arc::new(IkeOnly),
+            esp: None,
+            kernel_events: None,
+            leases,
+        })
+        .unwrap_or_else(|e| die(&format!("runtime: {e}")));
         let mut current: Option<SaId> = None;
         let mut child: Option<u32> = None;
-        if role == "initiator" {
+        if initiating {
             let remote = remote.unwrap_or_else(|| die("--remote"));
             let (tx, rx) = tokio::sync::oneshot::channel();
             let req = ConnectRequest {
                 remote: SocketAddr::new(remote, 500),
                 local: SocketAddr::new(local, 500),
-                remote_identity: Some(CanonicalIdentity::parse("broker.example.net").unwrap()),
+                remote_identity: Some(CanonicalIdentity::parse("broker.example.net").expect("literal")),
                 request_address: true,
                 initial_contact: true,
                 local_ts: vec![ts::ipv6_any()],
@@ -152,7 +190,7 @@ fn main() {
                         ("stats", _) => {
                             let (tx, rx) = tokio::sync::oneshot::channel();
                             let _ = handle.commands.send(Command::Stats(tx));
-                            if let Ok(s) = rx.await { println!("STATS {s:?}"); }
+                            if let Ok(s) = rx.await { println!("STATS {:?}", s.ike); }
                         }
                         ("quit", _) => break,
                         (cmd, _) if cmd.starts_with("send-esp ") => {
@@ -194,28 +232,13 @@ fn main() {
                         Event::ChildSaDown { inbound_spi, .. } => println!("CHILD_DOWN in={inbound_spi:08x}"),
                         Event::ChildSaRefused { notify, .. } => println!("CHILD_REFUSED notify={notify:?}"),
                         Event::AddressAssigned { address, dns, .. } => println!("ADDRESS {}/{} dns={dns:?}", address.0, address.1),
-                    }
-                    if let Event::IkeSaUp { sa, .. } | Event::IkeSaRekeyed { sa } = &ev {
-                        let (tx, rx) = tokio::sync::oneshot::channel();
-                        let _ = secrets_tx.send(Command::IkeSaSecrets(*sa, tx));
-                        if let Ok(Some((seed, k))) = rx.await {
-                            println!(
-                                "KEYS sa={} skeyseed={} sk_d={} sk_ai={} sk_ar={} sk_ei={} sk_er={} sk_pi={} sk_pr={}",
-                                sa.0,
-                                hex::encode(seed),
-                                hex::encode(&k.sk_d),
-                                hex::encode(&k.sk_ai),
-                                hex::encode(&k.sk_ar),
-                                hex::encode(&k.sk_ei),
-                                hex::encode(&k.sk_er),
-                                hex::encode(&k.sk_pi),
-                                hex::encode(&k.sk_pr)
-                            );
-                        }
+                        _ => {}
                     }
                 }
             }
         }
-        let _ = handle.commands.send(Command::Shutdown);
+        let (done, stopped) = tokio::sync::oneshot::channel();
+        let _ = handle.commands.send(Command::Shutdown { linger: std::time::Duration::from_secs(1), done });
+        let _ = stopped.await;
     });
 }

@@ -395,7 +395,16 @@ impl IkeSa {
         };
         let seed = skeyseed_rekey(old.suite.prf, &old.keys.sk_d, g_ir, ni, nr);
         let keys = IkeSaKeys::derive(&suite, &seed, ni, nr, spi_i, spi_r);
-        let Some(gen) = Generation::new(suite, seed, keys, spi_i, spi_r, we_initiated) else {
+        let Some(gen) = Generation::new(
+            shared,
+            self.id,
+            suite,
+            seed,
+            keys,
+            spi_i,
+            spi_r,
+            we_initiated,
+        ) else {
             self.gen = Some(old);
             return Effects::default();
         };
@@ -451,11 +460,6 @@ impl IkeSa {
         if let Some((old, _)) = self.retired.take() {
             self.forgotten_spis.push(old.local_spi());
         }
-    }
-
-    /// SKEYSEED and the seven keys of the current generation.
-    pub(crate) fn secrets(&self) -> Option<(&[u8], &IkeSaKeys)> {
-        self.gen.as_ref().map(|g| (g.skeyseed.as_slice(), &g.keys))
     }
 
     /// SPIs that no longer lead to this SA.

@@ -27,7 +27,7 @@ impl IkeSa {
         shared
             .config
             .private_key
-            .sign(&octets, ex.peer_signature_hashes)
+            .sign(&octets, ex.sign_mode(shared.config.ike_policy.legacy))
             .map_err(|e| e.to_string())
     }
 
@@ -163,7 +163,11 @@ impl IkeSa {
             );
             return effects;
         };
-        if found.idr.is_some_and(|idr| *idr != config.identity) {
+        let ours = CanonicalIdentity::from_wire(&config.identity);
+        if found
+            .idr
+            .is_some_and(|idr| CanonicalIdentity::from_wire(idr) != ours)
+        {
             let why = format!(
                 "peer asked for identity {:?}",
                 found.idr.map(|i| i.identity())
@@ -178,9 +182,6 @@ impl IkeSa {
                 return effects;
             }
         };
-        let Some(ex) = &self.exchange else {
-            return effects;
-        };
         let our_auth = match self.our_auth(shared) {
             Ok(a) => a,
             Err(why) => {
@@ -191,101 +192,126 @@ impl IkeSa {
         if found.notify(NotifyType::INITIAL_CONTACT).is_some() {
             effects.replace_identity = Some(proved.clone());
         }
-        self.peer_identity = Some(proved);
-        let mut inner: Vec<Payload> = vec![PayloadBody::IdR(config.identity.clone()).into()];
-        inner.extend(Self::cert_payloads(shared));
-        inner.push(PayloadBody::Auth(our_auth).into());
-
-        let ni = ex.ni.clone();
-        let nr = ex.nr.clone();
+        let mut head: Vec<Payload> = vec![PayloadBody::IdR(config.identity.clone()).into()];
+        head.extend(Self::cert_payloads(shared));
+        head.push(PayloadBody::Auth(our_auth).into());
+        self.peer_identity = Some(proved.clone());
         self.state = State::Established;
         self.established(shared, now);
-        match self.responder_child(shared, &found, &ni, &nr) {
+        match ChildRequest::from_found(shared, &found) {
+            Err(ty) => self.finish_auth(shared, now, id, head, Err(ty)),
+            Ok(request) => match self.assigned_address {
+                Some(address) => self.finish_auth(shared, now, id, head, Ok((request, address))),
+                None => {
+                    // The lease is written elsewhere (a disk, a cluster);
+                    // the answer waits for it, nobody else does.
+                    self.state = State::Admitting;
+                    self.pending_auth = Some(PendingAuth {
+                        message_id: id,
+                        head,
+                        request,
+                        deadline: now + config.half_open_timeout,
+                    });
+                    shared.push_event(Event::AddressRequested {
+                        sa: self.id,
+                        identity: proved,
+                    });
+                }
+            },
+        }
+        effects
+    }
+
+    /// The address for a pending IKE_AUTH has come (or `None`: the pool
+    /// is full or the store failed): answer it. Returns whether the SA was
+    /// waiting for it; if not (it closed meanwhile), the caller gives the
+    /// lease back.
+    pub(crate) fn address_assigned(
+        &mut self,
+        shared: &mut Shared,
+        now: Instant,
+        address: Option<Ipv6Addr>,
+    ) -> bool {
+        if self.state != State::Admitting {
+            return false;
+        }
+        let Some(pending) = self.pending_auth.take() else {
+            return false;
+        };
+        self.state = State::Established;
+        let outcome = match address {
+            Some(a) => Ok((pending.request, a)),
+            None => Err(NotifyType::INTERNAL_ADDRESS_FAILURE),
+        };
+        // From here the SA holds the address, until it closes.
+        self.finish_auth(shared, now, pending.message_id, pending.head, outcome);
+        true
+    }
+
+    /// Sends the IKE_AUTH response: `head` (IDr, CERT, AUTH), then the
+    /// Child SA made from `child` with its address, or the notify that
+    /// refuses it.
+    fn finish_auth(
+        &mut self,
+        shared: &mut Shared,
+        now: Instant,
+        id: u32,
+        mut head: Vec<Payload>,
+        child: Result<(ChildRequest, Ipv6Addr), NotifyType>,
+    ) {
+        let made = child.and_then(|(request, address)| {
+            self.assigned_address = Some(address);
+            self.responder_child(shared, &request, address)
+        });
+        match made {
             Ok((child, reply)) => {
-                inner.extend(reply);
-                self.send_response(shared, ExchangeType::IKE_AUTH, id, &inner);
+                head.extend(reply);
+                self.send_response(shared, ExchangeType::IKE_AUTH, id, &head);
                 self.child_up(shared, now, child, None);
             }
             Err(ty) => {
-                inner.push(notify(ty, Vec::new()));
-                self.send_response(shared, ExchangeType::IKE_AUTH, id, &inner);
+                head.push(notify(ty, Vec::new()));
+                self.send_response(shared, ExchangeType::IKE_AUTH, id, &head);
                 shared.push_event(Event::ChildSaRefused {
                     sa: self.id,
                     notify: ty,
                 });
             }
         }
-        effects
     }
 
-    /// The initial Child SA of a road warrior: an address from the pool,
-    /// narrowed selectors, an ESP proposal.
-    pub(super) fn responder_child(
+    /// The initial Child SA of a road warrior, once its address is known:
+    /// narrowed selectors, keys, and the reply payloads.
+    fn responder_child(
         &mut self,
         shared: &mut Shared,
-        found: &Found<'_>,
-        ni: &[u8],
-        nr: &[u8],
+        request: &ChildRequest,
+        address: Ipv6Addr,
     ) -> Result<(ChildSa, Vec<Payload>), NotifyType> {
         let config = shared.config.clone();
-        let (Some(sa), Some(tsi), Some(tsr)) = (found.sa, found.tsi, found.tsr) else {
-            return Err(NotifyType::INVALID_SYNTAX);
-        };
-        let Some(cp) = found.cp.filter(|cp| cp.cfg_type == CfgType::REQUEST) else {
-            return Err(NotifyType::FAILED_CP_REQUIRED);
-        };
-        if !cp
-            .attributes
-            .iter()
-            .any(|a| a.ty == CfgAttributeType::INTERNAL_IP6_ADDRESS)
-        {
-            return Err(NotifyType::FAILED_CP_REQUIRED);
-        }
-        let choice = config
-            .esp_policy
-            .select(&sa.proposals, None)
-            .map_err(|_| NotifyType::NO_PROPOSAL_CHOSEN)?;
-        let local_ts = narrow(&tsr.selectors, &config.responder_local_ts);
-        if local_ts.is_empty()
-            || !tsi
-                .selectors
-                .iter()
-                .any(|t| matches!(t, TrafficSelector::Ipv6(_)))
-        {
-            return Err(NotifyType::TS_UNACCEPTABLE);
-        }
-        let identity = self
-            .peer_identity
-            .clone()
-            .ok_or(NotifyType::AUTHENTICATION_FAILED)?;
-        let address = match self.assigned_address {
-            Some(a) => a,
-            None => shared
-                .pool
-                .as_mut()
-                .and_then(|p| p.assign(&identity))
-                .ok_or(NotifyType::INTERNAL_ADDRESS_FAILURE)?,
-        };
-        self.assigned_address = Some(address);
         let host = ipv6_host(address);
-        if !tsi.selectors.iter().any(|t| contains(t, &host)) {
+        if !request.tsi.iter().any(|t| contains(t, &host)) {
             return Err(NotifyType::TS_UNACCEPTABLE);
         }
+        let (ni, nr) = match &self.exchange {
+            Some(ex) => (ex.ni.clone(), ex.nr.clone()),
+            None => return Err(NotifyType::INVALID_SYNTAX),
+        };
         let inbound_spi = random_spi32(shared);
         let keymat = KeymatInput {
             pfs: None,
-            ni,
-            nr,
+            ni: &ni,
+            nr: &nr,
             we_initiated: false,
         };
         let child = self.make_child(
-            &choice,
+            &request.choice,
             inbound_spi,
             keymat,
-            local_ts.clone(),
+            request.local_ts.clone(),
             vec![host.clone()],
         )?;
-        let mut reply_proposal = choice.reply;
+        let mut reply_proposal = request.choice.reply.clone();
         reply_proposal.spi = inbound_spi.to_be_bytes().to_vec();
         let mut attributes = vec![CfgAttribute::ip6_prefix(
             CfgAttributeType::INTERNAL_IP6_ADDRESS,
@@ -293,17 +319,11 @@ impl IkeSa {
             128,
         )];
         for dns in &config.dns {
-            let (ty, wanted) = match dns {
-                IpAddr::V6(_) => (
-                    CfgAttributeType::INTERNAL_IP6_DNS,
-                    CfgAttributeType::INTERNAL_IP6_DNS,
-                ),
-                IpAddr::V4(_) => (
-                    CfgAttributeType::INTERNAL_IP4_DNS,
-                    CfgAttributeType::INTERNAL_IP4_DNS,
-                ),
+            let ty = match dns {
+                IpAddr::V6(_) => CfgAttributeType::INTERNAL_IP6_DNS,
+                IpAddr::V4(_) => CfgAttributeType::INTERNAL_IP4_DNS,
             };
-            if cp.attributes.iter().any(|a| a.ty == wanted) {
+            if request.wanted.contains(&ty) {
                 attributes.push(CfgAttribute::address(ty, *dns));
             }
         }
@@ -322,7 +342,7 @@ impl IkeSa {
             })
             .into(),
             PayloadBody::TsR(TrafficSelectors {
-                selectors: local_ts,
+                selectors: request.local_ts.clone(),
             })
             .into(),
         ];
@@ -400,4 +420,61 @@ impl IkeSa {
         );
         self.close(shared, now, DownReason::RefusedPeer(ty, why));
     }
+}
+
+/// What a road warrior's IKE_AUTH asks of its first Child SA, checked and
+/// kept (owned) while its address is being written: everything but the
+/// address is decided before the address is asked for, so a request that
+/// cannot succeed costs no lease.
+pub(super) struct ChildRequest {
+    choice: EspChoice,
+    tsi: Vec<TrafficSelector>,
+    local_ts: Vec<TrafficSelector>,
+    /// The configuration attributes the peer asked for.
+    wanted: Vec<CfgAttributeType>,
+}
+
+impl ChildRequest {
+    fn from_found(shared: &Shared, found: &Found<'_>) -> Result<ChildRequest, NotifyType> {
+        let config = &shared.config;
+        let (Some(sa), Some(tsi), Some(tsr)) = (found.sa, found.tsi, found.tsr) else {
+            return Err(NotifyType::INVALID_SYNTAX);
+        };
+        let Some(cp) = found.cp.filter(|cp| cp.cfg_type == CfgType::REQUEST) else {
+            return Err(NotifyType::FAILED_CP_REQUIRED);
+        };
+        let wanted: Vec<CfgAttributeType> = cp.attributes.iter().map(|a| a.ty).collect();
+        if !wanted.contains(&CfgAttributeType::INTERNAL_IP6_ADDRESS) {
+            return Err(NotifyType::FAILED_CP_REQUIRED);
+        }
+        let choice = config
+            .esp_policy
+            .select(&sa.proposals, None)
+            .map_err(|_| NotifyType::NO_PROPOSAL_CHOSEN)?;
+        let local_ts = narrow(&tsr.selectors, &config.responder_local_ts);
+        if local_ts.is_empty()
+            || !tsi
+                .selectors
+                .iter()
+                .any(|t| matches!(t, TrafficSelector::Ipv6(_)))
+        {
+            return Err(NotifyType::TS_UNACCEPTABLE);
+        }
+        Ok(ChildRequest {
+            choice,
+            tsi: tsi.selectors.clone(),
+            local_ts,
+            wanted,
+        })
+    }
+}
+
+/// An IKE_AUTH request waiting for its address.
+pub(super) struct PendingAuth {
+    message_id: u32,
+    /// IDr, CERT and AUTH: the start of the response.
+    head: Vec<Payload>,
+    request: ChildRequest,
+    /// When to give up waiting and answer INTERNAL_ADDRESS_FAILURE.
+    pub(super) deadline: Instant,
 }

@@ -186,9 +186,7 @@ impl IkeSa {
         let nat = found.nat_detected(spi_i, 0, remote, local);
         let peer_nat_d = nat.is_some();
         let peer_fragmentation = found.notify(NotifyType::FRAGMENTATION_SUPPORTED).is_some();
-        let peer_signature_hashes = found
-            .notify(NotifyType::SIGNATURE_HASH_ALGORITHMS)
-            .is_some();
+        let peer_hashes = found.signature_hashes();
 
         let mut payloads = vec![
             PayloadBody::Sa(SecurityAssociation {
@@ -218,7 +216,7 @@ impl IkeSa {
         if peer_fragmentation {
             payloads.push(notify(NotifyType::FRAGMENTATION_SUPPORTED, Vec::new()));
         }
-        if peer_signature_hashes {
+        if peer_hashes.is_some() {
             payloads.push(signature_hashes());
         }
         let response = Message {
@@ -237,7 +235,7 @@ impl IkeSa {
 
         let seed = skeyseed(suite.prf, ni, &nr, &shared_secret);
         let keys = IkeSaKeys::derive(&suite, &seed, ni, &nr, spi_i, spi_r);
-        let mut gen = Generation::new(suite, seed, keys, spi_i, spi_r, false)?;
+        let mut gen = Generation::new(shared, id, suite, seed, keys, spi_i, spi_r, false)?;
         gen.expected_peer_id = 1;
         gen.last_response = Some((0, vec![response.clone()]));
 
@@ -252,7 +250,7 @@ impl IkeSa {
             request: datagram.to_vec(),
             response: response.clone(),
             peer_fragmentation,
-            peer_signature_hashes,
+            peer_hashes,
         });
         sa.init_key = Some((remote, spi_i));
         sa.half_open_deadline = Some(now + config.half_open_timeout);
@@ -345,7 +343,8 @@ impl IkeSa {
         let spi_r = header.spi_r;
         let seed = skeyseed(suite.prf, &init.ni, nr, &shared_secret);
         let keys = IkeSaKeys::derive(&suite, &seed, &init.ni, nr, spi_i, spi_r);
-        let Some(mut gen) = Generation::new(suite, seed, keys, spi_i, spi_r, true) else {
+        let Some(mut gen) = Generation::new(shared, self.id, suite, seed, keys, spi_i, spi_r, true)
+        else {
             return refuse(self, shared, "keys");
         };
         gen.next_request_id = 1;
@@ -366,9 +365,7 @@ impl IkeSa {
                 .unwrap_or_default(),
             response: datagram.to_vec(),
             peer_fragmentation: found.notify(NotifyType::FRAGMENTATION_SUPPORTED).is_some(),
-            peer_signature_hashes: found
-                .notify(NotifyType::SIGNATURE_HASH_ALGORITHMS)
-                .is_some(),
+            peer_hashes: found.signature_hashes(),
         });
         self.last_heard = now;
         self.send_auth(shared, now, &init.request);

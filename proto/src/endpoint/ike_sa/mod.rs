@@ -20,7 +20,7 @@ use zeroize::Zeroizing;
 use super::nat::nat_hash;
 use super::ts::{contains, ipv6_host, narrow};
 use super::{ChildSa, ConnectRequest, DownReason, Effects, Event, SaId, Shared};
-use crate::auth::{self, hash_algorithms_notify, signed_octets};
+use crate::auth::{self, hash_algorithms_notify, signed_octets, SignMode};
 use crate::cert::{match_identity, CertError};
 use crate::crypto::sk::{Reassembly, SkCipher};
 use crate::crypto::{
@@ -48,6 +48,9 @@ enum State {
     AuthSent,
     /// Responder: IKE_SA_INIT answered, IKE_AUTH awaited.
     HalfOpen,
+    /// Responder: authenticated; the IKE_AUTH response waits for the
+    /// address (see [`Event::AddressRequested`]).
+    Admitting,
     /// Authenticated.
     Established,
     /// Our delete of the IKE SA is in flight.
@@ -64,8 +67,6 @@ struct Generation {
     /// Whether we are the original initiator of this generation.
     initiator: bool,
     suite: Suite,
-    /// Kept only for [`IkeSa::secrets`] (comparing with a peer's key log).
-    skeyseed: Zeroizing<Vec<u8>>,
     keys: IkeSaKeys,
     sk_in: SkCipher,
     sk_out: SkCipher,
@@ -76,7 +77,12 @@ struct Generation {
 }
 
 impl Generation {
+    /// The keys of a new generation of IKE SA `sa`; SKEYSEED goes to the
+    /// key log, if there is one, and is then forgotten.
+    #[allow(clippy::too_many_arguments)]
     fn new(
+        shared: &Shared,
+        sa: SaId,
         suite: Suite,
         skeyseed: Zeroizing<Vec<u8>>,
         keys: IkeSaKeys,
@@ -84,6 +90,9 @@ impl Generation {
         spi_r: u64,
         initiator: bool,
     ) -> Option<Generation> {
+        if let Some(log) = &shared.config.key_log {
+            log.log(sa, spi_i, spi_r, &skeyseed, &keys);
+        }
         let (ein, ain, eout, aout) = if initiator {
             (&keys.sk_er, &keys.sk_ar, &keys.sk_ei, &keys.sk_ai)
         } else {
@@ -96,7 +105,6 @@ impl Generation {
             spi_r,
             initiator,
             suite,
-            skeyseed,
             keys,
             sk_in,
             sk_out,
@@ -207,7 +215,19 @@ struct InitExchange {
     request: Vec<u8>,
     response: Vec<u8>,
     peer_fragmentation: bool,
-    peer_signature_hashes: bool,
+    /// The peer's SIGNATURE_HASH_ALGORITHMS, if it sent the notify.
+    peer_hashes: Option<Vec<HashAlgorithm>>,
+}
+
+impl InitExchange {
+    /// How to sign our AUTH: RFC 7427 with a hash the peer announced, or
+    /// the classic method of our key where it announced none.
+    fn sign_mode(&self, legacy: crate::crypto::Legacy) -> SignMode<'_> {
+        match &self.peer_hashes {
+            Some(hashes) => SignMode::DigitalSignature(hashes),
+            None => SignMode::Classic(legacy),
+        }
+    }
 }
 
 pub(crate) struct IkeSa {
@@ -232,6 +252,8 @@ pub(crate) struct IkeSa {
     /// The identity the peer proved, canonical.
     peer_identity: Option<CanonicalIdentity>,
     assigned_address: Option<Ipv6Addr>,
+    /// The IKE_AUTH request that waits for its address (state Admitting).
+    pending_auth: Option<ike_auth::PendingAuth>,
     last_heard: Instant,
     dpd_interval: Duration,
     ike_rekey_at: Option<Instant>,
@@ -322,15 +344,12 @@ fn certreq(shared: &Shared) -> Option<Payload> {
     })
 }
 
-/// SIGNATURE_HASH_ALGORITHMS: the RFC 7427 hashes we verify with.
+/// SIGNATURE_HASH_ALGORITHMS: the RFC 7427 hashes we verify with (every
+/// one we announce, with either curve and with RSA).
 fn signature_hashes() -> Payload {
     notify(
         NotifyType::SIGNATURE_HASH_ALGORITHMS,
-        hash_algorithms_notify(&[
-            HashAlgorithm::SHA2_256,
-            HashAlgorithm::SHA2_384,
-            HashAlgorithm::SHA2_512,
-        ]),
+        hash_algorithms_notify(&auth::VERIFIED_HASHES),
     )
 }
 
@@ -449,6 +468,13 @@ impl<'a> Found<'a> {
         )
     }
 
+    /// The hashes of the peer's SIGNATURE_HASH_ALGORITHMS, if it sent one
+    /// (a malformed one counts as announcing nothing usable).
+    fn signature_hashes(&self) -> Option<Vec<HashAlgorithm>> {
+        self.notify(NotifyType::SIGNATURE_HASH_ALGORITHMS)
+            .map(|n| auth::parse_hash_algorithms(&n.data).unwrap_or_default())
+    }
+
     fn nonce_ok(&self) -> Option<&'a [u8]> {
         self.nonce.filter(|n| (16..=256).contains(&n.len()))
     }
@@ -474,6 +500,7 @@ impl IkeSa {
             children: Vec::new(),
             peer_identity: None,
             assigned_address: None,
+            pending_auth: None,
             last_heard: now,
             dpd_interval: Duration::from_secs(30),
             ike_rekey_at: None,
@@ -625,6 +652,12 @@ impl IkeSa {
             if old.spi_i == header.spi_i && old.spi_r == header.spi_r {
                 return self.handle_retired(shared, datagram, header);
             }
+        }
+        if self.state == State::Admitting && !header.flags.response() {
+            // The IKE_AUTH request again (the peer's window is one): its
+            // answer comes when the address does.
+            shared.stats.retransmits_while_admitting += 1;
+            return Effects::default();
         }
         let Some(gen) = &mut self.gen else {
             shared.stats.stray += 1;
@@ -998,14 +1031,14 @@ impl IkeSa {
                 outbound_spi: c.sa.outbound_spi,
             });
         }
+        self.pending_auth = None;
         if let (Some(address), Some(identity)) = (self.assigned_address.take(), &self.peer_identity)
         {
-            // A replacing SA of the same identity holds the same lease.
-            if reason != DownReason::Replaced {
-                if let Some(pool) = shared.pool.as_mut() {
-                    pool.release(identity, address);
-                }
-            }
+            shared.push_event(Event::AddressReleased {
+                sa: self.id,
+                identity: identity.clone(),
+                address,
+            });
         }
         if !self.down_reported {
             self.down_reported = true;
@@ -1218,6 +1251,7 @@ impl IkeSa {
         let mut t: Vec<Instant> = Vec::new();
         t.extend(self.outstanding.as_ref().map(|o| o.next_at));
         t.extend(self.half_open_deadline);
+        t.extend(self.pending_auth.as_ref().map(|p| p.deadline));
         t.extend(self.retired.as_ref().map(|(_, until)| *until));
         if self.state == State::Established {
             if self.outstanding.is_none() {
@@ -1245,6 +1279,14 @@ impl IkeSa {
             .is_some_and(|(_, until)| *until <= now)
         {
             self.drop_retired();
+        }
+        if self
+            .pending_auth
+            .as_ref()
+            .is_some_and(|p| p.deadline <= now)
+        {
+            // The store never answered: refuse the Child SA, keep the IKE SA.
+            self.address_assigned(shared, now, None);
         }
         if self.half_open_deadline.is_some_and(|d| d <= now) {
             self.half_open_deadline = None;

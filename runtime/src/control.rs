@@ -1,6 +1,11 @@
 //! The daemons' control socket: a Unix stream socket taking one JSON
 //! request line and answering one JSON line, for the CLI verbs
 //! (`status`, `leases`, `down`, ...) to ask the running daemon.
+//!
+//! The socket is served by a task of its own ([`serve`]): each connection
+//! gets its own task, which reads the request (giving up on a client that
+//! says nothing), hands it to the daemon with a reply channel, and writes
+//! the answer; the daemon's loop never waits on a slow client.
 
 use std::io;
 use std::path::Path;
@@ -31,9 +36,56 @@ pub fn bind(path: &Path) -> io::Result<UnixListener> {
 }
 
 /// How long a client of the control socket may take to send its request
-/// or to take the answer: the daemon serves the socket from its event
-/// loop, which must not wait on a connection that says nothing.
+/// or to take the answer.
 const PATIENCE: Duration = Duration::from_secs(2);
+
+/// A request from the control socket and where its answer goes.
+pub struct Incoming<Q, R> {
+    /// The request.
+    pub request: Q,
+    /// The answer.
+    pub reply: tokio::sync::oneshot::Sender<R>,
+}
+
+/// Serves `listener` on tasks of its own: requests arrive on the returned
+/// channel; each connection waits for its answer without holding up the
+/// others or the daemon. Requests that do not parse are answered with
+/// `bad_request(error)`.
+pub fn serve<Q, R>(
+    listener: UnixListener,
+    bad_request: fn(String) -> R,
+) -> tokio::sync::mpsc::Receiver<Incoming<Q, R>>
+where
+    Q: DeserializeOwned + Send + 'static,
+    R: Serialize + Send + Sync + 'static,
+{
+    let (tx, rx) = tokio::sync::mpsc::channel(64);
+    tokio::spawn(async move {
+        loop {
+            let Ok((mut stream, _)) = listener.accept().await else {
+                continue;
+            };
+            let tx = tx.clone();
+            tokio::spawn(async move {
+                let response = match read_request::<Q>(&mut stream).await {
+                    Ok(request) => {
+                        let (reply, answer) = tokio::sync::oneshot::channel();
+                        if tx.send(Incoming { request, reply }).await.is_err() {
+                            return;
+                        }
+                        match answer.await {
+                            Ok(r) => r,
+                            Err(_) => return,
+                        }
+                    }
+                    Err(e) => bad_request(e.to_string()),
+                };
+                let _ = write_response(&mut stream, &response).await;
+            });
+        }
+    });
+    rx
+}
 
 fn too_slow(_: tokio::time::error::Elapsed) -> io::Error {
     io::Error::new(io::ErrorKind::TimedOut, "control connection too slow")

@@ -1,0 +1,770 @@
+//! The runtime: one task that owns the IKE [`Endpoint`] and turns what it
+//! says into what the system must do, in the right order.
+//!
+//! The task takes IKE datagrams from the receive loops (through a bounded
+//! queue: see [`sixgate_dataplane::udp`]), timers, kernel events,
+//! commands from the daemon, and the answers of the lease writer
+//! ([`crate::admission`]). After each input it drains the endpoint's
+//! events first and acts on them, then sends its datagrams: a response
+//! that announces a Child SA leaves only after the SA is installed. A
+//! Child SA that fails to install is deleted with the peer (with its IKE
+//! SA, if it was the only one) and counted, never left announced and
+//! missing. The task also keeps the one table of connections that status
+//! reads: identity, outer address, Child SAs with their algorithms and
+//! SPIs, and traffic that outlives rekeys.
+
+use std::collections::{BTreeMap, HashMap};
+use std::io;
+use std::net::{IpAddr, Ipv6Addr, SocketAddr};
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use serde::{Deserialize, Serialize};
+use sixgate_dataplane::dns::ResolvConf;
+use sixgate_dataplane::udp::{Datagram, EspHandler, IkeSockets, ReceiveCounters};
+use sixgate_dataplane::userspace::SaCounters;
+use sixgate_dataplane::xfrm::KernelEvent;
+use sixgate_proto::endpoint::{
+    self, ChildSa, ConnectRequest, DownReason, Endpoint, Event, SaId, Stats,
+};
+use sixgate_proto::identity::CanonicalIdentity;
+use sixgate_proto::wire::{classify_udp4500, TrafficSelector, Udp4500};
+use tokio::sync::{mpsc, oneshot};
+
+use crate::admission::{Admission, AdmissionCounters, Admitted, LeaseStore};
+use crate::plane::Plane;
+
+/// Which side of the tunnels this runtime is.
+pub enum Role {
+    /// The broker: admits addresses and routes each client's into the
+    /// tunnel.
+    Responder,
+    /// A client: installs the address it is given and, if asked, the DNS
+    /// servers that come with it.
+    Initiator {
+        /// resolv.conf to set (and restore).
+        resolv_conf: Option<ResolvConf>,
+    },
+}
+
+/// What the daemon asks of the runtime.
+#[derive(Debug)]
+#[non_exhaustive]
+pub enum Command {
+    /// Start an IKE SA as initiator; its id comes back.
+    Connect(ConnectRequest, oneshot::Sender<SaId>),
+    /// Delete an IKE SA (with a Delete to the peer).
+    DeleteIkeSa(SaId),
+    /// Rekey a Child SA, by IKE SA and inbound SPI.
+    RekeyChildSa(SaId, u32),
+    /// Rekey an IKE SA.
+    RekeyIkeSa(SaId),
+    /// The connections, for status.
+    Connections(oneshot::Sender<Vec<Connection>>),
+    /// The counters.
+    Stats(oneshot::Sender<RuntimeStats>),
+    /// Delete every IKE SA, wait up to `linger` for the peers to answer,
+    /// remove everything installed, and stop.
+    Shutdown {
+        /// How long to wait for the deletes.
+        linger: Duration,
+        /// Answered once everything is removed.
+        done: oneshot::Sender<()>,
+    },
+}
+
+/// One Child SA, as status shows it.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct ChildStatus {
+    /// Our SPI (the peer sends with it), hex.
+    pub inbound_spi: String,
+    /// The peer's SPI, hex.
+    pub outbound_spi: String,
+    /// The encryption algorithm.
+    pub encryption: String,
+    /// The integrity algorithm, for non-AEAD ciphers.
+    pub integrity: Option<String>,
+    /// Extended sequence numbers.
+    pub esn: bool,
+    /// ESP in UDP.
+    pub udp_encapsulation: bool,
+    /// The peer's traffic selectors.
+    pub remote_ts: Vec<String>,
+}
+
+/// Traffic of a connection: its Child SAs, live and rekeyed away.
+#[derive(Debug, Clone, Copy, Default, Serialize, Deserialize, PartialEq, Eq)]
+pub struct Traffic {
+    /// Inner octets received.
+    pub bytes_in: u64,
+    /// Inner octets sent.
+    pub bytes_out: u64,
+    /// Packets received.
+    pub packets_in: u64,
+    /// Packets sent.
+    pub packets_out: u64,
+    /// Packets that decrypted but were not the peer's to send: not IPv6,
+    /// or from outside its selectors (its lease, on the broker).
+    pub dropped_spoofed: u64,
+    /// Packets refused as replays.
+    pub dropped_replayed: u64,
+    /// Packets refused as forgeries.
+    pub dropped_auth: u64,
+}
+
+impl From<SaCounters> for Traffic {
+    fn from(c: SaCounters) -> Traffic {
+        Traffic {
+            bytes_in: c.inbound.bytes,
+            bytes_out: c.outbound.bytes,
+            packets_in: c.inbound.packets,
+            packets_out: c.outbound.packets,
+            dropped_spoofed: c.inbound.spoofed,
+            dropped_replayed: c.inbound.replayed,
+            dropped_auth: c.inbound.auth_failed,
+        }
+    }
+}
+
+/// One IKE SA and what hangs off it, as status shows it.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct Connection {
+    /// The runtime's number for it.
+    pub sa: u64,
+    /// The identity the peer proved.
+    pub identity: String,
+    /// The peer's outer address.
+    pub remote: SocketAddr,
+    /// Whether we initiated it.
+    pub initiator: bool,
+    /// Seconds since it came up.
+    pub age_secs: u64,
+    /// The IKE SA's algorithms.
+    pub ike_suite: String,
+    /// The inner address: the client's lease (broker), or ours (client).
+    pub address: Option<Ipv6Addr>,
+    /// DNS servers it gave us (client).
+    pub dns: Vec<IpAddr>,
+    /// Its Child SAs.
+    pub child_sas: Vec<ChildStatus>,
+    /// Its traffic.
+    pub traffic: Traffic,
+}
+
+/// The runtime's counters.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+pub struct RuntimeStats {
+    /// IKE datagrams dropped because the IKE task was behind.
+    pub ike_queue_full: u64,
+    /// ESP on a socket without a data plane.
+    pub esp_unclaimed: u64,
+    /// Child SAs the data plane refused (each deleted with the peer).
+    pub install_failures: u64,
+    /// Leases made durable.
+    pub leases_assigned: u64,
+    /// Group commits of the lease store.
+    pub lease_flushes: u64,
+    /// The engine's drop counters.
+    pub ike: IkeStats,
+}
+
+/// The engine's counters ([`Stats`]), serializable.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[allow(missing_docs)]
+pub struct IkeStats {
+    pub invalid: u64,
+    pub unknown_spi: u64,
+    pub stray: u64,
+    pub integrity_failed: u64,
+    pub retransmits_answered: u64,
+    pub retransmits_sent: u64,
+    pub cookies_sent: u64,
+    pub half_open_dropped: u64,
+    pub retransmits_while_admitting: u64,
+}
+
+impl From<&Stats> for IkeStats {
+    fn from(s: &Stats) -> IkeStats {
+        IkeStats {
+            invalid: s.invalid,
+            unknown_spi: s.unknown_spi,
+            stray: s.stray,
+            integrity_failed: s.integrity_failed,
+            retransmits_answered: s.retransmits_answered,
+            retransmits_sent: s.retransmits_sent,
+            cookies_sent: s.cookies_sent,
+            half_open_dropped: s.half_open_dropped,
+            retransmits_while_admitting: s.retransmits_while_admitting,
+        }
+    }
+}
+
+/// Everything the runtime runs with.
+pub struct Parts {
+    /// The engine's configuration.
+    pub ike: Arc<endpoint::Config>,
+    /// Which side.
+    pub role: Role,
+    /// The bound IKE sockets.
+    pub sockets: IkeSockets,
+    /// The data plane.
+    pub plane: Arc<dyn Plane>,
+    /// Its ESP receive path (the userspace plane), if it has one.
+    pub esp: Option<Arc<dyn EspHandler>>,
+    /// Its kernel events (the XFRM plane), if it has them, with the
+    /// mapping from an event to the Child SA to rekey.
+    pub kernel_events: Option<KernelEvents>,
+    /// The lease store (responders).
+    pub leases: Option<Box<dyn LeaseStore>>,
+}
+
+/// Kernel events and the plane's reading of them.
+pub struct KernelEvents {
+    /// The events.
+    pub events: mpsc::UnboundedReceiver<KernelEvent>,
+    /// Which Child SA (IKE SA, inbound SPI) an event asks to rekey.
+    pub child_for: Box<dyn Fn(KernelEvent) -> Option<(SaId, u32)> + Send>,
+}
+
+/// A running runtime.
+pub struct RuntimeHandle {
+    /// Commands in.
+    pub commands: mpsc::UnboundedSender<Command>,
+    /// Every engine event, after the runtime acted on it (for logs,
+    /// reconnect policies, test tools).
+    pub events: mpsc::UnboundedReceiver<Event>,
+    /// The task; it ends after a [`Command::Shutdown`].
+    pub task: tokio::task::JoinHandle<()>,
+}
+
+/// How many IKE datagrams may wait for the IKE task before new ones are
+/// dropped (and counted).
+const IKE_QUEUE: usize = 4096;
+
+/// Starts the runtime on the current tokio runtime.
+pub fn spawn(parts: Parts) -> io::Result<RuntimeHandle> {
+    let now = Instant::now();
+    let unix = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_secs() as i64)
+        .unwrap_or(0);
+    let endpoint = Endpoint::new(parts.ike, Box::new(rand_core::OsRng), now, unix);
+    let (ike_tx, ike_rx) = mpsc::channel(IKE_QUEUE);
+    let receive = Arc::new(ReceiveCounters::default());
+    parts
+        .sockets
+        .spawn_receivers(parts.esp, ike_tx, receive.clone());
+    let (admission, admitted) = match parts.leases {
+        Some(store) => {
+            let (a, rx) = Admission::start(store)?;
+            (Some(a), Some(rx))
+        }
+        None => (None, None),
+    };
+    let admission_counters = admission.as_ref().map(Admission::counters);
+    let (cmd_tx, cmd_rx) = mpsc::unbounded_channel();
+    let (ev_tx, ev_rx) = mpsc::unbounded_channel();
+    let nat_t_port = parts.sockets.nat_t_port();
+    let runtime = Runtime {
+        endpoint,
+        sockets: parts.sockets,
+        nat_t_port,
+        plane: parts.plane,
+        role: parts.role,
+        admission,
+        admission_counters,
+        connections: HashMap::new(),
+        events: ev_tx,
+        install_failures: 0,
+        receive,
+        shutdown: None,
+    };
+    let task = tokio::spawn(runtime.run(cmd_rx, ike_rx, admitted, parts.kernel_events));
+    Ok(RuntimeHandle {
+        commands: cmd_tx,
+        events: ev_rx,
+        task,
+    })
+}
+
+struct ChildState {
+    outbound_spi: u32,
+    status: ChildStatus,
+    /// The host addresses its remote selectors route (broker).
+    routes: Vec<Ipv6Addr>,
+}
+
+struct ConnState {
+    identity: CanonicalIdentity,
+    remote: SocketAddr,
+    initiator: bool,
+    since: Instant,
+    suite: String,
+    address: Option<Ipv6Addr>,
+    dns: Vec<IpAddr>,
+    children: BTreeMap<u32, ChildState>,
+    /// The traffic of its Child SAs that are gone.
+    retired: SaCounters,
+}
+
+struct Runtime {
+    endpoint: Endpoint,
+    sockets: IkeSockets,
+    nat_t_port: u16,
+    plane: Arc<dyn Plane>,
+    role: Role,
+    admission: Option<Admission>,
+    admission_counters: Option<Arc<AdmissionCounters>>,
+    connections: HashMap<SaId, ConnState>,
+    events: mpsc::UnboundedSender<Event>,
+    install_failures: u64,
+    receive: Arc<ReceiveCounters>,
+    /// Shutting down: until when, and whom to tell.
+    shutdown: Option<(tokio::time::Instant, oneshot::Sender<()>)>,
+}
+
+async fn recv_or_never<T>(rx: &mut Option<mpsc::UnboundedReceiver<T>>) -> Option<T> {
+    match rx {
+        Some(rx) => rx.recv().await,
+        None => std::future::pending().await,
+    }
+}
+
+fn hosts(ts: &[TrafficSelector]) -> Vec<Ipv6Addr> {
+    ts.iter()
+        .filter_map(|t| match t {
+            TrafficSelector::Ipv6(r) if r.start == r.end => Some(r.start),
+            _ => None,
+        })
+        .collect()
+}
+
+fn selector_text(ts: &TrafficSelector) -> String {
+    match ts {
+        TrafficSelector::Ipv6(r) if r.start == r.end => format!("{}/128", r.start),
+        TrafficSelector::Ipv6(r) => format!("{}-{}", r.start, r.end),
+        TrafficSelector::Ipv4(r) => format!("{}-{}", r.start, r.end),
+        other => format!("{other:?}"),
+    }
+}
+
+impl Runtime {
+    async fn run(
+        mut self,
+        mut commands: mpsc::UnboundedReceiver<Command>,
+        mut datagrams: mpsc::Receiver<Datagram>,
+        mut admitted: Option<mpsc::UnboundedReceiver<Admitted>>,
+        kernel: Option<KernelEvents>,
+    ) {
+        let (mut kernel_events, child_for) = match kernel {
+            Some(k) => (Some(k.events), Some(k.child_for)),
+            None => (None, None),
+        };
+        loop {
+            if let Some((deadline, _)) = &self.shutdown {
+                if self.connections.is_empty() || tokio::time::Instant::now() >= *deadline {
+                    break;
+                }
+            }
+            let timeout = self.endpoint.poll_timeout();
+            let linger = self.shutdown.as_ref().map(|(d, _)| *d);
+            let sleep = async {
+                match (timeout, linger) {
+                    (Some(t), Some(l)) => tokio::time::sleep_until(l.min(t.into())).await,
+                    (Some(t), None) => tokio::time::sleep_until(t.into()).await,
+                    (None, Some(l)) => tokio::time::sleep_until(l).await,
+                    (None, None) => std::future::pending().await,
+                }
+            };
+            tokio::select! {
+                cmd = commands.recv() => match cmd {
+                    Some(cmd) => self.command(cmd),
+                    // The daemon is gone without a shutdown: clean up.
+                    None => break,
+                },
+                Some(d) = datagrams.recv() => self.datagram(d),
+                Some(a) = recv_or_never(&mut admitted) => self.admitted(a),
+                Some(ev) = recv_or_never(&mut kernel_events) => {
+                    if let Some((sa, spi)) = child_for.as_ref().and_then(|f| f(ev)) {
+                        self.endpoint.rekey_child_sa(Instant::now(), sa, spi);
+                    }
+                }
+                () = sleep => self.endpoint.handle_timeout(Instant::now()),
+            }
+            self.flush().await;
+        }
+        self.remove_everything();
+        if let Some((_, done)) = self.shutdown.take() {
+            let _ = done.send(());
+        }
+    }
+
+    fn command(&mut self, cmd: Command) {
+        let now = Instant::now();
+        match cmd {
+            Command::Connect(req, reply) => {
+                let id = self.endpoint.connect(now, req);
+                let _ = reply.send(id);
+            }
+            Command::DeleteIkeSa(sa) => self.endpoint.delete_ike_sa(now, sa),
+            Command::RekeyChildSa(sa, spi) => self.endpoint.rekey_child_sa(now, sa, spi),
+            Command::RekeyIkeSa(sa) => self.endpoint.rekey_ike_sa(now, sa),
+            Command::Connections(reply) => {
+                let _ = reply.send(self.connections());
+            }
+            Command::Stats(reply) => {
+                let _ = reply.send(self.stats());
+            }
+            Command::Shutdown { linger, done } => {
+                let ids: Vec<SaId> = self.connections.keys().copied().collect();
+                for sa in ids {
+                    self.endpoint.delete_ike_sa(now, sa);
+                }
+                self.shutdown = Some((tokio::time::Instant::now() + linger, done));
+            }
+        }
+    }
+
+    fn datagram(&mut self, d: Datagram) {
+        let now = Instant::now();
+        if d.local.port() != self.nat_t_port {
+            self.endpoint.handle(now, d.remote, d.local, &d.payload);
+            return;
+        }
+        if let Ok(Udp4500::Ike(ike)) = classify_udp4500(&d.payload) {
+            self.endpoint.handle(now, d.remote, d.local, ike);
+        }
+    }
+
+    fn admitted(&mut self, a: Admitted) {
+        let held = self
+            .endpoint
+            .address_assigned(Instant::now(), a.sa, a.address);
+        match (a.address, held) {
+            (Some(address), true) => {
+                tracing::debug!("lease {address} of {} is durable", a.identity)
+            }
+            (Some(address), false) => {
+                if let Some(adm) = &mut self.admission {
+                    adm.release(&a.identity, Some(address));
+                }
+            }
+            (None, _) => {
+                tracing::warn!(
+                    "no address for {}: the pool is exhausted or the lease store failed",
+                    a.identity
+                );
+                if let Some(adm) = &mut self.admission {
+                    adm.release(&a.identity, None);
+                }
+            }
+        }
+    }
+
+    /// Acts on every event, then sends every datagram.
+    async fn flush(&mut self) {
+        while let Some(event) = self.endpoint.poll_event() {
+            self.on_event(&event);
+            let _ = self.events.send(event);
+        }
+        while let Some(t) = self.endpoint.poll_transmit() {
+            match self.sockets.socket(t.local) {
+                Some(sock) => {
+                    if let Err(e) = sock.send_to(&t.payload, t.remote).await {
+                        tracing::warn!("sending to {}: {e}", t.remote);
+                    }
+                }
+                None => tracing::warn!("no socket bound to {}", t.local),
+            }
+        }
+    }
+
+    fn on_event(&mut self, event: &Event) {
+        let now = Instant::now();
+        match event {
+            Event::IkeSaUp {
+                sa,
+                peer_identity,
+                suite,
+                remote,
+                initiator,
+            } => {
+                if *initiator {
+                    tracing::info!("connected to {peer_identity} at {remote}");
+                } else {
+                    tracing::info!("{peer_identity} connected from {remote}");
+                }
+                self.connections.insert(
+                    *sa,
+                    ConnState {
+                        identity: peer_identity.clone(),
+                        remote: *remote,
+                        initiator: *initiator,
+                        since: now,
+                        suite: suite.to_string(),
+                        address: None,
+                        dns: Vec::new(),
+                        children: BTreeMap::new(),
+                        retired: SaCounters::default(),
+                    },
+                );
+            }
+            Event::AddressRequested { sa, identity } => match &mut self.admission {
+                Some(adm) => adm.request(*sa, identity.clone()),
+                None => {
+                    self.endpoint.address_assigned(now, *sa, None);
+                }
+            },
+            Event::AddressReleased {
+                identity, address, ..
+            } => {
+                if let Some(adm) = &mut self.admission {
+                    adm.release(identity, Some(*address));
+                }
+            }
+            Event::AddressAssigned { sa, address, dns } => {
+                self.address_assigned(*sa, address.0, dns)
+            }
+            Event::ChildSaUp(child) => self.child_up(child, None),
+            Event::ChildSaRekeyed {
+                old_inbound_spi,
+                new,
+            } => self.child_up(new, Some(*old_inbound_spi)),
+            Event::ChildSaDown {
+                ike_sa,
+                inbound_spi,
+                ..
+            } => self.child_down(*ike_sa, *inbound_spi),
+            Event::ChildSaRefused { sa, notify } => {
+                let who = self
+                    .connections
+                    .get(sa)
+                    .map_or_else(|| "a peer".to_string(), |c| c.identity.to_string());
+                tracing::warn!("tunnel of {who} refused: {}", notify.describe());
+            }
+            Event::IkeSaDown { sa, reason } => self.ike_down(*sa, reason),
+            Event::IkeSaRekeyed { sa } => tracing::debug!("IKE SA {} rekeyed", sa.0),
+            _ => {}
+        }
+    }
+
+    fn address_assigned(&mut self, sa: SaId, address: Ipv6Addr, dns: &[IpAddr]) {
+        if let Err(e) = self.plane.set_virtual_address(address) {
+            tracing::error!("putting {address} and the default route in place: {e}");
+        }
+        if let Role::Initiator {
+            resolv_conf: Some(rc),
+        } = &self.role
+        {
+            if !dns.is_empty() {
+                if let Err(e) = rc.apply(dns) {
+                    tracing::error!("resolv.conf: {e}");
+                }
+            }
+        }
+        tracing::info!("up with {address}, DNS {dns:?}");
+        if let Some(c) = self.connections.get_mut(&sa) {
+            c.address = Some(address);
+            c.dns = dns.to_vec();
+        }
+    }
+
+    fn child_up(&mut self, child: &ChildSa, replaces: Option<u32>) {
+        if let Err(e) = self.plane.install(child) {
+            // Announced but not installed: take it back, with the peer.
+            self.install_failures += 1;
+            tracing::error!(
+                "installing Child SA {:08x}/{:08x}: {e}; deleting it",
+                child.inbound_spi,
+                child.outbound_spi
+            );
+            let now = Instant::now();
+            let others = self
+                .connections
+                .get(&child.ike_sa)
+                .is_some_and(|c| !c.children.is_empty());
+            if others {
+                self.endpoint
+                    .delete_child_sa(now, child.ike_sa, child.inbound_spi);
+            } else {
+                // A tunnel without its Child SA carries nothing: the peer
+                // should know at once and start again.
+                self.endpoint.delete_ike_sa(now, child.ike_sa);
+            }
+            return;
+        }
+        let who = self
+            .connections
+            .get(&child.ike_sa)
+            .map_or_else(String::new, |c| format!("{}: ", c.identity));
+        let rekey = replaces.map_or_else(String::new, |old| format!(", rekeying {old:08x}"));
+        tracing::info!(
+            "{who}Child SA {:08x}/{:08x} installed ({}{}{rekey})",
+            child.inbound_spi,
+            child.outbound_spi,
+            child.encr,
+            child.integ.map_or_else(String::new, |i| format!("-{i}")),
+        );
+        let routes = match self.role {
+            Role::Responder => hosts(&child.remote_ts),
+            Role::Initiator { .. } => Vec::new(),
+        };
+        for a in &routes {
+            if let Err(e) = self.plane.add_host_route(*a) {
+                tracing::error!("route to {a}: {e}");
+            }
+        }
+        let status = ChildStatus {
+            inbound_spi: format!("{:08x}", child.inbound_spi),
+            outbound_spi: format!("{:08x}", child.outbound_spi),
+            encryption: child.encr.to_string(),
+            integrity: child.integ.map(|i| i.to_string()),
+            esn: child.esn,
+            udp_encapsulation: child.udp_encapsulation,
+            remote_ts: child.remote_ts.iter().map(selector_text).collect(),
+        };
+        if let Some(c) = self.connections.get_mut(&child.ike_sa) {
+            c.remote = child.remote;
+            if !c.initiator {
+                c.address = c.address.or_else(|| routes.first().copied());
+            }
+            c.children.insert(
+                child.inbound_spi,
+                ChildState {
+                    outbound_spi: child.outbound_spi,
+                    status,
+                    routes,
+                },
+            );
+        }
+    }
+
+    /// Whether a Child SA of any connection still routes `addr`.
+    fn routed(&self, addr: Ipv6Addr) -> bool {
+        self.connections
+            .values()
+            .any(|c| c.children.values().any(|ch| ch.routes.contains(&addr)))
+    }
+
+    fn child_down(&mut self, ike_sa: SaId, inbound_spi: u32) {
+        let last = self.plane.counters(inbound_spi).unwrap_or_default();
+        self.plane.remove(inbound_spi);
+        let Some(c) = self.connections.get_mut(&ike_sa) else {
+            return;
+        };
+        c.retired.absorb(last);
+        let Some(gone) = c.children.remove(&inbound_spi) else {
+            return;
+        };
+        tracing::debug!(
+            "Child SA {inbound_spi:08x}/{:08x} removed",
+            gone.outbound_spi
+        );
+        for a in gone.routes {
+            // A rekeyed SA's successor, or the same client reconnected on
+            // a new IKE SA, may route the same address.
+            if !self.routed(a) {
+                let _ = self.plane.delete_host_route(a);
+            }
+        }
+    }
+
+    fn ike_down(&mut self, sa: SaId, reason: &DownReason) {
+        let Some(c) = self.connections.remove(&sa) else {
+            if matches!(
+                reason,
+                DownReason::RefusedPeer(..) | DownReason::RefusedByPeer(_)
+            ) {
+                tracing::warn!("refused an attempt: {reason}");
+            }
+            return;
+        };
+        if c.initiator {
+            tracing::info!("disconnected from {}: {reason}", c.identity);
+        } else {
+            tracing::info!("{} disconnected: {reason}", c.identity);
+        }
+        self.forget(c);
+    }
+
+    /// Removes what a connection installed (its Child SAs normally went
+    /// before it, each with its own event).
+    fn forget(&mut self, c: ConnState) {
+        for (spi, child) in c.children {
+            self.plane.remove(spi);
+            for a in child.routes {
+                if !self.routed(a) {
+                    let _ = self.plane.delete_host_route(a);
+                }
+            }
+        }
+        if let (true, Some(addr)) = (c.initiator, c.address) {
+            self.plane.clear_virtual_address(addr);
+            if let Role::Initiator {
+                resolv_conf: Some(rc),
+            } = &self.role
+            {
+                if let Err(e) = rc.restore() {
+                    tracing::error!("restoring resolv.conf: {e}");
+                }
+            }
+        }
+    }
+
+    fn remove_everything(&mut self) {
+        let all: Vec<SaId> = self.connections.keys().copied().collect();
+        for sa in all {
+            if let Some(c) = self.connections.remove(&sa) {
+                self.forget(c);
+            }
+        }
+    }
+
+    fn connections(&self) -> Vec<Connection> {
+        let mut out: Vec<Connection> = self
+            .connections
+            .iter()
+            .map(|(sa, c)| {
+                let mut total = c.retired;
+                for spi in c.children.keys() {
+                    if let Some(counters) = self.plane.counters(*spi) {
+                        total.absorb(counters);
+                    }
+                }
+                Connection {
+                    sa: sa.0,
+                    identity: c.identity.to_string(),
+                    remote: c.remote,
+                    initiator: c.initiator,
+                    age_secs: c.since.elapsed().as_secs(),
+                    ike_suite: c.suite.clone(),
+                    address: c.address,
+                    dns: c.dns.clone(),
+                    child_sas: c.children.values().map(|ch| ch.status.clone()).collect(),
+                    traffic: total.into(),
+                }
+            })
+            .collect();
+        out.sort_by(|a, b| a.identity.cmp(&b.identity).then(a.sa.cmp(&b.sa)));
+        out
+    }
+
+    fn stats(&self) -> RuntimeStats {
+        let load = |c: &std::sync::atomic::AtomicU64| c.load(Ordering::Relaxed);
+        RuntimeStats {
+            ike_queue_full: load(&self.receive.ike_queue_full),
+            esp_unclaimed: load(&self.receive.esp_unclaimed),
+            install_failures: self.install_failures,
+            leases_assigned: self
+                .admission_counters
+                .as_ref()
+                .map_or(0, |c| load(&c.assigned)),
+            lease_flushes: self
+                .admission_counters
+                .as_ref()
+                .map_or(0, |c| load(&c.flushes)),
+            ike: self.endpoint.stats().into(),
+        }
+    }
+}
