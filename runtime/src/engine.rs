@@ -584,12 +584,13 @@ impl Runtime {
                 .connections
                 .get(&child.ike_sa)
                 .is_some_and(|c| !c.children.is_empty());
-            if others {
+            if others && replaces.is_none() {
                 self.endpoint
                     .delete_child_sa(now, child.ike_sa, child.inbound_spi);
             } else {
-                // A tunnel without its Child SA carries nothing: the peer
-                // should know at once and start again.
+                // The only Child SA, or the one that replaces the old (which
+                // the rekey deletes): without it the tunnel carries nothing,
+                // so the peer should know at once and start again.
                 self.endpoint.delete_ike_sa(now, child.ike_sa);
             }
             return;

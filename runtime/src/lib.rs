@@ -12,6 +12,7 @@
 //! configuration, this runtime, their control requests and their CLI.
 
 pub mod admission;
+pub mod ca;
 pub mod config;
 pub mod control;
 pub mod engine;

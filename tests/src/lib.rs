@@ -3,6 +3,8 @@
 //! (also when a test fails and unwinds).
 #![allow(missing_docs)]
 
+pub mod loopback;
+
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Output, Stdio};
 use std::sync::atomic::{AtomicU32, Ordering};
