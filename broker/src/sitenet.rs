@@ -7,25 +7,34 @@
 //! filtering.
 
 use std::collections::{HashMap, HashSet};
+use std::net::{IpAddr, Ipv6Addr};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use sixgate_dataplane::netconf;
-use sixgate_dataplane::wireguard::{key_hex, Device, Peer, PeerStats};
+use sixgate_dataplane::nft::{SitesRules, SITES};
+use sixgate_dataplane::rtnl::{Route, RouteTarget, Rtnl, Rule, RT_TABLE_MAIN, SITES_PROTOCOL};
+use sixgate_dataplane::wireguard::{self, key_hex, Device, Peer, PeerStats};
 
 use crate::config::{Sites, WireGuardBackend};
 use crate::siteconfig::SiteFiles;
 use crate::sites::{check_public_key, Site, SiteStore};
 
 /// Metric of the unreachable routes: below every real route.
-const UNREACHABLE_METRIC: &str = "4000000000";
-/// Name of the broker's nftables table.
-const NFT_TABLE: &str = "sixgate_sites";
+const UNREACHABLE_METRIC: u32 = 4_000_000_000;
+/// Metric of a live site's prefix route.
+const SITE_METRIC: u32 = 1024;
+/// The WireGuard link's MTU: 1500 minus the IPv4 and WireGuard headers.
+const WIREGUARD_MTU: u32 = 1420;
 
 fn now_secs() -> u64 {
     SystemTime::now()
         .duration_since(UNIX_EPOCH)
         .map(|d| d.as_secs())
         .unwrap_or(0)
+}
+
+fn io(e: std::io::Error) -> String {
+    e.to_string()
 }
 
 /// A site as `site list` shows it.
@@ -48,6 +57,10 @@ pub struct SiteNet {
     cfg: Sites,
     store: SiteStore,
     device: Option<Device>,
+    /// Routes and rules go in with the sites' protocol number.
+    rtnl: Rtnl,
+    /// The WireGuard link's index.
+    link: u32,
     key: [u8; 32],
     /// Sites whose prefix route points into the tunnel.
     routed: HashSet<String>,
@@ -55,49 +68,56 @@ pub struct SiteNet {
     heard: HashMap<String, (u64, Instant)>,
 }
 
-/// `ip -6 route VERB ARGS [table T]`, in the sites' table if one is set.
-fn route_cmd(cfg: &Sites, verb: &str, args: &[&str]) -> Result<(), String> {
-    let table = cfg.table.map(|t| t.to_string());
-    let mut argv = vec!["-6", "route", verb];
-    argv.extend_from_slice(args);
-    if let Some(t) = &table {
-        argv.extend(["table", t.as_str()]);
-    }
-    netconf::ip(&argv).map_err(|e| e.to_string())
-}
-
 fn peer(site: &Site) -> Result<Peer, String> {
     Ok(Peer {
         public_key: check_public_key(&site.public_key).map_err(|e| e.to_string())?,
         preshared_key: check_public_key(&site.preshared_key).map_err(|e| e.to_string())?,
         allowed_ips: vec![
-            site.prefix_text(),
-            format!("{}/128", site.transfer6),
-            format!("{}/32", site.transfer4),
+            (IpAddr::V6(site.prefix), site.prefix_length),
+            (IpAddr::V6(site.transfer6), 128),
+            (IpAddr::V4(site.transfer4), 32),
         ],
     })
 }
 
 impl SiteNet {
     /// Brings up the WireGuard device with every stored site (what is in
-    /// sled is what the kernel gets) and the routes, rules and nftables.
+    /// sled is what the kernel gets) and the routes, rules and nftables,
+    /// after removing what a killed run left: its routes and rules (by
+    /// their protocol number), its device or wireguard-go, its table.
     pub fn start(cfg: &Sites, store: SiteStore) -> Result<SiteNet, String> {
         let key = store.broker_key().map_err(|e| e.to_string())?;
         store
             .release_expired(now_secs())
             .map_err(|e| e.to_string())?;
-        // A crash may have left the device of an earlier run behind.
-        let _ = netconf::del_link(&cfg.interface.0);
+        let mut rtnl = Rtnl::open(SITES_PROTOCOL).map_err(|e| format!("rtnetlink: {e}"))?;
+        let stale = rtnl.flush_own_routes().map_err(io)? + rtnl.flush_own_rules().map_err(io)?;
+        if stale > 0 {
+            tracing::info!("removed {stale} site routes and rules of an earlier run");
+        }
         let backend = match cfg.backend {
-            WireGuardBackend::Auto => "auto",
-            WireGuardBackend::Kernel => "kernel",
-            WireGuardBackend::Userspace => "userspace",
+            WireGuardBackend::Auto => wireguard::Backend::Auto,
+            WireGuardBackend::Kernel => wireguard::Backend::Kernel,
+            WireGuardBackend::Userspace => wireguard::Backend::Userspace,
         };
-        let device = Device::start(&cfg.interface.0, backend).map_err(|e| e.to_string())?;
+        let name = &cfg.interface.0;
+        let device = Device::start(name, backend, &mut rtnl)
+            .map_err(|e| format!("WireGuard device {name}: {e}"))?;
+        tracing::info!(
+            "sites on {} WireGuard device {name}",
+            if device.is_kernel() {
+                "a kernel"
+            } else {
+                "a wireguard-go"
+            }
+        );
+        let link = rtnl.link_index(name).map_err(io)?;
         let mut net = SiteNet {
             cfg: cfg.clone(),
             store,
             device: Some(device),
+            rtnl,
+            link,
             key,
             routed: HashSet::new(),
             heard: HashMap::new(),
@@ -109,86 +129,109 @@ impl SiteNet {
         Ok(net)
     }
 
-    fn device(&self) -> Result<&Device, String> {
+    fn device(&mut self) -> Result<&mut Device, String> {
         self.device
-            .as_ref()
+            .as_mut()
             .ok_or_else(|| "the WireGuard device is stopped".to_string())
+    }
+
+    fn table(&self) -> u32 {
+        self.cfg.table.unwrap_or(RT_TABLE_MAIN)
     }
 
     fn install(&mut self) -> Result<(), String> {
         let sites = self.store.list().map_err(|e| e.to_string())?;
         let peers: Vec<Peer> = sites.iter().map(peer).collect::<Result<_, _>>()?;
-        let dev = &self.cfg.interface.0;
-        self.device()?
-            .configure(&self.key, self.cfg.listen_port, &peers)
-            .map_err(|e| e.to_string())?;
+        let (key, port) = (self.key, self.cfg.listen_port);
+        self.device()?.configure(&key, port, &peers).map_err(io)?;
         let net6 = self.store.transfer6_net().map_err(|e| e.to_string())?;
         let (_, len4) = self.store.transfer4_net();
-        netconf::ip(&["link", "set", dev, "mtu", "1420", "up"]).map_err(|e| e.to_string())?;
-        let a6 = format!("{}/64", std::net::Ipv6Addr::from(u128::from(net6) | 1));
-        let a4 = format!("{}/{len4}", self.store.broker_transfer4());
-        netconf::ip(&["-6", "addr", "replace", &a6, "dev", dev, "nodad"])
-            .map_err(|e| e.to_string())?;
-        netconf::ip(&["-4", "addr", "replace", &a4, "dev", dev]).map_err(|e| e.to_string())?;
-        netconf::enable_ipv6_forwarding().map_err(|e| e.to_string())?;
-        netconf::enable_ipv4_forwarding().map_err(|e| e.to_string())?;
+        let broker4 = self.store.broker_transfer4();
+        self.rtnl
+            .set_link_up(self.link, WIREGUARD_MTU)
+            .map_err(io)?;
+        let broker6 = Ipv6Addr::from(u128::from(net6) | 1);
+        self.rtnl
+            .replace_address(self.link, IpAddr::V6(broker6), 64)
+            .map_err(io)?;
+        self.rtnl
+            .replace_address(self.link, IpAddr::V4(broker4), len4)
+            .map_err(io)?;
+        netconf::enable_ipv6_forwarding().map_err(io)?;
+        netconf::enable_ipv4_forwarding().map_err(io)?;
         for site in &sites {
             self.install_site(site)?;
         }
         self.apply_nft(&sites)
     }
 
-    fn install_site(&self, site: &Site) -> Result<(), String> {
-        let prefix = site.prefix_text();
-        route_cmd(
-            &self.cfg,
-            "replace",
-            &["unreachable", &prefix, "metric", UNREACHABLE_METRIC],
-        )?;
-        if let Some(t) = self.cfg.table {
-            let t = t.to_string();
-            for dir in ["from", "to"] {
-                // `ip rule add` does not replace: delete a left-over first.
-                let _ = netconf::ip(&["-6", "rule", "del", dir, &prefix, "lookup", &t]);
-                netconf::ip(&["-6", "rule", "add", dir, &prefix, "lookup", &t])
-                    .map_err(|e| e.to_string())?;
-            }
+    fn prefix(site: &Site) -> (IpAddr, u8) {
+        (IpAddr::V6(site.prefix), site.prefix_length)
+    }
+
+    fn unreachable(&self, site: &Site) -> Route {
+        Route {
+            dst: Self::prefix(site),
+            target: RouteTarget::Unreachable,
+            table: self.table(),
+            metric: UNREACHABLE_METRIC,
+            src: None,
+        }
+    }
+
+    fn live(&self, site: &Site) -> Route {
+        Route {
+            dst: Self::prefix(site),
+            target: RouteTarget::Link(self.link),
+            table: self.table(),
+            metric: SITE_METRIC,
+            src: None,
+        }
+    }
+
+    fn rules(&self, site: &Site) -> Vec<Rule> {
+        let Some(table) = self.cfg.table else {
+            return Vec::new();
+        };
+        [true, false]
+            .into_iter()
+            .map(|from| Rule {
+                prefix: Self::prefix(site),
+                from,
+                table,
+            })
+            .collect()
+    }
+
+    fn install_site(&mut self, site: &Site) -> Result<(), String> {
+        let unreachable = self.unreachable(site);
+        self.rtnl.replace_route(&unreachable).map_err(io)?;
+        for rule in self.rules(site) {
+            self.rtnl.add_rule(&rule).map_err(io)?;
         }
         Ok(())
     }
 
     fn uninstall_site(&mut self, site: &Site) {
-        let prefix = site.prefix_text();
         self.unroute(site);
-        let _ = route_cmd(
-            &self.cfg,
-            "del",
-            &["unreachable", &prefix, "metric", UNREACHABLE_METRIC],
-        );
-        if let Some(t) = self.cfg.table {
-            for dir in ["from", "to"] {
-                let _ = netconf::ip(&["-6", "rule", "del", dir, &prefix, "lookup", &t.to_string()]);
-            }
+        let unreachable = self.unreachable(site);
+        let _ = self.rtnl.remove_route(&unreachable);
+        for rule in self.rules(site) {
+            let _ = self.rtnl.delete_rule(&rule);
         }
     }
 
     fn route(&mut self, site: &Site) -> Result<(), String> {
-        route_cmd(
-            &self.cfg,
-            "replace",
-            &[&site.prefix_text(), "dev", &self.cfg.interface.0],
-        )?;
+        let live = self.live(site);
+        self.rtnl.replace_route(&live).map_err(io)?;
         self.routed.insert(site.name.clone());
         Ok(())
     }
 
     fn unroute(&mut self, site: &Site) {
         if self.routed.remove(&site.name) {
-            let _ = route_cmd(
-                &self.cfg,
-                "del",
-                &[&site.prefix_text(), "dev", &self.cfg.interface.0],
-            );
+            let live = self.live(site);
+            let _ = self.rtnl.remove_route(&live);
         }
     }
 
@@ -197,28 +240,13 @@ impl SiteNet {
         let (net4, len4) = self.store.transfer4_net();
         let mut sources: Vec<String> = sites.iter().map(Site::prefix_text).collect();
         sources.push(format!("{net6}/64"));
-        let (wg, up) = (&self.cfg.interface.0, &self.cfg.uplink);
-        let ruleset = format!(
-            r#"table inet {NFT_TABLE}
-delete table inet {NFT_TABLE}
-table inet {NFT_TABLE} {{
-    chain forward {{
-        type filter hook forward priority filter; policy accept;
-        iifname "{wg}" tcp flags & (syn | rst) == syn tcp option maxseg size set rt mtu
-        oifname "{wg}" tcp flags & (syn | rst) == syn tcp option maxseg size set rt mtu
-        iifname "{wg}" ip6 saddr != {{ {sources} }} drop
-        iifname "{wg}" ip saddr != {net4}/{len4} drop
-        iifname "{wg}" oifname != "{up}" drop
-    }}
-    chain postrouting {{
-        type nat hook postrouting priority srcnat; policy accept;
-        oifname "{up}" ip saddr {net4}/{len4} masquerade
-    }}
-}}
-"#,
-            sources = sources.join(", "),
-        );
-        netconf::nft(&ruleset).map_err(|e| e.to_string())
+        let rules = SitesRules {
+            wireguard: &self.cfg.interface.0,
+            uplink: &self.cfg.uplink,
+            sources6: &sources,
+            transfer4: &format!("{net4}/{len4}"),
+        };
+        SITES.replace(&rules.render()).map_err(io)
     }
 
     /// Adds a site and configures it at once.
@@ -234,7 +262,7 @@ table inet {NFT_TABLE} {{
             .add(name, public_key, len, now_secs())
             .map_err(|e| e.to_string())?;
         let done = peer(&site)
-            .and_then(|p| self.device()?.set_peer(&p).map_err(|e| e.to_string()))
+            .and_then(|p| self.device()?.set_peer(&p).map_err(io))
             .and_then(|()| self.install_site(&site))
             .and_then(|()| self.apply_nft(&self.store.list().map_err(|e| e.to_string())?));
         if let Err(e) = done {
@@ -294,15 +322,15 @@ table inet {NFT_TABLE} {{
         Ok(files.all())
     }
 
-    fn stats(&self) -> HashMap<String, PeerStats> {
+    fn stats(&mut self) -> HashMap<String, PeerStats> {
         self.device
-            .as_ref()
+            .as_mut()
             .and_then(|d| d.peer_stats().ok())
             .unwrap_or_default()
     }
 
     /// Every site with its counters.
-    pub fn list(&self) -> Result<Vec<SiteState>, String> {
+    pub fn list(&mut self) -> Result<Vec<SiteState>, String> {
         let stats = self.stats();
         let sites = self.store.list().map_err(|e| e.to_string())?;
         Ok(sites
@@ -364,11 +392,9 @@ table inet {NFT_TABLE} {{
                 self.uninstall_site(&site);
             }
         }
-        let _ = netconf::nft(&format!(
-            "table inet {NFT_TABLE}\ndelete table inet {NFT_TABLE}\n"
-        ));
+        let _ = SITES.remove();
         if let Some(d) = self.device.take() {
-            d.stop();
+            d.stop(&mut self.rtnl);
         }
     }
 }

@@ -17,6 +17,7 @@ pub mod dns;
 pub mod esp;
 pub mod netconf;
 pub mod netlink;
+pub mod nft;
 pub mod plane;
 pub mod rtnl;
 pub mod secrets;

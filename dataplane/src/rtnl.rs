@@ -1,12 +1,15 @@
-//! Addresses, routes and links through rtnetlink: the client's virtual
-//! address (never deprecated, no DAD), its default route, the broker's
-//! route to each client, and the XFRM interface of the route-based kernel
-//! data plane.
+//! Addresses, routes, rules and links through rtnetlink: the client's
+//! virtual address (never deprecated, no DAD), its default route, the
+//! broker's route to each client, the XFRM interface of the route-based
+//! kernel data plane, and for DMZ sites the WireGuard link, its transfer
+//! addresses, the prefix and unreachable routes (in a table of their own,
+//! if configured) and the policy rules that lead to it.
 //!
-//! Routes sixgate adds carry a protocol number of their own (one per
-//! daemon, see [`crate::xfrm::Owner::route_protocol`]), so a daemon that
-//! was killed can find and remove its leftovers at the next start without
-//! touching anyone else's routes.
+//! Routes and rules sixgate adds carry a protocol number of their own (one
+//! per daemon and one for the sites, see
+//! [`crate::xfrm::Owner::route_protocol`] and [`SITES_PROTOCOL`]), so a
+//! daemon that was killed can find and remove its leftovers at the next
+//! start without touching anyone else's.
 
 use std::io;
 use std::net::{IpAddr, Ipv6Addr};
@@ -20,6 +23,7 @@ use netlink_packet_route::link::{
 use netlink_packet_route::route::{
     RouteAddress, RouteAttribute, RouteMessage, RouteProtocol, RouteScope, RouteType,
 };
+use netlink_packet_route::rule::{RuleAction, RuleAttribute, RuleMessage};
 use netlink_packet_route::{AddressFamily, RouteNetlinkMessage};
 use netlink_sys::protocols::NETLINK_ROUTE;
 
@@ -28,13 +32,52 @@ use crate::netlink::NetlinkSocket;
 const NLM_F_CREATE: u16 = 0x400;
 const NLM_F_EXCL: u16 = 0x200;
 const NLM_F_REPLACE: u16 = 0x100;
-const RT_TABLE_MAIN: u8 = 254;
+/// The main routing table.
+pub const RT_TABLE_MAIN: u32 = 254;
+/// The `proto` of the DMZ sites' routes and rules.
+pub const SITES_PROTOCOL: u8 = 92;
 /// The metric of sixgate's routes: below the kernel's 1024 for routes
 /// from router advertisements and most static ones, so a tunnel default
 /// route wins, and distinct from it, so adding ours never replaces a
 /// route that was already there (IPv6 "replace" matches on the metric).
 const ROUTE_METRIC: u32 = 512;
 const INFINITY_LIFE_TIME: u32 = u32::MAX;
+
+/// What a route leads to.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum RouteTarget {
+    /// Out of this link.
+    Link(u32),
+    /// Nowhere: ICMP unreachable.
+    Unreachable,
+}
+
+/// A route, in the terms sixgate uses: destination, target, table,
+/// metric, preferred source.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Route {
+    /// The destination prefix.
+    pub dst: (IpAddr, u8),
+    /// Where it leads.
+    pub target: RouteTarget,
+    /// The routing table.
+    pub table: u32,
+    /// The metric.
+    pub metric: u32,
+    /// The preferred source address.
+    pub src: Option<IpAddr>,
+}
+
+/// A policy rule: traffic from (or to) a prefix looks up a table.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Rule {
+    /// The prefix.
+    pub prefix: (IpAddr, u8),
+    /// Whether it matches the source (else the destination).
+    pub from: bool,
+    /// The table it sends traffic to.
+    pub table: u32,
+}
 
 /// An rtnetlink socket.
 pub struct Rtnl {
@@ -229,25 +272,63 @@ impl Rtnl {
         self.socket.request(RouteNetlinkMessage::DelAddress(m), 0)
     }
 
-    fn route_message(&self, dst: Ipv6Addr, len: u8, index: u32) -> RouteMessage {
+    fn route_message(&self, r: &Route) -> RouteMessage {
+        let (dst, len) = r.dst;
         let mut m = RouteMessage::default();
-        m.header.address_family = AddressFamily::Inet6;
+        m.header.address_family = family(dst);
         m.header.destination_prefix_length = len;
-        m.header.table = RT_TABLE_MAIN;
+        // Tables above 255 only fit the attribute; the header says "see it".
+        m.header.table = u8::try_from(r.table).unwrap_or(0);
+        m.attributes.push(RouteAttribute::Table(r.table));
         m.header.protocol = RouteProtocol::Other(self.protocol);
         m.header.scope = RouteScope::Universe;
-        m.header.kind = RouteType::Unicast;
         if len > 0 {
             m.attributes
-                .push(RouteAttribute::Destination(RouteAddress::Inet6(dst)));
+                .push(RouteAttribute::Destination(route_address(dst)));
         }
-        m.attributes.push(RouteAttribute::Oif(index));
-        m.attributes.push(RouteAttribute::Priority(ROUTE_METRIC));
+        match r.target {
+            RouteTarget::Link(index) => {
+                m.header.kind = RouteType::Unicast;
+                m.attributes.push(RouteAttribute::Oif(index));
+            }
+            RouteTarget::Unreachable => m.header.kind = RouteType::Unreachable,
+        }
+        m.attributes.push(RouteAttribute::Priority(r.metric));
+        if let Some(src) = r.src {
+            m.attributes
+                .push(RouteAttribute::PrefSource(route_address(src)));
+        }
         m
     }
 
-    /// Routes `dst`/`len` out of link `index`, with `src` as the preferred
-    /// source address if given (replacing a route to the same prefix).
+    /// Adds `route`, replacing one to the same prefix with the same metric.
+    pub fn replace_route(&mut self, route: &Route) -> io::Result<()> {
+        let m = self.route_message(route);
+        self.socket.request(
+            RouteNetlinkMessage::NewRoute(m),
+            NLM_F_CREATE | NLM_F_REPLACE,
+        )
+    }
+
+    /// Removes `route`.
+    pub fn remove_route(&mut self, route: &Route) -> io::Result<()> {
+        let m = self.route_message(route);
+        self.socket.request(RouteNetlinkMessage::DelRoute(m), 0)
+    }
+
+    fn main_route(dst: Ipv6Addr, len: u8, index: u32, src: Option<Ipv6Addr>) -> Route {
+        Route {
+            dst: (IpAddr::V6(dst), len),
+            target: RouteTarget::Link(index),
+            table: RT_TABLE_MAIN,
+            metric: ROUTE_METRIC,
+            src: src.map(IpAddr::V6),
+        }
+    }
+
+    /// Routes `dst`/`len` out of link `index` in the main table, with
+    /// `src` as the preferred source address if given (replacing a route
+    /// to the same prefix).
     pub fn add_route(
         &mut self,
         dst: Ipv6Addr,
@@ -255,38 +336,248 @@ impl Rtnl {
         index: u32,
         src: Option<Ipv6Addr>,
     ) -> io::Result<()> {
-        let mut m = self.route_message(dst, len, index);
-        if let Some(s) = src {
-            m.attributes
-                .push(RouteAttribute::PrefSource(RouteAddress::Inet6(s)));
-        }
-        self.socket.request(
-            RouteNetlinkMessage::NewRoute(m),
-            NLM_F_CREATE | NLM_F_REPLACE,
-        )
+        self.replace_route(&Self::main_route(dst, len, index, src))
     }
 
     /// Removes a route added by [`Rtnl::add_route`].
     pub fn delete_route(&mut self, dst: Ipv6Addr, len: u8, index: u32) -> io::Result<()> {
-        let m = self.route_message(dst, len, index);
-        self.socket.request(RouteNetlinkMessage::DelRoute(m), 0)
+        self.remove_route(&Self::main_route(dst, len, index, None))
     }
 
-    /// Removes every IPv6 route with this socket's protocol number (the
-    /// leftovers of a daemon that did not stop cleanly); returns how many.
+    /// Removes every route (IPv6 and IPv4, in every table) with this
+    /// socket's protocol number (the leftovers of a daemon that did not
+    /// stop cleanly); returns how many.
     pub fn flush_own_routes(&mut self) -> io::Result<usize> {
-        let mut query = RouteMessage::default();
-        query.header.address_family = AddressFamily::Inet6;
-        let routes = self.socket.dump(RouteNetlinkMessage::GetRoute(query))?;
         let mut n = 0;
-        for r in routes {
-            if let RouteNetlinkMessage::NewRoute(r) = r {
-                if r.header.protocol == RouteProtocol::Other(self.protocol) {
-                    self.socket.request(RouteNetlinkMessage::DelRoute(r), 0)?;
-                    n += 1;
+        for family in [AddressFamily::Inet6, AddressFamily::Inet] {
+            let mut query = RouteMessage::default();
+            query.header.address_family = family;
+            let routes = self.socket.dump(RouteNetlinkMessage::GetRoute(query))?;
+            for r in routes {
+                if let RouteNetlinkMessage::NewRoute(r) = r {
+                    if r.header.protocol == RouteProtocol::Other(self.protocol) {
+                        gone_is_fine(self.socket.request(RouteNetlinkMessage::DelRoute(r), 0))?;
+                        n += 1;
+                    }
                 }
             }
         }
         Ok(n)
+    }
+
+    /// The routes with this socket's protocol number, as (destination,
+    /// prefix length, table, unreachable).
+    pub fn own_routes(&mut self) -> io::Result<Vec<(IpAddr, u8, u32, bool)>> {
+        let mut out = Vec::new();
+        for family in [AddressFamily::Inet6, AddressFamily::Inet] {
+            let mut query = RouteMessage::default();
+            query.header.address_family = family;
+            for r in self.socket.dump(RouteNetlinkMessage::GetRoute(query))? {
+                let RouteNetlinkMessage::NewRoute(r) = r else {
+                    continue;
+                };
+                if r.header.protocol != RouteProtocol::Other(self.protocol) {
+                    continue;
+                }
+                let dst = r.attributes.iter().find_map(|a| match a {
+                    RouteAttribute::Destination(RouteAddress::Inet6(a)) => Some(IpAddr::V6(*a)),
+                    RouteAttribute::Destination(RouteAddress::Inet(a)) => Some(IpAddr::V4(*a)),
+                    _ => None,
+                });
+                let table = r
+                    .attributes
+                    .iter()
+                    .find_map(|a| match a {
+                        RouteAttribute::Table(t) => Some(*t),
+                        _ => None,
+                    })
+                    .unwrap_or(u32::from(r.header.table));
+                let unspecified = match family {
+                    AddressFamily::Inet6 => IpAddr::V6(Ipv6Addr::UNSPECIFIED),
+                    _ => IpAddr::V4(std::net::Ipv4Addr::UNSPECIFIED),
+                };
+                out.push((
+                    dst.unwrap_or(unspecified),
+                    r.header.destination_prefix_length,
+                    table,
+                    r.header.kind == RouteType::Unreachable,
+                ));
+            }
+        }
+        Ok(out)
+    }
+
+    fn rule_message(&self, rule: &Rule) -> RuleMessage {
+        let (addr, len) = rule.prefix;
+        let mut m = RuleMessage::default();
+        m.header.family = family(addr);
+        m.header.action = RuleAction::ToTable;
+        m.header.table = u8::try_from(rule.table).unwrap_or(0);
+        m.attributes.push(RuleAttribute::Table(rule.table));
+        m.attributes
+            .push(RuleAttribute::Protocol(RouteProtocol::Other(self.protocol)));
+        if rule.from {
+            m.header.src_len = len;
+            m.attributes.push(RuleAttribute::Source(addr));
+        } else {
+            m.header.dst_len = len;
+            m.attributes.push(RuleAttribute::Destination(addr));
+        }
+        m
+    }
+
+    /// Adds a policy rule (an identical one is refused by the kernel with
+    /// EEXIST, which is fine: it is there).
+    pub fn add_rule(&mut self, rule: &Rule) -> io::Result<()> {
+        let m = self.rule_message(rule);
+        match self
+            .socket
+            .request(RouteNetlinkMessage::NewRule(m), NLM_F_CREATE | NLM_F_EXCL)
+        {
+            Err(e) if e.raw_os_error() == Some(libc::EEXIST) => Ok(()),
+            other => other,
+        }
+    }
+
+    /// Removes a policy rule added by [`Rtnl::add_rule`].
+    pub fn delete_rule(&mut self, rule: &Rule) -> io::Result<()> {
+        let m = self.rule_message(rule);
+        gone_is_fine(self.socket.request(RouteNetlinkMessage::DelRule(m), 0))
+    }
+
+    /// Every policy rule with this socket's protocol number, as rules.
+    pub fn own_rules(&mut self) -> io::Result<Vec<Rule>> {
+        let mut out = Vec::new();
+        for family in [AddressFamily::Inet6, AddressFamily::Inet] {
+            let mut query = RuleMessage::default();
+            query.header.family = family;
+            for m in self.socket.dump(RouteNetlinkMessage::GetRule(query))? {
+                let RouteNetlinkMessage::NewRule(m) = m else {
+                    continue;
+                };
+                let ours = m
+                    .attributes
+                    .contains(&RuleAttribute::Protocol(RouteProtocol::Other(
+                        self.protocol,
+                    )));
+                if !ours {
+                    continue;
+                }
+                let table = m
+                    .attributes
+                    .iter()
+                    .find_map(|a| match a {
+                        RuleAttribute::Table(t) => Some(*t),
+                        _ => None,
+                    })
+                    .unwrap_or(u32::from(m.header.table));
+                let source = m.attributes.iter().find_map(|a| match a {
+                    RuleAttribute::Source(a) => Some(*a),
+                    _ => None,
+                });
+                let dest = m.attributes.iter().find_map(|a| match a {
+                    RuleAttribute::Destination(a) => Some(*a),
+                    _ => None,
+                });
+                match (source, dest) {
+                    (Some(a), _) => out.push(Rule {
+                        prefix: (a, m.header.src_len),
+                        from: true,
+                        table,
+                    }),
+                    (None, Some(a)) => out.push(Rule {
+                        prefix: (a, m.header.dst_len),
+                        from: false,
+                        table,
+                    }),
+                    (None, None) => {}
+                }
+            }
+        }
+        Ok(out)
+    }
+
+    /// Removes every rule with this socket's protocol number; returns how many.
+    pub fn flush_own_rules(&mut self) -> io::Result<usize> {
+        let rules = self.own_rules()?;
+        for r in &rules {
+            self.delete_rule(r)?;
+        }
+        Ok(rules.len())
+    }
+
+    /// Creates a kernel WireGuard link `name` (fails where the kernel has
+    /// no WireGuard); returns its index.
+    pub fn create_wireguard_link(&mut self, name: &str) -> io::Result<u32> {
+        let mut m = LinkMessage::default();
+        m.attributes.push(LinkAttribute::IfName(name.to_string()));
+        m.attributes
+            .push(LinkAttribute::LinkInfo(vec![LinkInfo::Kind(
+                InfoKind::Wireguard,
+            )]));
+        self.socket
+            .request(RouteNetlinkMessage::NewLink(m), NLM_F_CREATE | NLM_F_EXCL)?;
+        self.link_index(name)
+    }
+
+    /// Sets link `index` up with `mtu`.
+    pub fn set_link_up(&mut self, index: u32, mtu: u32) -> io::Result<()> {
+        let mut m = LinkMessage::default();
+        m.header.index = index;
+        m.header.flags = LinkFlags::Up;
+        m.header.change_mask = LinkFlags::Up;
+        m.attributes.push(LinkAttribute::Mtu(mtu));
+        self.socket.request(RouteNetlinkMessage::SetLink(m), 0)
+    }
+
+    /// Adds (or refreshes) `addr`/`len` on link `index`; IPv6 without DAD.
+    pub fn replace_address(&mut self, index: u32, addr: IpAddr, len: u8) -> io::Result<()> {
+        let mut m = AddressMessage::default();
+        m.header.family = family(addr);
+        m.header.prefix_len = len;
+        m.header.scope = AddressScope::Universe;
+        m.header.index = index;
+        if addr.is_ipv6() {
+            m.header.flags = AddressHeaderFlags::Nodad;
+        }
+        m.attributes.push(AddressAttribute::Address(addr));
+        if let IpAddr::V4(a) = addr {
+            m.attributes.push(AddressAttribute::Local(IpAddr::V4(a)));
+        }
+        self.socket.request(
+            RouteNetlinkMessage::NewAddress(m),
+            NLM_F_CREATE | NLM_F_REPLACE,
+        )
+    }
+
+    /// Whether a link called `name` exists.
+    pub fn link_exists(&mut self, name: &str) -> io::Result<bool> {
+        match self.link_index(name) {
+            Ok(_) => Ok(true),
+            Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(false),
+            Err(e) => Err(e),
+        }
+    }
+}
+
+fn family(addr: IpAddr) -> AddressFamily {
+    match addr {
+        IpAddr::V4(_) => AddressFamily::Inet,
+        IpAddr::V6(_) => AddressFamily::Inet6,
+    }
+}
+
+fn route_address(addr: IpAddr) -> RouteAddress {
+    match addr {
+        IpAddr::V4(a) => RouteAddress::Inet(a),
+        IpAddr::V6(a) => RouteAddress::Inet6(a),
+    }
+}
+
+/// A delete of something that is already gone is not an error.
+fn gone_is_fine(result: io::Result<()>) -> io::Result<()> {
+    match result {
+        Err(e) if matches!(e.raw_os_error(), Some(libc::ENOENT) | Some(libc::ESRCH)) => Ok(()),
+        other => other,
     }
 }

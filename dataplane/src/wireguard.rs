@@ -1,19 +1,47 @@
-//! WireGuard devices driven through the cross-platform UAPI socket
-//! (`/var/run/wireguard/NAME.sock`), as wireguard-go serves it. sixgate
-//! configures WireGuard; it does not implement it.
+//! WireGuard devices, configured and read without running `wg` or `ip`:
+//! the kernel's through generic netlink (netlink-packet-wireguard), and
+//! wireguard-go through its cross-platform UAPI socket
+//! (`/var/run/wireguard/NAME.sock`). sixgate configures WireGuard; it does
+//! not implement it.
+//!
+//! wireguard-go runs as our child with its standard streams on /dev/null
+//! and every other descriptor closed (it must not keep our TUN device or
+//! sockets alive), is told to stop when we die (PR_SET_PDEATHSIG), and is
+//! stopped and reaped by us. A wireguard-go that a killed broker left
+//! behind is found through its socket (SO_PEERCRED names its process) and
+//! stopped before a new one starts.
 
 use std::collections::HashMap;
 use std::io::{self, BufRead, BufReader, Write};
+use std::net::IpAddr;
 use std::os::unix::net::UnixStream;
 use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
+
+use netlink_packet_generic::ctrl::nlas::GenlCtrlAttrs;
+use netlink_packet_generic::ctrl::{GenlCtrl, GenlCtrlCmd};
+use netlink_packet_generic::GenlMessage;
+use netlink_packet_wireguard::{
+    WireguardAddressFamily, WireguardAllowedIp, WireguardAllowedIpAttr, WireguardAttribute,
+    WireguardCmd, WireguardDeviceFlags, WireguardMessage, WireguardPeer, WireguardPeerAttribute,
+    WireguardPeerFlags,
+};
+use netlink_sys::protocols::NETLINK_GENERIC;
+
+use crate::netlink::NetlinkSocket;
+use crate::rtnl::Rtnl;
 
 /// A 32-octet WireGuard key.
 pub type Key = [u8; 32];
 
 fn hex(k: &Key) -> String {
     k.iter().map(|b| format!("{b:02x}")).collect()
+}
+
+/// The hex form the UAPI uses for a key (the key of [`PeerStats`] maps).
+pub fn key_hex(k: &Key) -> String {
+    hex(k)
 }
 
 /// A peer as the device reports it.
@@ -34,8 +62,24 @@ pub struct Peer {
     pub public_key: Key,
     /// The preshared key.
     pub preshared_key: Key,
-    /// AllowedIPs, as "ADDRESS/LENGTH".
-    pub allowed_ips: Vec<String>,
+    /// AllowedIPs, as (address, prefix length).
+    pub allowed_ips: Vec<(IpAddr, u8)>,
+}
+
+/// Which WireGuard.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Backend {
+    /// The kernel's, where it has WireGuard; else wireguard-go.
+    Auto,
+    /// The kernel's.
+    Kernel,
+    /// wireguard-go.
+    Userspace,
+}
+
+/// The UAPI socket of device `name`.
+fn socket_path(name: &str) -> PathBuf {
+    PathBuf::from(format!("/var/run/wireguard/{name}.sock"))
 }
 
 /// A userspace WireGuard device: a wireguard-go process and its socket.
@@ -44,24 +88,57 @@ pub struct UserspaceDevice {
     process: Child,
 }
 
-impl UserspaceDevice {
-    fn socket_path(name: &str) -> PathBuf {
-        PathBuf::from(format!("/var/run/wireguard/{name}.sock"))
+/// Stops a process: SIGTERM, a few seconds to go, then SIGKILL; `reap`
+/// (our child) collects it.
+fn stop_process(pid: u32, reap: &mut dyn FnMut() -> bool) {
+    let Some(pid) = rustix::process::Pid::from_raw(pid as i32) else {
+        return;
+    };
+    let _ = rustix::process::kill_process(pid, rustix::process::Signal::TERM);
+    let deadline = Instant::now() + Duration::from_secs(3);
+    while Instant::now() < deadline {
+        if reap() {
+            return;
+        }
+        std::thread::sleep(Duration::from_millis(20));
     }
+    let _ = rustix::process::kill_process(pid, rustix::process::Signal::KILL);
+    while !reap() && Instant::now() < deadline + Duration::from_secs(2) {
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
 
-    /// Starts wireguard-go for `name` and waits for its socket.
-    pub fn start(name: &str) -> io::Result<UserspaceDevice> {
-        // A socket left by a crashed run would answer for a device that is
-        // not ours (or not there): it goes first.
-        let _ = std::fs::remove_file(Self::socket_path(name));
-        let process = Command::new("wireguard-go")
-            .args(["-f", name])
+impl UserspaceDevice {
+    /// Starts wireguard-go for `name` and waits for its socket and link.
+    pub fn start(name: &str, rtnl: &mut Rtnl) -> io::Result<UserspaceDevice> {
+        let mut cmd = Command::new("wireguard-go");
+        cmd.args(["-f", name])
             // It refuses to run beside a kernel that could do WireGuard
             // unless told that this is wanted.
             .env("WG_I_PREFER_BUGGY_USERSPACE_TO_POLISHED_KMOD", "1")
             .stdin(Stdio::null())
             .stdout(Stdio::null())
-            .stderr(Stdio::null())
+            .stderr(Stdio::null());
+        use std::os::unix::process::CommandExt;
+        // SAFETY: between fork and exec the closure only makes two
+        // async-signal-safe system calls (close_range, or close in a loop
+        // where the kernel lacks it, and prctl), touching no memory of the
+        // parent and taking no locks.
+        #[allow(unsafe_code)]
+        unsafe {
+            cmd.pre_exec(|| {
+                if libc::syscall(libc::SYS_close_range, 3u32, u32::MAX, 0u32) != 0 {
+                    for fd in 3..4096 {
+                        libc::close(fd);
+                    }
+                }
+                if libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGTERM) != 0 {
+                    return Err(io::Error::last_os_error());
+                }
+                Ok(())
+            });
+        }
+        let process = cmd
             .spawn()
             .map_err(|e| io::Error::new(e.kind(), format!("starting wireguard-go: {e}")))?;
         let mut device = UserspaceDevice {
@@ -69,21 +146,14 @@ impl UserspaceDevice {
             process,
         };
         let deadline = Instant::now() + Duration::from_secs(10);
-        let link_exists = || {
-            Command::new("ip")
-                .args(["link", "show", name])
-                .stdout(Stdio::null())
-                .stderr(Stdio::null())
-                .status()
-                .is_ok_and(|s| s.success())
-        };
-        while UnixStream::connect(Self::socket_path(name)).is_err() || !link_exists() {
+        while UnixStream::connect(socket_path(name)).is_err() || !rtnl.link_exists(name)? {
             if let Ok(Some(status)) = device.process.try_wait() {
                 return Err(io::Error::other(format!(
                     "wireguard-go for {name} exited: {status}"
                 )));
             }
             if Instant::now() > deadline {
+                device.stop();
                 return Err(io::Error::other(format!(
                     "wireguard-go for {name} did not open its socket"
                 )));
@@ -93,13 +163,9 @@ impl UserspaceDevice {
         Ok(device)
     }
 
-    /// The interface name.
-    pub fn name(&self) -> &str {
-        &self.name
-    }
-
     fn call(&self, request: &str) -> io::Result<Vec<(String, String)>> {
-        let mut stream = UnixStream::connect(Self::socket_path(&self.name))?;
+        let mut stream = UnixStream::connect(socket_path(&self.name))?;
+        stream.set_read_timeout(Some(Duration::from_secs(5)))?;
         stream.write_all(request.as_bytes())?;
         let mut pairs = Vec::new();
         for line in BufReader::new(stream).lines() {
@@ -120,8 +186,7 @@ impl UserspaceDevice {
         }
     }
 
-    /// Sets the private key and port, and replaces all peers with `peers`.
-    pub fn configure(&self, private_key: &Key, listen_port: u16, peers: &[Peer]) -> io::Result<()> {
+    fn configure(&self, private_key: &Key, listen_port: u16, peers: &[Peer]) -> io::Result<()> {
         let mut req = format!(
             "set=1\nprivate_key={}\nlisten_port={listen_port}\nreplace_peers=true\n",
             hex(private_key)
@@ -133,14 +198,12 @@ impl UserspaceDevice {
         self.call(&req).map(|_| ())
     }
 
-    /// Adds or updates one peer.
-    pub fn set_peer(&self, peer: &Peer) -> io::Result<()> {
+    fn set_peer(&self, peer: &Peer) -> io::Result<()> {
         self.call(&format!("set=1\n{}\n", peer_lines(peer)))
             .map(|_| ())
     }
 
-    /// Removes one peer.
-    pub fn remove_peer(&self, public_key: &Key) -> io::Result<()> {
+    fn remove_peer(&self, public_key: &Key) -> io::Result<()> {
         self.call(&format!(
             "set=1\npublic_key={}\nremove=true\n\n",
             hex(public_key)
@@ -148,8 +211,7 @@ impl UserspaceDevice {
         .map(|_| ())
     }
 
-    /// The peers' handshake times and counters, by public key (hex).
-    pub fn peer_stats(&self) -> io::Result<HashMap<String, PeerStats>> {
+    fn peer_stats(&self) -> io::Result<HashMap<String, PeerStats>> {
         let mut out: HashMap<String, PeerStats> = HashMap::new();
         let mut current: Option<String> = None;
         for (k, v) in self.call("get=1\n\n")? {
@@ -174,21 +236,13 @@ impl UserspaceDevice {
         Ok(out)
     }
 
-    /// Stops wireguard-go, which removes the interface and its socket.
-    pub fn stop(mut self) {
-        let _ = Command::new("kill")
-            .args(["-TERM", &self.process.id().to_string()])
-            .status();
-        let deadline = Instant::now() + Duration::from_secs(3);
-        while Instant::now() < deadline {
-            if let Ok(Some(_)) = self.process.try_wait() {
-                return;
-            }
-            std::thread::sleep(Duration::from_millis(20));
-        }
-        let _ = self.process.kill();
-        let _ = self.process.wait();
-        let _ = std::fs::remove_file(Self::socket_path(&self.name));
+    /// Stops wireguard-go (which removes its interface and socket) and
+    /// reaps it.
+    pub fn stop(&mut self) {
+        let process = &mut self.process;
+        let pid = process.id();
+        stop_process(pid, &mut || matches!(process.try_wait(), Ok(Some(_))));
+        let _ = std::fs::remove_file(socket_path(&self.name));
     }
 }
 
@@ -198,140 +252,167 @@ fn peer_lines(p: &Peer) -> String {
         hex(&p.public_key),
         hex(&p.preshared_key)
     );
-    for ip in &p.allowed_ips {
-        s.push_str(&format!("allowed_ip={ip}\n"));
+    for (ip, len) in &p.allowed_ips {
+        s.push_str(&format!("allowed_ip={ip}/{len}\n"));
     }
     s
 }
 
-/// The hex form the UAPI uses for a key (for matching [`PeerStats`]).
-pub fn key_hex(k: &Key) -> String {
-    hex(k)
-}
-
-/// A kernel WireGuard device, configured through `wg` (which speaks the
-/// kernel's generic netlink interface).
+/// A kernel WireGuard device, configured by generic netlink.
 pub struct KernelDevice {
     name: String,
+    socket: NetlinkSocket,
+    family: u16,
 }
 
-fn run(program: &str, args: &[&str], input: Option<&str>) -> io::Result<String> {
-    let mut child = Command::new(program)
-        .args(args)
-        .stdin(if input.is_some() {
-            Stdio::piped()
-        } else {
-            Stdio::null()
-        })
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .map_err(|e| io::Error::new(e.kind(), format!("{program}: {e}")))?;
-    if let (Some(text), Some(mut stdin)) = (input, child.stdin.take()) {
-        stdin.write_all(text.as_bytes())?;
-    }
-    let out = child.wait_with_output()?;
-    if out.status.success() {
-        Ok(String::from_utf8_lossy(&out.stdout).into_owned())
-    } else {
-        Err(io::Error::other(format!(
-            "{program} {}: {}",
-            args.join(" "),
-            String::from_utf8_lossy(&out.stderr).trim()
-        )))
-    }
-}
-
-fn b64(k: &Key) -> String {
-    use base64::Engine;
-    base64::engine::general_purpose::STANDARD.encode(k)
-}
+/// Peers per WG_CMD_SET_DEVICE message: each peer is a few hundred octets
+/// and a netlink message must fit the kernel's receive buffer (`wg` splits
+/// the same way).
+const PEERS_PER_MESSAGE: usize = 32;
 
 impl KernelDevice {
     /// Creates the interface (fails where the kernel has no WireGuard).
-    pub fn start(name: &str) -> io::Result<KernelDevice> {
-        run("ip", &["link", "add", name, "type", "wireguard"], None)?;
+    pub fn start(name: &str, rtnl: &mut Rtnl) -> io::Result<KernelDevice> {
+        let mut socket = NetlinkSocket::open(NETLINK_GENERIC)?;
+        let family = wireguard_family(&mut socket)?;
+        rtnl.create_wireguard_link(name)?;
         Ok(KernelDevice {
             name: name.to_string(),
+            socket,
+            family,
         })
     }
 
-    fn peer_conf(p: &Peer) -> String {
-        format!(
-            "[Peer]\nPublicKey = {}\nPresharedKey = {}\nAllowedIPs = {}\n",
-            b64(&p.public_key),
-            b64(&p.preshared_key),
-            p.allowed_ips.join(", ")
-        )
+    fn message(&self, attributes: Vec<WireguardAttribute>) -> GenlMessage<WireguardMessage> {
+        let mut m = GenlMessage::from_payload(WireguardMessage {
+            cmd: WireguardCmd::SetDevice,
+            attributes,
+        });
+        m.set_resolved_family_id(self.family);
+        m
     }
 
-    /// Sets the private key and port, and replaces all peers.
-    pub fn configure(&self, private_key: &Key, listen_port: u16, peers: &[Peer]) -> io::Result<()> {
-        let mut conf = format!(
-            "[Interface]\nPrivateKey = {}\nListenPort = {listen_port}\n",
-            b64(private_key)
-        );
-        for p in peers {
-            conf.push_str(&Self::peer_conf(p));
+    fn set(&mut self, attributes: Vec<WireguardAttribute>) -> io::Result<()> {
+        let m = self.message(attributes);
+        self.socket.request(m, 0)
+    }
+
+    fn configure(&mut self, private_key: &Key, listen_port: u16, peers: &[Peer]) -> io::Result<()> {
+        let name = WireguardAttribute::IfName(self.name.clone());
+        let mut chunks = peers.chunks(PEERS_PER_MESSAGE);
+        let first: Vec<WireguardPeer> = chunks
+            .next()
+            .unwrap_or_default()
+            .iter()
+            .map(peer_nla)
+            .collect();
+        self.set(vec![
+            name.clone(),
+            WireguardAttribute::PrivateKey(*private_key),
+            WireguardAttribute::ListenPort(listen_port),
+            WireguardAttribute::Flags(WireguardDeviceFlags::ReplacePeers),
+            WireguardAttribute::Peers(first),
+        ])?;
+        for chunk in chunks {
+            self.set(vec![
+                name.clone(),
+                WireguardAttribute::Peers(chunk.iter().map(peer_nla).collect()),
+            ])?;
         }
-        run("wg", &["setconf", &self.name, "/dev/stdin"], Some(&conf)).map(|_| ())
+        Ok(())
     }
 
-    /// Adds or updates one peer.
-    pub fn set_peer(&self, p: &Peer) -> io::Result<()> {
-        run(
-            "wg",
-            &["addconf", &self.name, "/dev/stdin"],
-            Some(&Self::peer_conf(p)),
-        )
-        .map(|_| ())
+    fn set_peer(&mut self, peer: &Peer) -> io::Result<()> {
+        let name = WireguardAttribute::IfName(self.name.clone());
+        self.set(vec![name, WireguardAttribute::Peers(vec![peer_nla(peer)])])
     }
 
-    /// Removes one peer.
-    pub fn remove_peer(&self, public_key: &Key) -> io::Result<()> {
-        run(
-            "wg",
-            &["set", &self.name, "peer", &b64(public_key), "remove"],
-            None,
-        )
-        .map(|_| ())
+    fn remove_peer(&mut self, public_key: &Key) -> io::Result<()> {
+        let name = WireguardAttribute::IfName(self.name.clone());
+        let peer = WireguardPeer(vec![
+            WireguardPeerAttribute::PublicKey(*public_key),
+            WireguardPeerAttribute::Flags(WireguardPeerFlags::RemoveMe),
+        ]);
+        self.set(vec![name, WireguardAttribute::Peers(vec![peer])])
     }
 
-    /// The peers' counters, by public key (hex, as the UAPI spells it).
-    pub fn peer_stats(&self) -> io::Result<HashMap<String, PeerStats>> {
-        use base64::Engine;
-        let dump = run("wg", &["show", &self.name, "dump"], None)?;
+    fn peer_stats(&mut self) -> io::Result<HashMap<String, PeerStats>> {
+        let mut m = GenlMessage::from_payload(WireguardMessage {
+            cmd: WireguardCmd::GetDevice,
+            attributes: vec![WireguardAttribute::IfName(self.name.clone())],
+        });
+        m.set_resolved_family_id(self.family);
         let mut out = HashMap::new();
-        // The first line is the interface; then: public key, preshared key,
-        // endpoint, allowed ips, latest handshake, rx, tx, keepalive.
-        for line in dump.lines().skip(1) {
-            let f: Vec<&str> = line.split('\t').collect();
-            let Some(key) = f
-                .first()
-                .and_then(|k| base64::engine::general_purpose::STANDARD.decode(k).ok())
-            else {
-                continue;
-            };
-            let Ok(key) = <Key>::try_from(key.as_slice()) else {
-                continue;
-            };
-            let n = |i: usize| f.get(i).and_then(|v| v.parse().ok()).unwrap_or(0);
-            out.insert(
-                hex(&key),
-                PeerStats {
-                    last_handshake: n(4),
-                    rx_bytes: n(5),
-                    tx_bytes: n(6),
-                },
-            );
+        // A device with many peers comes in several messages of one dump.
+        for answer in self.socket.dump(m)? {
+            for attr in answer.payload.attributes {
+                let WireguardAttribute::Peers(peers) = attr else {
+                    continue;
+                };
+                for WireguardPeer(attrs) in peers {
+                    let mut key = None;
+                    let mut s = PeerStats::default();
+                    for a in attrs {
+                        match a {
+                            WireguardPeerAttribute::PublicKey(k) => key = Some(k),
+                            WireguardPeerAttribute::LastHandshake(t) => {
+                                s.last_handshake = t.seconds.max(0) as u64
+                            }
+                            WireguardPeerAttribute::RxBytes(n) => s.rx_bytes = n,
+                            WireguardPeerAttribute::TxBytes(n) => s.tx_bytes = n,
+                            _ => {}
+                        }
+                    }
+                    if let Some(k) = key {
+                        out.insert(hex(&k), s);
+                    }
+                }
+            }
         }
         Ok(out)
     }
+}
 
-    /// Deletes the interface.
-    pub fn stop(self) {
-        let _ = run("ip", &["link", "del", &self.name], None);
-    }
+fn peer_nla(p: &Peer) -> WireguardPeer {
+    let allowed = p
+        .allowed_ips
+        .iter()
+        .map(|(ip, len)| {
+            WireguardAllowedIp(vec![
+                WireguardAllowedIpAttr::Family(match ip {
+                    IpAddr::V4(_) => WireguardAddressFamily::Ipv4,
+                    IpAddr::V6(_) => WireguardAddressFamily::Ipv6,
+                }),
+                WireguardAllowedIpAttr::IpAddr(*ip),
+                WireguardAllowedIpAttr::Cidr(*len),
+            ])
+        })
+        .collect();
+    WireguardPeer(vec![
+        WireguardPeerAttribute::PublicKey(p.public_key),
+        WireguardPeerAttribute::PresharedKey(p.preshared_key),
+        WireguardPeerAttribute::Flags(WireguardPeerFlags::ReplaceAllowedIps),
+        WireguardPeerAttribute::AllowedIps(allowed),
+    ])
+}
+
+/// The generic netlink family id of "wireguard" (the module must be
+/// there: loading it is the kernel's business, on the first link).
+fn wireguard_family(socket: &mut NetlinkSocket) -> io::Result<u16> {
+    let query = GenlMessage::from_payload(GenlCtrl {
+        cmd: GenlCtrlCmd::GetFamily,
+        nlas: vec![GenlCtrlAttrs::FamilyName("wireguard".into())],
+    });
+    let answer: GenlMessage<GenlCtrl> = socket.get(query)?;
+    answer
+        .payload
+        .nlas
+        .iter()
+        .find_map(|a| match a {
+            GenlCtrlAttrs::FamilyId(id) => Some(*id),
+            _ => None,
+        })
+        .ok_or_else(|| io::Error::new(io::ErrorKind::NotFound, "no wireguard netlink family"))
 }
 
 /// A WireGuard device of either kind.
@@ -343,21 +424,33 @@ pub enum Device {
 }
 
 impl Device {
-    /// Starts `name` with `backend` "kernel", "userspace" or "auto" (the
-    /// kernel where it has WireGuard, else wireguard-go).
-    pub fn start(name: &str, backend: &str) -> io::Result<Device> {
+    /// Starts `name` on `backend` (for `Auto`, the kernel where it has
+    /// WireGuard, else wireguard-go), after removing what an earlier run
+    /// that was killed left under that name.
+    pub fn start(name: &str, backend: Backend, rtnl: &mut Rtnl) -> io::Result<Device> {
+        remove_leftovers(name, rtnl)?;
         match backend {
-            "kernel" => KernelDevice::start(name).map(Device::Kernel),
-            "userspace" => UserspaceDevice::start(name).map(Device::Userspace),
-            _ => match KernelDevice::start(name) {
+            Backend::Kernel => KernelDevice::start(name, rtnl).map(Device::Kernel),
+            Backend::Userspace => UserspaceDevice::start(name, rtnl).map(Device::Userspace),
+            Backend::Auto => match KernelDevice::start(name, rtnl) {
                 Ok(d) => Ok(Device::Kernel(d)),
-                Err(_) => UserspaceDevice::start(name).map(Device::Userspace),
+                Err(_) => UserspaceDevice::start(name, rtnl).map(Device::Userspace),
             },
         }
     }
 
-    /// Sets the private key and port, and replaces all peers.
-    pub fn configure(&self, private_key: &Key, listen_port: u16, peers: &[Peer]) -> io::Result<()> {
+    /// Whether this is the kernel's WireGuard.
+    pub fn is_kernel(&self) -> bool {
+        matches!(self, Device::Kernel(_))
+    }
+
+    /// Sets the private key and port, and replaces all peers with `peers`.
+    pub fn configure(
+        &mut self,
+        private_key: &Key,
+        listen_port: u16,
+        peers: &[Peer],
+    ) -> io::Result<()> {
         match self {
             Device::Kernel(d) => d.configure(private_key, listen_port, peers),
             Device::Userspace(d) => d.configure(private_key, listen_port, peers),
@@ -365,7 +458,7 @@ impl Device {
     }
 
     /// Adds or updates one peer.
-    pub fn set_peer(&self, peer: &Peer) -> io::Result<()> {
+    pub fn set_peer(&mut self, peer: &Peer) -> io::Result<()> {
         match self {
             Device::Kernel(d) => d.set_peer(peer),
             Device::Userspace(d) => d.set_peer(peer),
@@ -373,26 +466,61 @@ impl Device {
     }
 
     /// Removes one peer.
-    pub fn remove_peer(&self, public_key: &Key) -> io::Result<()> {
+    pub fn remove_peer(&mut self, public_key: &Key) -> io::Result<()> {
         match self {
             Device::Kernel(d) => d.remove_peer(public_key),
             Device::Userspace(d) => d.remove_peer(public_key),
         }
     }
 
-    /// The peers' counters, by public key (hex).
-    pub fn peer_stats(&self) -> io::Result<HashMap<String, PeerStats>> {
+    /// The peers' handshake times and counters, by public key (hex).
+    pub fn peer_stats(&mut self) -> io::Result<HashMap<String, PeerStats>> {
         match self {
             Device::Kernel(d) => d.peer_stats(),
             Device::Userspace(d) => d.peer_stats(),
         }
     }
 
-    /// Removes the device.
-    pub fn stop(self) {
+    /// Removes the device (the kernel's link, or wireguard-go with its).
+    pub fn stop(self, rtnl: &mut Rtnl) {
         match self {
-            Device::Kernel(d) => d.stop(),
-            Device::Userspace(d) => d.stop(),
+            Device::Kernel(d) => {
+                let _ = rtnl.delete_link(&d.name);
+            }
+            Device::Userspace(mut d) => d.stop(),
         }
     }
+}
+
+/// Removes what a killed run left under `name`: a wireguard-go still
+/// serving the socket (stopped through the process SO_PEERCRED names), a
+/// stale socket, and the link itself.
+pub fn remove_leftovers(name: &str, rtnl: &mut Rtnl) -> io::Result<()> {
+    let path = socket_path(name);
+    if let Ok(stream) = UnixStream::connect(&path) {
+        if let Ok(cred) = rustix::net::sockopt::socket_peercred(&stream) {
+            let pid = cred.pid.as_raw_nonzero().get() as u32;
+            tracing::info!("stopping the wireguard-go (pid {pid}) an earlier run left for {name}");
+            drop(stream);
+            let proc_dir = PathBuf::from(format!("/proc/{pid}"));
+            stop_process(pid, &mut || !proc_dir.exists() || is_zombie(pid));
+        }
+    }
+    let _ = std::fs::remove_file(&path);
+    if rtnl.link_exists(name)? {
+        rtnl.delete_link(name)?;
+    }
+    Ok(())
+}
+
+/// Whether `pid` is a zombie (exited, waiting for a parent that is gone
+/// or not ours to reap).
+fn is_zombie(pid: u32) -> bool {
+    std::fs::read_to_string(format!("/proc/{pid}/stat"))
+        .ok()
+        .and_then(|s| {
+            s.rsplit_once(')')
+                .map(|(_, rest)| rest.trim_start().starts_with('Z'))
+        })
+        .unwrap_or(true)
 }

@@ -899,8 +899,8 @@ control_socket = "{dir}/{name}.sock"
         )
     }
 
-    /// `sixgate-client status` in client namespace `i`.
-    pub fn client_status(&self, i: usize, config: &Path) -> String {
+    /// `sixgate-client status` in client namespace `i`, as printed.
+    pub fn client_status_text(&self, i: usize, config: &Path) -> String {
         let out = self.clients[i].try_run(&[
             workspace_bin("sixgate-client").to_str().expect("path"),
             "status",
@@ -910,16 +910,45 @@ control_socket = "{dir}/{name}.sock"
         String::from_utf8_lossy(&out.stdout).into_owned()
     }
 
-    /// Waits until client `i` reports the tunnel up; returns its address.
-    pub fn wait_up(&self, i: usize, config: &Path, limit: Duration) -> Option<String> {
+    /// The client's status from its control socket (`null` while the
+    /// daemon does not answer): state, address, dns, traffic, reconnects,
+    /// last_error. The lab's client configurations keep the socket beside
+    /// the file, as NAME.sock.
+    pub fn client_status(&self, config: &Path) -> serde_json::Value {
+        let socket = config.with_extension("sock");
+        match std::os::unix::net::UnixStream::connect(&socket) {
+            Ok(_) => control_request(&socket, &serde_json::json!("Status"))["Status"].clone(),
+            Err(_) => serde_json::Value::Null,
+        }
+    }
+
+    /// Waits until the client reports the tunnel up; returns its address.
+    pub fn wait_up(&self, _i: usize, config: &Path, limit: Duration) -> Option<String> {
         wait_for(limit, || {
-            let s = self.client_status(i, config);
-            if !s.contains("state:      up") {
+            let s = self.client_status(config);
+            if s["state"] != "up" {
                 return None;
             }
-            s.lines()
-                .find_map(|l| l.strip_prefix("address:").map(|a| a.trim().to_string()))
+            s["address"].as_str().map(str::to_string)
         })
+    }
+
+    /// The broker's connections from its control socket.
+    pub fn broker_status(&self) -> Vec<serde_json::Value> {
+        let socket = self.dir.path().join("broker-state/broker.sock");
+        control_request(&socket, &serde_json::json!("Status"))["Status"]
+            .as_array()
+            .cloned()
+            .unwrap_or_default()
+    }
+
+    /// The broker's leases from its control socket.
+    pub fn broker_leases(&self) -> Vec<serde_json::Value> {
+        let socket = self.dir.path().join("broker-state/broker.sock");
+        control_request(&socket, &serde_json::json!("Leases"))["Leases"]
+            .as_array()
+            .cloned()
+            .unwrap_or_default()
     }
 
     pub fn broker_cli(&self, verb: &str, config: &Path) -> String {
@@ -936,21 +965,16 @@ control_socket = "{dir}/{name}.sock"
         )
     }
 
-    /// BYTES IN and BYTES OUT of client@example.net's row in
-    /// `sixgate-broker status`.
-    pub fn broker_status_bytes(&self, config: &Path) -> (u64, u64) {
-        let status = self.broker_cli("status", config);
-        let row = status
-            .lines()
-            .find(|l| l.starts_with("client@example.net"))
-            .unwrap_or_else(|| panic!("no client in status:\n{status}"));
-        let f: Vec<&str> = row.split_whitespace().collect();
-        let field = |i: usize| {
-            f.get(i)
-                .and_then(|v| v.parse().ok())
-                .unwrap_or_else(|| panic!("no byte count in: {row}"))
-        };
-        (field(3), field(4))
+    /// Bytes in and out of client@example.net's connection, as the
+    /// broker's status reports them.
+    pub fn broker_status_bytes(&self, _config: &Path) -> (u64, u64) {
+        let rows = self.broker_status();
+        let row = rows
+            .iter()
+            .find(|r| r["identity"] == "client@example.net")
+            .unwrap_or_else(|| panic!("no client in status: {rows:?}"));
+        let n = |k: &str| row["traffic"][k].as_u64().expect("a byte count");
+        (n("bytes_in"), n("bytes_out"))
     }
 
     /// One iperf3 TCP stream between client `i` and the inet host for

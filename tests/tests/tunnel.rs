@@ -31,8 +31,10 @@ fn ping_and_tcp_both_ways_over_esp_in_udp_only() {
         route.contains("dev sgc0") && route.contains("src 2001:db8:100::100"),
         "{route}"
     );
-    let status = lab.client_status(0, cconf);
+    // The CLI prints what the control socket says.
+    let status = lab.client_status_text(0, cconf);
     assert!(status.contains("dns:        2001:db8:ffff::53"), "{status}");
+    assert_eq!(lab.client_status(cconf)["dns"][0], "2001:db8:ffff::53");
 
     // Everything on the IPv4 link while pinging: ESP in UDP/4500 only.
     let mut dump = lab.broker.command("tcpdump");
@@ -83,6 +85,10 @@ fn ping_and_tcp_both_ways_over_esp_in_udp_only() {
         status.contains("client@example.net") && status.contains("2001:db8:100::100"),
         "{status}"
     );
+    let rows = lab.broker_status();
+    assert_eq!(rows.len(), 1, "{rows:?}");
+    assert_eq!(rows[0]["address"], "2001:db8:100::100");
+    assert!(rows[0]["traffic"]["bytes_in"].as_u64() > Some(0));
 }
 
 #[test]
@@ -116,17 +122,19 @@ fn broker_restart_leases_reservations_and_a_full_pool() {
     let broker_log = broker.log_text();
     let _broker2 = lab.start_broker(&bconf);
     let back = wait_for(Duration::from_secs(60), || {
-        let s = lab.client_status(0, &c1);
-        (s.contains("state:      up") && s.contains("reconnects: 1")).then_some(s)
+        let s = lab.client_status(&c1);
+        (s["state"] == "up" && s["reconnects"] == 1).then_some(s)
     });
-    let back = back
-        .unwrap_or_else(|| panic!("no reconnect:\n{}\n{broker_log}", lab.client_status(0, &c1)));
-    assert!(back.contains("address:    2001:db8:100::100"), "{back}");
+    let back =
+        back.unwrap_or_else(|| panic!("no reconnect:\n{}\n{broker_log}", lab.client_status(&c1)));
+    assert_eq!(back["address"], "2001:db8:100::100", "{back}");
     assert!(lab.ping(0, 3));
-    let leases = lab.broker_cli("leases", &bconf);
+    let leases = lab.broker_leases();
     assert!(
-        leases.contains("client@example.net") && leases.contains("2001:db8:100::100"),
-        "{leases}"
+        leases
+            .iter()
+            .any(|l| l["identity"] == "client@example.net" && l["address"] == "2001:db8:100::100"),
+        "{leases:?}"
     );
 
     // client2 has a reservation.
@@ -154,16 +162,24 @@ fn broker_restart_leases_reservations_and_a_full_pool() {
     );
     let _client3 = lab.start_client(2, &c3);
     let refused = wait_for(UP, || {
-        let s = lab.client_status(2, &c3);
-        s.contains("INTERNAL_ADDRESS_FAILURE").then_some(s)
+        let s = lab.client_status(&c3);
+        s["last_error"]
+            .as_str()
+            .is_some_and(|e| e.contains("INTERNAL_ADDRESS_FAILURE"))
+            .then_some(s)
     });
-    assert!(refused.is_some(), "{}", lab.client_status(2, &c3));
+    assert!(refused.is_some(), "{}", lab.client_status(&c3));
     assert!(
         lab.ping(0, 3) && lab.ping(1, 3),
         "the others are undisturbed"
     );
-    let leases = lab.broker_cli("leases", &bconf);
-    assert!(!leases.contains("client3"), "{leases}");
+    let leases = lab.broker_leases();
+    assert!(
+        leases
+            .iter()
+            .all(|l| l["identity"] != "client3@example.net"),
+        "{leases:?}"
+    );
 }
 
 #[test]
@@ -180,17 +196,22 @@ fn a_client_of_another_ca_is_refused_and_gets_no_lease() {
     );
     let _client = lab.start_client(0, &conf);
     let refused = wait_for(UP, || {
-        let s = lab.client_status(0, &conf);
-        s.contains("AUTHENTICATION_FAILED").then_some(s)
+        let s = lab.client_status(&conf);
+        s["last_error"]
+            .as_str()
+            .is_some_and(|e| e.contains("AUTHENTICATION_FAILED"))
+            .then_some(s)
     });
     assert!(
         refused.is_some(),
         "{}\n{}",
-        lab.client_status(0, &conf),
+        lab.client_status(&conf),
         broker.log_text()
     );
-    let leases = lab.broker_cli("leases", &bconf);
-    assert_eq!(leases.lines().count(), 1, "only the header: {leases}");
+    let leases = lab.broker_leases();
+    assert!(leases.is_empty(), "no lease: {leases:?}");
+    // The CLI prints the same, as a table with only its header.
+    assert_eq!(lab.broker_cli("leases", &bconf).lines().count(), 1);
 }
 
 #[test]
