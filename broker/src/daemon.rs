@@ -13,8 +13,8 @@ use sixgate_dataplane::xfrm::Owner;
 use sixgate_dataplane::{netconf, secrets};
 use sixgate_proto::endpoint;
 use sixgate_runtime::control::{self, Incoming};
-use sixgate_runtime::engine::{self, Command, Connection, KernelEvents, Parts, Role};
-use sixgate_runtime::pki;
+use sixgate_runtime::engine::{self, Command, Connection, Parts, Role};
+use sixgate_runtime::{pki, plane};
 use tokio::signal::unix::{signal, SignalKind};
 use tokio::sync::oneshot;
 
@@ -109,13 +109,7 @@ pub async fn run(config: Config) -> Result<(), String> {
     ike.rekey_jitter = ike.child_lifetime.min(ike.ike_lifetime) / 10;
     ike.force_udp_encapsulation =
         dp.forces_udp_encapsulation() || f.dataplane.force_udp_encapsulation;
-    let kernel_events = kernel_events.map(|events| {
-        let dp = dp.clone();
-        KernelEvents {
-            events,
-            child_for: Box::new(move |ev| dp.on_kernel_event(ev)),
-        }
-    });
+    let kernel_events = plane::kernel_events(&dp, kernel_events);
     let mut runtime = engine::spawn(Parts {
         ike: Arc::new(ike),
         role: Role::Responder,
@@ -185,12 +179,7 @@ pub async fn run(config: Config) -> Result<(), String> {
     }
     // Orderly stop: tell every client, give the deletes a moment, then
     // remove what we installed.
-    let (done, stopped) = oneshot::channel();
-    let _ = runtime.commands.send(Command::Shutdown {
-        linger: Duration::from_secs(2),
-        done,
-    });
-    let _ = stopped.await;
+    runtime.shutdown(Duration::from_secs(2)).await;
     let _ = std::fs::remove_file(&config.control_socket);
     dp.stop();
     Ok(())

@@ -21,10 +21,8 @@ use sixgate_runtime::{logging, process};
     about = "IPv6 tunnel broker: IKEv2 responder with an address pool"
 )]
 struct Cli {
-    /// How much to log: error, warn, info, debug or trace (RUST_LOG, if
-    /// set, wins).
-    #[arg(long, global = true, default_value = "info")]
-    log_level: String,
+    #[command(flatten)]
+    log: logging::LogArgs,
     #[command(subcommand)]
     command: Verb,
 }
@@ -125,7 +123,7 @@ fn main() -> ExitCode {
             | SiteVerb::Remove { config, .. } => config.clone(),
         },
     };
-    if let Err(e) = logging::init(&cli.log_level) {
+    if let Err(e) = cli.log.init() {
         eprintln!("sixgate-broker: {e}");
         return ExitCode::from(2);
     }

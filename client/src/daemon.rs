@@ -16,8 +16,8 @@ use sixgate_dataplane::udp::IkeSockets;
 use sixgate_dataplane::xfrm::Owner;
 use sixgate_proto::endpoint::{self, ts, ConnectRequest, DownReason, Event, SaId};
 use sixgate_runtime::control::{self, Incoming};
-use sixgate_runtime::engine::{self, Command, KernelEvents, Parts, Role, RuntimeHandle, Traffic};
-use sixgate_runtime::pki;
+use sixgate_runtime::engine::{self, Command, Parts, Role, RuntimeHandle, Traffic};
+use sixgate_runtime::{pki, plane};
 use tokio::signal::unix::{signal, SignalKind};
 use tokio::sync::oneshot;
 
@@ -181,13 +181,7 @@ pub async fn run(config: Config) -> Result<(), String> {
     ike.retransmit_tries = config.retransmit_tries;
     ike.child_lifetime = child_lifetime;
     ike.rekey_jitter = ike.child_lifetime / 10;
-    let kernel_events = kernel_events.map(|events| {
-        let dp = dp.clone();
-        KernelEvents {
-            events,
-            child_for: Box::new(move |ev| dp.on_kernel_event(ev)),
-        }
-    });
+    let kernel_events = plane::kernel_events(&dp, kernel_events);
     let mut runtime = engine::spawn(Parts {
         ike: Arc::new(ike),
         role: Role::Initiator { resolv_conf },
@@ -281,12 +275,7 @@ pub async fn run(config: Config) -> Result<(), String> {
     }
     // Tell the broker, wait a little for its answer, then remove the
     // address, routes, SAs and DNS settings, the device and the socket.
-    let (done, stopped) = oneshot::channel();
-    let _ = runtime.commands.send(Command::Shutdown {
-        linger: Duration::from_secs(3),
-        done,
-    });
-    let _ = stopped.await;
+    runtime.shutdown(Duration::from_secs(3)).await;
     let _ = std::fs::remove_file(&config.control_socket);
     dp.stop();
     Ok(())

@@ -20,10 +20,8 @@ use sixgate_runtime::{logging, process};
     about = "IPv6 over an IKEv2/ESP tunnel to a sixgate broker"
 )]
 struct Cli {
-    /// How much to log: error, warn, info, debug or trace (RUST_LOG, if
-    /// set, wins).
-    #[arg(long, global = true, default_value = "info")]
-    log_level: String,
+    #[command(flatten)]
+    log: logging::LogArgs,
     #[command(subcommand)]
     command: Verb,
 }
@@ -58,7 +56,7 @@ fn main() -> ExitCode {
     let path = match &cli.command {
         Verb::Up { config, .. } | Verb::Down { config } | Verb::Status { config } => config.clone(),
     };
-    if let Err(e) = logging::init(&cli.log_level) {
+    if let Err(e) = cli.log.init() {
         eprintln!("sixgate-client: {e}");
         return ExitCode::from(2);
     }
@@ -72,7 +70,7 @@ fn main() -> ExitCode {
     if let Verb::Up { daemon: true, .. } = cli.command {
         return process::exit(
             "sixgate-client",
-            daemon::detach(&path, &config, &cli.log_level),
+            daemon::detach(&path, &config, &cli.log.log_level),
         );
     }
     process::run("sixgate-client", async {

@@ -108,9 +108,7 @@ mod tests {
 
     #[test]
     fn the_original_comes_back_byte_for_byte() {
-        let dir = std::env::temp_dir().join(format!("sgdns-{}", std::process::id()));
-        let _ = fs::remove_dir_all(&dir);
-        fs::create_dir_all(&dir).unwrap();
+        let dir = crate::scratch_dir("dns");
         let target = dir.join("resolv.conf");
         let original = b"# from DHCP\nnameserver 192.0.2.53\noptions edns0 \n".to_vec();
         fs::write(&target, &original).unwrap();

@@ -26,3 +26,12 @@ pub mod udp;
 pub mod userspace;
 pub mod wireguard;
 pub mod xfrm;
+
+/// A fresh, empty directory for one unit test (removed by the test).
+#[cfg(test)]
+pub(crate) fn scratch_dir(name: &str) -> std::path::PathBuf {
+    let dir = std::env::temp_dir().join(format!("sg{name}-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).expect("scratch directory");
+    dir
+}

@@ -100,9 +100,7 @@ mod tests {
 
     #[test]
     fn a_planted_symlink_is_replaced_not_written_through() {
-        let dir = std::env::temp_dir().join(format!("sgsecrets-{}", std::process::id()));
-        let _ = fs::remove_dir_all(&dir);
-        fs::create_dir_all(&dir).unwrap();
+        let dir = crate::scratch_dir("secrets");
         let victim = dir.join("victim");
         fs::write(&victim, "precious").unwrap();
         symlink(&victim, dir.join("wg.conf")).unwrap();
@@ -128,8 +126,7 @@ mod tests {
 
     #[test]
     fn the_state_directory_becomes_private() {
-        let dir = std::env::temp_dir().join(format!("sgstate-{}", std::process::id()));
-        let _ = fs::remove_dir_all(&dir);
+        let dir = crate::scratch_dir("state");
         fs::create_dir_all(dir.join("leases/blobs")).unwrap();
         fs::write(dir.join("leases/db"), "x").unwrap();
         fs::set_permissions(&dir, Permissions::from_mode(0o755)).unwrap();

@@ -6,7 +6,7 @@ use std::alloc::{GlobalAlloc, Layout, System};
 use std::sync::atomic::{AtomicUsize, Ordering};
 
 use sixgate_dataplane::esp::EspSa;
-use sixgate_proto::crypto::{EspKeys, Integrity};
+use sixgate_proto::crypto::{ChildSaKeys, Encryption, EspKeys, Integrity};
 
 struct Counting;
 
@@ -45,21 +45,23 @@ fn seal_and_open_do_not_allocate() {
     std::hint::black_box(&v);
     assert!(ALLOCATIONS.load(Ordering::Relaxed) > probe);
 
-    let keys = [
-        EspKeys::AesGcm16 {
-            key: vec![1; 32],
-            salt: [2; 4],
-        },
-        EspKeys::ChaCha20Poly1305 {
-            key: vec![3; 32],
-            salt: [4; 4],
-        },
-        EspKeys::AesCbcHmac {
-            enc_key: vec![5; 32],
-            integ: Integrity::HmacSha256_128,
-            auth_key: vec![6; 32],
-        },
-    ];
+    // One key of each algorithm family, from a KEYMAT as IKE derives it.
+    let keys: Vec<EspKeys> = [
+        (Encryption::AesGcm16 { key_bits: 256 }, None),
+        (Encryption::ChaCha20Poly1305, None),
+        (
+            Encryption::AesCbc { key_bits: 256 },
+            Some(Integrity::HmacSha256_128),
+        ),
+    ]
+    .into_iter()
+    .map(|(encr, integ)| {
+        let keymat: Vec<u8> = (0..ChildSaKeys::keymat_len(encr, integ) as u8).collect();
+        ChildSaKeys::from_keymat(encr, integ, &keymat)
+            .expect("keys")
+            .initiator_to_responder
+    })
+    .collect();
     for k in &keys {
         let mut tx = EspSa::new(0x100, k, true).unwrap();
         let mut rx = EspSa::new(0x100, k, true).unwrap();

@@ -33,36 +33,25 @@ fn ike_auth_payloads() -> Vec<Payload> {
         .into(),
         PayloadBody::Notify(Notify::new(NotifyType::INITIAL_CONTACT, vec![])).into(),
         PayloadBody::IdR(Identification::fqdn("broker.example.net")).into(),
-        PayloadBody::Auth(Authentication {
-            method: AuthMethod::DIGITAL_SIGNATURE,
-            data: vec![5; 280],
-        })
+        PayloadBody::Auth(Authentication::new(
+            AuthMethod::DIGITAL_SIGNATURE,
+            vec![5; 280],
+        ))
         .into(),
-        PayloadBody::Cp(Configuration {
-            cfg_type: CfgType::REQUEST,
-            attributes: vec![
-                CfgAttribute::request(CfgAttributeType::INTERNAL_IP6_ADDRESS),
-                CfgAttribute::request(CfgAttributeType::INTERNAL_IP6_DNS),
-            ],
-        })
-        .into(),
+        PayloadBody::Cp(Configuration::address_request()).into(),
         PayloadBody::Sa(SecurityAssociation {
             proposals: sixgate_proto::proposal::EspPolicy::default().proposals([1, 2, 3, 4], false),
         })
         .into(),
-        PayloadBody::TsI(TrafficSelectors {
-            selectors: vec![TrafficSelector::ipv6(
-                v6("::"),
-                v6("ffff:ffff:ffff:ffff:ffff:ffff:ffff:ffff"),
-            )],
-        })
+        PayloadBody::TsI(TrafficSelectors::new(vec![TrafficSelector::ipv6(
+            v6("::"),
+            v6("ffff:ffff:ffff:ffff:ffff:ffff:ffff:ffff"),
+        )]))
         .into(),
-        PayloadBody::TsR(TrafficSelectors {
-            selectors: vec![TrafficSelector::ipv6(
-                v6("::"),
-                v6("ffff:ffff:ffff:ffff:ffff:ffff:ffff:ffff"),
-            )],
-        })
+        PayloadBody::TsR(TrafficSelectors::new(vec![TrafficSelector::ipv6(
+            v6("::"),
+            v6("ffff:ffff:ffff:ffff:ffff:ffff:ffff:ffff"),
+        )]))
         .into(),
         PayloadBody::Notify(Notify::new(NotifyType::MOBIKE_SUPPORTED, vec![])).into(),
     ]

@@ -638,6 +638,6 @@ impl PrivateKey {
             }
             None => sig,
         };
-        Ok(Authentication { method, data })
+        Ok(Authentication::new(method, data))
     }
 }

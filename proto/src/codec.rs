@@ -156,6 +156,47 @@ impl LengthPrefix {
     }
 }
 
+/// The framing every IKEv2 payload and every SA and traffic selector
+/// substructure shares (RFC 7296 3.2, 3.3.1, 3.3.2, 3.13.1): two octets of
+/// their own (next payload and flags, last-substructure and reserved, type
+/// and protocol), then a 16-bit length that counts the whole structure,
+/// these four octets included.
+#[derive(Debug, Clone)]
+pub struct Frame<'a> {
+    /// The two octets before the length.
+    pub head: [u8; 2],
+    /// A reader confined to what the length covers after the header.
+    pub body: Reader<'a>,
+}
+
+impl<'a> Frame<'a> {
+    /// Reads one framed structure called `what`.
+    pub fn read(r: &mut Reader<'a>, what: &'static str) -> Result<Frame<'a>, InvalidMessage> {
+        let head = r.array()?;
+        let len = usize::from(r.u16()?);
+        let body_len = len.checked_sub(4).ok_or(InvalidMessage::BadLength(what))?;
+        Ok(Frame {
+            head,
+            body: r.sub(body_len, what)?,
+        })
+    }
+
+    /// Writes one framed structure: `head`, the length, and what `body`
+    /// writes.
+    pub fn write(
+        out: &mut Vec<u8>,
+        head: [u8; 2],
+        what: &'static str,
+        body: impl FnOnce(&mut Vec<u8>) -> Result<(), EncodeError>,
+    ) -> Result<(), EncodeError> {
+        let start = out.len();
+        out.extend_from_slice(&head);
+        let len = LengthPrefix::u16(out, start, what);
+        body(out)?;
+        len.finish(out)
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -183,6 +224,28 @@ mod tests {
         let mut r = Reader::new(&[1, 2], "thing");
         r.u8().unwrap();
         assert_eq!(r.finish(), Err(InvalidMessage::TrailingData("thing")));
+    }
+
+    #[test]
+    fn a_frame_counts_its_header_and_confines_its_body() {
+        let mut out = Vec::new();
+        Frame::write(&mut out, [7, 0x80], "thing", |o| {
+            o.extend_from_slice(&[1, 2, 3]);
+            Ok(())
+        })
+        .unwrap();
+        assert_eq!(out, [7, 0x80, 0, 7, 1, 2, 3]);
+        out.push(9);
+        let mut r = Reader::new(&out, "outer");
+        let mut f = Frame::read(&mut r, "thing").unwrap();
+        assert_eq!(f.head, [7, 0x80]);
+        assert_eq!(f.body.rest(), &[1, 2, 3]);
+        assert_eq!(r.rest(), &[9]);
+        let mut short = Reader::new(&[0, 0, 0, 3], "outer");
+        assert_eq!(
+            Frame::read(&mut short, "thing").unwrap_err(),
+            InvalidMessage::BadLength("thing")
+        );
     }
 
     #[test]

@@ -5,10 +5,14 @@
 //! [`InvalidMessage`] could not even be parsed; a [`PeerMisbehaved`] parsed
 //! but broke the protocol (or was forged); a [`PeerIncompatible`] is a
 //! well-behaved peer we simply cannot agree with; a [`LocalPolicy`] refusal
-//! is our own configuration saying no. [`Error::notify`] gives the RFC 7296
-//! error notify for each; `None` means the RFC asks for silence (an integrity
-//! check failure must not be answered, or an attacker learns from it).
+//! is our own configuration saying no. [`Error::notify`] is the one place
+//! that says which RFC 7296 error notify each one puts on the wire (`None`
+//! where the RFC asks for silence: an integrity failure must not be
+//! answered, or an attacker learns from it), and [`Error::ends_ike_sa`]
+//! whether it ends the IKE SA or only the exchange; the engine raises its
+//! events from these two answers and nothing else.
 
+use crate::cert::CertError;
 use crate::wire::{NotifyType, PayloadType, TransformId};
 
 /// Bytes that do not form a valid message.
@@ -37,6 +41,9 @@ pub enum InvalidMessage {
     /// A field holds a value its definition rules out.
     #[error("invalid {0}")]
     InvalidValue(&'static str),
+    /// A payload the exchange needs is not there.
+    #[error("{0} is missing")]
+    MissingPayload(&'static str),
 }
 
 /// Well-formed input that breaks the protocol or fails a cryptographic check.
@@ -59,6 +66,13 @@ pub enum PeerMisbehaved {
     /// An SKF fragment that contradicts the ones before it.
     #[error("inconsistent IKE fragment: {0}")]
     BadFragment(&'static str),
+    /// A response that does not answer what we asked (a proposal we did
+    /// not offer, a zero SPI, a group we did not use).
+    #[error("the response does not match the request: {0}")]
+    BadResponse(&'static str),
+    /// A rekey or delete names a Child SA we do not have.
+    #[error("no Child SA with SPI {0:08x}")]
+    ChildSaNotFound(u32),
 }
 
 /// A correct peer we cannot agree with.
@@ -83,13 +97,26 @@ pub enum PeerIncompatible {
 pub enum LocalPolicy {
     /// The peer's certificate chain or identity is not acceptable.
     #[error("peer certificate refused: {0}")]
-    CertificateRefused(#[from] crate::cert::CertError),
+    CertificateRefused(#[from] CertError),
+    /// The peer is not (or asked for) the identity we expect.
+    #[error("wrong identity: {0}")]
+    WrongIdentity(String),
     /// The requested traffic selectors are not acceptable.
     #[error("traffic selectors not acceptable")]
     TsUnacceptable,
     /// No internal address can be assigned.
     #[error("no internal address available")]
     InternalAddressFailure,
+    /// A road warrior must ask for an address.
+    #[error("the Child SA needs an address request (CP)")]
+    FailedCpRequired,
+    /// We create Child SAs only in IKE_AUTH and by rekeying.
+    #[error("no additional Child SAs")]
+    NoAdditionalSas,
+    /// An exchange collides with one of ours, or arrives before the SA can
+    /// take it: the peer should try again later.
+    #[error("busy; try again")]
+    TemporaryFailure,
 }
 
 /// Any error from the protocol crate.
@@ -110,41 +137,98 @@ pub enum Error {
     LocalPolicy(#[from] LocalPolicy),
 }
 
+impl From<CertError> for Error {
+    fn from(e: CertError) -> Error {
+        Error::LocalPolicy(LocalPolicy::CertificateRefused(e))
+    }
+}
+
+impl From<crate::auth::AuthError> for Error {
+    fn from(e: crate::auth::AuthError) -> Error {
+        match e {
+            crate::auth::AuthError::Unsupported(e) => Error::PeerIncompatible(e),
+            crate::auth::AuthError::Bad(e) => Error::PeerMisbehaved(e),
+        }
+    }
+}
+
 impl Error {
     /// The error notify RFC 7296 asks for, or `None` where it asks for silence.
     pub fn notify(&self) -> Option<NotifyType> {
+        use Error::*;
         Some(match self {
-            Error::InvalidMessage(InvalidMessage::UnsupportedMajorVersion(_)) => {
+            InvalidMessage(self::InvalidMessage::UnsupportedMajorVersion(_)) => {
                 NotifyType::INVALID_MAJOR_VERSION
             }
-            Error::InvalidMessage(InvalidMessage::UnsupportedCriticalPayload(_)) => {
+            InvalidMessage(self::InvalidMessage::UnsupportedCriticalPayload(_)) => {
                 NotifyType::UNSUPPORTED_CRITICAL_PAYLOAD
             }
-            Error::InvalidMessage(_) => NotifyType::INVALID_SYNTAX,
-            Error::PeerMisbehaved(PeerMisbehaved::IntegrityCheckFailed)
-            | Error::PeerMisbehaved(PeerMisbehaved::BadPadding) => return None,
-            Error::PeerMisbehaved(PeerMisbehaved::InvalidPublicValue(_))
-            | Error::PeerMisbehaved(PeerMisbehaved::BadFragment(_)) => NotifyType::INVALID_SYNTAX,
-            Error::PeerMisbehaved(PeerMisbehaved::AuthenticationFailed) => {
+            InvalidMessage(_) => NotifyType::INVALID_SYNTAX,
+            PeerMisbehaved(self::PeerMisbehaved::IntegrityCheckFailed)
+            | PeerMisbehaved(self::PeerMisbehaved::BadPadding) => return None,
+            PeerMisbehaved(self::PeerMisbehaved::AuthenticationFailed) => {
                 NotifyType::AUTHENTICATION_FAILED
             }
-            Error::PeerIncompatible(PeerIncompatible::NoProposalChosen) => {
+            PeerMisbehaved(self::PeerMisbehaved::ChildSaNotFound(_)) => {
+                NotifyType::CHILD_SA_NOT_FOUND
+            }
+            PeerMisbehaved(_) => NotifyType::INVALID_SYNTAX,
+            PeerIncompatible(self::PeerIncompatible::NoProposalChosen) => {
                 NotifyType::NO_PROPOSAL_CHOSEN
             }
-            Error::PeerIncompatible(PeerIncompatible::InvalidKePayload(_)) => {
+            PeerIncompatible(self::PeerIncompatible::InvalidKePayload(_)) => {
                 NotifyType::INVALID_KE_PAYLOAD
             }
-            Error::PeerIncompatible(PeerIncompatible::UnsupportedAuthentication(_)) => {
+            PeerIncompatible(self::PeerIncompatible::UnsupportedAuthentication(_)) => {
                 NotifyType::AUTHENTICATION_FAILED
             }
-            Error::LocalPolicy(LocalPolicy::CertificateRefused(_)) => {
-                NotifyType::AUTHENTICATION_FAILED
-            }
-            Error::LocalPolicy(LocalPolicy::TsUnacceptable) => NotifyType::TS_UNACCEPTABLE,
-            Error::LocalPolicy(LocalPolicy::InternalAddressFailure) => {
+            LocalPolicy(self::LocalPolicy::CertificateRefused(_))
+            | LocalPolicy(self::LocalPolicy::WrongIdentity(_)) => NotifyType::AUTHENTICATION_FAILED,
+            LocalPolicy(self::LocalPolicy::TsUnacceptable) => NotifyType::TS_UNACCEPTABLE,
+            LocalPolicy(self::LocalPolicy::InternalAddressFailure) => {
                 NotifyType::INTERNAL_ADDRESS_FAILURE
             }
+            LocalPolicy(self::LocalPolicy::FailedCpRequired) => NotifyType::FAILED_CP_REQUIRED,
+            LocalPolicy(self::LocalPolicy::NoAdditionalSas) => NotifyType::NO_ADDITIONAL_SAS,
+            LocalPolicy(self::LocalPolicy::TemporaryFailure) => NotifyType::TEMPORARY_FAILURE,
         })
+    }
+
+    /// The notify's data: the group wanted, for INVALID_KE_PAYLOAD; the
+    /// SPI, for CHILD_SA_NOT_FOUND (which goes in the notify's SPI field
+    /// instead, see [`Error::notify_spi`]).
+    pub fn notify_data(&self) -> Vec<u8> {
+        match self {
+            Error::PeerIncompatible(PeerIncompatible::InvalidKePayload(group)) => {
+                group.0.to_be_bytes().to_vec()
+            }
+            _ => Vec::new(),
+        }
+    }
+
+    /// The ESP SPI a notify names (CHILD_SA_NOT_FOUND).
+    pub fn notify_spi(&self) -> Option<u32> {
+        match self {
+            Error::PeerMisbehaved(PeerMisbehaved::ChildSaNotFound(spi)) => Some(*spi),
+            _ => None,
+        }
+    }
+
+    /// Whether the error, met in IKE_AUTH, ends the IKE SA (the peer is not
+    /// who it must be, or cannot be understood); otherwise only the Child
+    /// SA it asked for is refused and the IKE SA stays.
+    pub fn ends_ike_sa(&self) -> bool {
+        !matches!(
+            self,
+            Error::PeerIncompatible(PeerIncompatible::NoProposalChosen)
+                | Error::LocalPolicy(
+                    LocalPolicy::TsUnacceptable
+                        | LocalPolicy::InternalAddressFailure
+                        | LocalPolicy::FailedCpRequired
+                        | LocalPolicy::NoAdditionalSas
+                        | LocalPolicy::TemporaryFailure
+                )
+        )
     }
 }
 

@@ -87,7 +87,7 @@ pub fn open_encrypted(data: &[u8]) {
     let mut reassembly = Reassembly::default();
     if let Ok(opened) = cipher.open(rest) {
         if opened.fragment.is_some() {
-            let _ = reassembly.add(opened);
+            let _ = reassembly.add(opened.header.message_id, opened);
         } else {
             let _ = parse_chain(opened.first_payload, &opened.plaintext);
         }
@@ -114,7 +114,7 @@ pub fn open_encrypted(data: &[u8]) {
         let mut done = None;
         for f in fragments.iter().rev() {
             done = reassembly
-                .add(cipher.open(f).expect("open fragment"))
+                .add(header.message_id, cipher.open(f).expect("open fragment"))
                 .ok()
                 .flatten();
         }

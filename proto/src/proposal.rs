@@ -302,12 +302,7 @@ fn suite_proposal(number: u8, suite: &Suite) -> Proposal {
     }
     transforms.push(Transform::new(TransformType::PRF, suite.prf.id()));
     transforms.push(Transform::new(TransformType::KE, suite.ke.id()));
-    Proposal {
-        number,
-        protocol: ProtocolId::IKE,
-        spi: Vec::new(),
-        transforms,
-    }
+    Proposal::new(number, ProtocolId::IKE, Vec::new(), transforms)
 }
 
 impl EspPolicy {
@@ -378,12 +373,7 @@ impl EspPolicy {
                 best_choice = Some((
                     score,
                     EspChoice {
-                        reply: Proposal {
-                            number: p.number,
-                            protocol: ProtocolId::ESP,
-                            spi: p.spi.clone(),
-                            transforms,
-                        },
+                        reply: Proposal::new(p.number, ProtocolId::ESP, p.spi.clone(), transforms),
                         peer_spi: p.spi.clone(),
                         encr,
                         integ,
@@ -440,12 +430,12 @@ fn split_proposals(
                 .map(|i| Transform::new(TransformType::INTEG, i.id())),
         );
         transforms.extend_from_slice(rest);
-        out.push(Proposal {
-            number: out.len() as u8 + 1,
+        out.push(Proposal::new(
+            out.len() as u8 + 1,
             protocol,
-            spi: spi.to_vec(),
+            spi.to_vec(),
             transforms,
-        });
+        ));
     }
     out
 }

@@ -195,7 +195,7 @@ fn fragments_reassemble_in_any_order() {
         for i in order {
             let opened = c.open(&fragments[i]).unwrap();
             assert!(done.is_none(), "completed early");
-            done = r.add(opened).unwrap();
+            done = r.add(1, opened).unwrap();
         }
         let (first, plaintext) = done.expect("all fragments given");
         assert_eq!(parse_chain(first, &plaintext).unwrap(), inner);
@@ -212,12 +212,12 @@ fn refragmenting_with_more_fragments_starts_over() {
     let fine = c.seal_fragments(&header(), &inner, 576, &mut rng).unwrap();
     assert!(fine.len() > coarse.len());
     let mut r = Reassembly::default();
-    assert!(r.add(c.open(&coarse[0]).unwrap()).unwrap().is_none());
+    assert!(r.add(1, c.open(&coarse[0]).unwrap()).unwrap().is_none());
     let mut done = None;
     for f in &fine {
-        done = r.add(c.open(f).unwrap()).unwrap();
+        done = r.add(1, c.open(f).unwrap()).unwrap();
         // A late fragment of the coarser series is ignored.
-        assert!(r.add(c.open(&coarse[1]).unwrap()).unwrap().is_none() || done.is_some());
+        assert!(r.add(1, c.open(&coarse[1]).unwrap()).unwrap().is_none() || done.is_some());
     }
     let (first, plaintext) = done.unwrap();
     assert_eq!(parse_chain(first, &plaintext).unwrap(), inner);

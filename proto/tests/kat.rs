@@ -200,7 +200,7 @@ fn rfc5903_ke_payloads_parse_to_their_public_values() {
         let payloads = parse_chain(PayloadType::KE, &bytes).unwrap();
         let group: u16 = case["group"].parse().unwrap();
         let [p] = payloads.as_slice() else { panic!() };
-        let PayloadBody::Ke(KeyExchange { group: g, data }) = &p.body else {
+        let PayloadBody::Ke(KeyExchange { group: g, data, .. }) = &p.body else {
             panic!()
         };
         assert_eq!(*g, TransformId(group));

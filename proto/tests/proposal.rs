@@ -12,12 +12,7 @@ fn aes(id: TransformId, bits: u16) -> Transform {
     Transform::with_key_length(TransformType::ENCR, id, bits)
 }
 fn ike(number: u8, transforms: Vec<Transform>) -> Proposal {
-    Proposal {
-        number,
-        protocol: ProtocolId::IKE,
-        spi: vec![],
-        transforms,
-    }
+    Proposal::new(number, ProtocolId::IKE, vec![], transforms)
 }
 use TransformType as T;
 
@@ -195,12 +190,12 @@ fn esp_selection_with_and_without_pfs() {
     assert_eq!(c.pfs, Some(KeGroup::Curve25519));
 
     // aes256-sha256 ESP, strongSwan style (ESN no).
-    let cbc = vec![Proposal {
-        number: 1,
-        protocol: ProtocolId::ESP,
-        spi: vec![9, 9, 9, 9],
-        transforms: vec![aes(encr_id::AES_CBC, 256), t(T::INTEG, 12), t(T::ESN, 0)],
-    }];
+    let cbc = vec![Proposal::new(
+        1,
+        ProtocolId::ESP,
+        vec![9, 9, 9, 9],
+        vec![aes(encr_id::AES_CBC, 256), t(T::INTEG, 12), t(T::ESN, 0)],
+    )];
     let c = EspPolicy::default().select(&cbc, None).unwrap();
     assert_eq!(
         (c.encr, c.integ),

@@ -148,7 +148,7 @@ fn captured_ike_auth_decrypts_and_both_auth_payloads_verify() {
                 .open(bytes)
                 .unwrap_or_else(|e| panic!("{case}/{name}: {e}"));
             let whole = if opened.fragment.is_some() {
-                reassembly.add(opened).unwrap()
+                reassembly.add(opened.header.message_id, opened).unwrap()
             } else {
                 Some((opened.first_payload, opened.plaintext))
             };

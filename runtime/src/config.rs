@@ -121,71 +121,68 @@ impl fmt::Display for Identity {
     }
 }
 
-/// An IPv6 network, `ADDRESS/LENGTH`, whose host bits are zero.
+/// An IP network type of ipnet's, as [`Net`] checks it.
+pub trait Network: FromStr + Copy + PartialEq + fmt::Display {
+    /// "IPv6" or "IPv4", for messages.
+    const FAMILY: &'static str;
+    /// The network with its host bits cleared.
+    fn trunc(&self) -> Self;
+    /// Its prefix length.
+    fn prefix_len(&self) -> u8;
+}
+
+macro_rules! network {
+    ($net:ty, $family:literal) => {
+        impl Network for $net {
+            const FAMILY: &'static str = $family;
+            fn trunc(&self) -> Self {
+                <$net>::trunc(self)
+            }
+            fn prefix_len(&self) -> u8 {
+                <$net>::prefix_len(self)
+            }
+        }
+    };
+}
+
+network!(Ipv6Net, "IPv6");
+network!(Ipv4Net, "IPv4");
+
+/// A network, `ADDRESS/LENGTH`, whose host bits are zero.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
 #[serde(try_from = "String")]
-pub struct Net6(pub Ipv6Net);
+pub struct Net<N: Network>(pub N);
 
-impl FromStr for Net6 {
+/// An IPv6 network.
+pub type Net6 = Net<Ipv6Net>;
+/// An IPv4 network.
+pub type Net4 = Net<Ipv4Net>;
+
+impl<N: Network> FromStr for Net<N> {
     type Err = String;
     fn from_str(text: &str) -> Result<Self, String> {
-        let net: Ipv6Net = text
+        let net: N = text
             .parse()
-            .map_err(|_| format!("{text:?} is not an IPv6 network (ADDRESS/LENGTH)"))?;
+            .map_err(|_| format!("{text:?} is not an {} network (ADDRESS/LENGTH)", N::FAMILY))?;
         if net.trunc() != net {
+            let address = text.split('/').next().unwrap_or(text);
             return Err(format!(
-                "{} has host bits set for /{}",
-                net.addr(),
+                "{address} has host bits set for /{}",
                 net.prefix_len()
             ));
         }
-        Ok(Net6(net))
+        Ok(Net(net))
     }
 }
 
-impl TryFrom<String> for Net6 {
+impl<N: Network> TryFrom<String> for Net<N> {
     type Error = String;
     fn try_from(text: String) -> Result<Self, String> {
         text.parse()
     }
 }
 
-impl fmt::Display for Net6 {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        self.0.fmt(f)
-    }
-}
-
-/// An IPv4 network, `ADDRESS/LENGTH`, whose host bits are zero.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
-#[serde(try_from = "String")]
-pub struct Net4(pub Ipv4Net);
-
-impl FromStr for Net4 {
-    type Err = String;
-    fn from_str(text: &str) -> Result<Self, String> {
-        let net: Ipv4Net = text
-            .parse()
-            .map_err(|_| format!("{text:?} is not an IPv4 network (ADDRESS/LENGTH)"))?;
-        if net.trunc() != net {
-            return Err(format!(
-                "{} has host bits set for /{}",
-                net.addr(),
-                net.prefix_len()
-            ));
-        }
-        Ok(Net4(net))
-    }
-}
-
-impl TryFrom<String> for Net4 {
-    type Error = String;
-    fn try_from(text: String) -> Result<Self, String> {
-        text.parse()
-    }
-}
-
-impl fmt::Display for Net4 {
+impl<N: Network> fmt::Display for Net<N> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         self.0.fmt(f)
     }

@@ -166,38 +166,7 @@ pub struct RuntimeStats {
     /// Group commits of the lease store.
     pub lease_flushes: u64,
     /// The engine's drop counters.
-    pub ike: IkeStats,
-}
-
-/// The engine's counters ([`Stats`]), serializable.
-#[derive(Debug, Clone, Default, Serialize, Deserialize)]
-#[allow(missing_docs)]
-pub struct IkeStats {
-    pub invalid: u64,
-    pub unknown_spi: u64,
-    pub stray: u64,
-    pub integrity_failed: u64,
-    pub retransmits_answered: u64,
-    pub retransmits_sent: u64,
-    pub cookies_sent: u64,
-    pub half_open_dropped: u64,
-    pub retransmits_while_admitting: u64,
-}
-
-impl From<&Stats> for IkeStats {
-    fn from(s: &Stats) -> IkeStats {
-        IkeStats {
-            invalid: s.invalid,
-            unknown_spi: s.unknown_spi,
-            stray: s.stray,
-            integrity_failed: s.integrity_failed,
-            retransmits_answered: s.retransmits_answered,
-            retransmits_sent: s.retransmits_sent,
-            cookies_sent: s.cookies_sent,
-            half_open_dropped: s.half_open_dropped,
-            retransmits_while_admitting: s.retransmits_while_admitting,
-        }
-    }
+    pub ike: Stats,
 }
 
 /// Everything the runtime runs with.
@@ -236,6 +205,22 @@ pub struct RuntimeHandle {
     pub events: mpsc::UnboundedReceiver<Event>,
     /// The task; it ends after a [`Command::Shutdown`].
     pub task: tokio::task::JoinHandle<()>,
+}
+
+impl RuntimeHandle {
+    /// An orderly stop ([`Command::Shutdown`]): deletes every IKE SA,
+    /// waits up to `linger` for the peers to answer, removes everything
+    /// installed, and returns when that is done.
+    pub async fn shutdown(&self, linger: Duration) {
+        let (done, stopped) = oneshot::channel();
+        if self
+            .commands
+            .send(Command::Shutdown { linger, done })
+            .is_ok()
+        {
+            let _ = stopped.await;
+        }
+    }
 }
 
 /// How many IKE datagrams may wait for the IKE task before new ones are
@@ -765,7 +750,7 @@ impl Runtime {
                 .admission_counters
                 .as_ref()
                 .map_or(0, |c| load(&c.flushes)),
-            ike: self.endpoint.stats().into(),
+            ike: self.endpoint.stats().clone(),
         }
     }
 }

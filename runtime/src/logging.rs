@@ -10,6 +10,22 @@ use tracing_subscriber::EnvFilter;
 /// The levels `--log-level` takes.
 pub const LEVELS: [&str; 5] = ["error", "warn", "info", "debug", "trace"];
 
+/// The logging option both daemons' command lines take.
+#[derive(Debug, Clone, clap::Args)]
+pub struct LogArgs {
+    /// How much to log: error, warn, info, debug or trace (RUST_LOG, if
+    /// set, wins).
+    #[arg(long, global = true, default_value = "info")]
+    pub log_level: String,
+}
+
+impl LogArgs {
+    /// Installs the subscriber at this level (see [`init`]).
+    pub fn init(&self) -> Result<(), String> {
+        init(&self.log_level)
+    }
+}
+
 /// Installs the subscriber for the whole process. Returns an error for a
 /// level (or a `RUST_LOG` directive) that does not parse.
 pub fn init(level: &str) -> Result<(), String> {

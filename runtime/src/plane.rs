@@ -6,10 +6,15 @@
 
 use std::io;
 use std::net::Ipv6Addr;
+use std::sync::Arc;
 
 use sixgate_dataplane::plane::DataPlane;
 use sixgate_dataplane::userspace::SaCounters;
+use sixgate_dataplane::xfrm::KernelEvent;
 use sixgate_proto::endpoint::ChildSa;
+use tokio::sync::mpsc;
+
+use crate::engine::KernelEvents;
 
 /// A data plane, as the runtime drives it.
 pub trait Plane: Send + Sync {
@@ -17,17 +22,26 @@ pub trait Plane: Send + Sync {
     fn install(&self, child: &ChildSa) -> io::Result<()>;
     /// Removes a Child SA, by inbound SPI.
     fn remove(&self, inbound_spi: u32);
-    /// A Child SA's traffic so far.
-    fn counters(&self, inbound_spi: u32) -> Option<SaCounters>;
-    /// Routes a client's address into the tunnel (the broker).
-    fn add_host_route(&self, addr: Ipv6Addr) -> io::Result<()>;
+    /// A Child SA's traffic so far (none, for a plane that carries none).
+    fn counters(&self, _inbound_spi: u32) -> Option<SaCounters> {
+        None
+    }
+    /// Routes a client's address into the tunnel (the broker). A plane
+    /// that carries no traffic routes nothing.
+    fn add_host_route(&self, _addr: Ipv6Addr) -> io::Result<()> {
+        Ok(())
+    }
     /// Removes what [`Plane::add_host_route`] added.
-    fn delete_host_route(&self, addr: Ipv6Addr) -> io::Result<()>;
+    fn delete_host_route(&self, _addr: Ipv6Addr) -> io::Result<()> {
+        Ok(())
+    }
     /// Puts our virtual address and the default route through the tunnel
     /// in place (the client).
-    fn set_virtual_address(&self, addr: Ipv6Addr) -> io::Result<()>;
+    fn set_virtual_address(&self, _addr: Ipv6Addr) -> io::Result<()> {
+        Ok(())
+    }
     /// Removes what [`Plane::set_virtual_address`] added.
-    fn clear_virtual_address(&self, addr: Ipv6Addr);
+    fn clear_virtual_address(&self, _addr: Ipv6Addr) {}
 }
 
 impl Plane for DataPlane {
@@ -64,17 +78,17 @@ impl Plane for IkeOnly {
         Ok(())
     }
     fn remove(&self, _: u32) {}
-    fn counters(&self, _: u32) -> Option<SaCounters> {
-        None
-    }
-    fn add_host_route(&self, _: Ipv6Addr) -> io::Result<()> {
-        Ok(())
-    }
-    fn delete_host_route(&self, _: Ipv6Addr) -> io::Result<()> {
-        Ok(())
-    }
-    fn set_virtual_address(&self, _: Ipv6Addr) -> io::Result<()> {
-        Ok(())
-    }
-    fn clear_virtual_address(&self, _: Ipv6Addr) {}
+}
+
+/// The kernel events of a data plane, with its reading of which Child SA
+/// each one asks to rekey, for [`crate::engine::Parts`].
+pub fn kernel_events(
+    dp: &Arc<DataPlane>,
+    events: Option<mpsc::UnboundedReceiver<KernelEvent>>,
+) -> Option<KernelEvents> {
+    let dp = dp.clone();
+    events.map(|events| KernelEvents {
+        events,
+        child_for: Box::new(move |ev| dp.on_kernel_event(ev)),
+    })
 }

@@ -6,8 +6,6 @@ use std::net::IpAddr;
 use std::time::Duration;
 
 use sixgate_proto::endpoint::{DownReason, Event};
-use sixgate_runtime::ca::Usage;
-use sixgate_runtime::engine::Role;
 use sixgate_tests::loopback::*;
 
 fn ip(s: &str) -> IpAddr {
@@ -23,22 +21,8 @@ async fn the_inbound_sa_is_installed_before_the_response_that_announces_it_leave
     let broker_plane = TestPlane::new(Duration::from_millis(300), vec![]);
     let client_plane = TestPlane::new(Duration::ZERO, vec![]);
     let (leases, _) = MemLeases::new(Duration::ZERO);
-    let _broker = runtime(
-        b_ip,
-        ike_config(&ca, "broker.example.net", Usage::Broker),
-        Role::Responder,
-        broker_plane.clone(),
-        Some(leases),
-    )
-    .await;
-    let mut client = runtime(
-        c_ip,
-        ike_config(&ca, "alice@example.net", Usage::Client),
-        client_role(),
-        client_plane.clone(),
-        None,
-    )
-    .await;
+    let _broker = broker(&ca, b_ip, broker_plane.clone(), leases).await;
+    let mut client = client(&ca, c_ip, "alice@example.net", client_plane.clone()).await;
     connect(&client, connect_request(c_ip, b_ip)).await;
     wait_event(&mut client.events, |e| matches!(e, Event::ChildSaUp(_))).await;
     let (b, c) = (broker_plane.installs(), client_plane.installs());
@@ -59,20 +43,12 @@ async fn a_failed_install_deletes_the_child_sa_with_the_peer() {
     // rekey of it) fails again.
     let broker_plane = TestPlane::new(Duration::ZERO, vec![0, 2]);
     let (leases, _) = MemLeases::new(Duration::ZERO);
-    let broker = runtime(
-        b_ip,
-        ike_config(&ca, "broker.example.net", Usage::Broker),
-        Role::Responder,
-        broker_plane.clone(),
-        Some(leases),
-    )
-    .await;
-    let mut client = runtime(
+    let broker = broker(&ca, b_ip, broker_plane.clone(), leases).await;
+    let mut client = client(
+        &ca,
         c_ip,
-        ike_config(&ca, "alice@example.net", Usage::Client),
-        client_role(),
+        "alice@example.net",
         TestPlane::new(Duration::ZERO, vec![]),
-        None,
     )
     .await;
     let first = connect(&client, connect_request(c_ip, b_ip)).await;
@@ -122,25 +98,12 @@ async fn concurrent_admissions_share_flushes_and_nobody_retransmits() {
     let ca = ca();
     let b_ip = ip("127.10.2.1");
     let (leases, flushes) = MemLeases::new(Duration::from_millis(50));
-    let broker = runtime(
-        b_ip,
-        ike_config(&ca, "broker.example.net", Usage::Broker),
-        Role::Responder,
-        TestPlane::new(Duration::ZERO, vec![]),
-        Some(leases),
-    )
-    .await;
+    let broker = broker(&ca, b_ip, TestPlane::new(Duration::ZERO, vec![]), leases).await;
     let mut clients = Vec::new();
     for i in 0..CLIENTS {
         let c_ip = ip(&format!("127.10.3.{}", i + 1));
-        let c = runtime(
-            c_ip,
-            ike_config(&ca, &format!("c{i}@example.net"), Usage::Client),
-            client_role(),
-            TestPlane::new(Duration::ZERO, vec![]),
-            None,
-        )
-        .await;
+        let plane = TestPlane::new(Duration::ZERO, vec![]);
+        let c = client(&ca, c_ip, &format!("c{i}@example.net"), plane).await;
         clients.push((c_ip, c));
     }
     for (c_ip, c) in &clients {

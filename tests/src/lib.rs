@@ -240,30 +240,37 @@ pub struct StrongSwan {
     ns: String,
 }
 
+/// How charon carries the traffic.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SwanMode {
+    /// kernel-libipsec, no routes installed: IKE tests.
+    Ike,
+    /// kernel-libipsec with its routes: data-plane tests.
+    Routes,
+    /// The kernel's XFRM (a kernel with ESP: the test VM).
+    Kernel,
+}
+
 impl StrongSwan {
     /// Starts charon in `ns` with kernel-libipsec; `swanctl_conf` is the
     /// connection configuration; certificates of `kind` ("ecdsa" or "rsa")
-    /// for `who` ("broker" or "client") are installed.
+    /// for `who` ("broker" or "client") are installed. With `mode`
+    /// [`SwanMode::Routes`] charon routes the tunnel's traffic itself
+    /// (table 220), for data-plane tests; [`SwanMode::Kernel`] is its
+    /// normal mode, the kernel's XFRM doing the ESP (the test VM only).
     pub fn start(
         ns: &Netns,
         kind: &str,
         who: &str,
         extra_charon: &str,
         swanctl_conf: &str,
+        mode: SwanMode,
     ) -> StrongSwan {
-        Self::start_with_routes(ns, kind, who, extra_charon, swanctl_conf, false)
-    }
-
-    /// Like [`StrongSwan::start`]; with `install_routes` charon routes the
-    /// tunnel's traffic itself (table 220), for data-plane tests.
-    pub fn start_with_routes(
-        ns: &Netns,
-        kind: &str,
-        who: &str,
-        extra_charon: &str,
-        swanctl_conf: &str,
-        install_routes: bool,
-    ) -> StrongSwan {
+        let (install_routes, libipsec) = match mode {
+            SwanMode::Ike => (false, true),
+            SwanMode::Routes => (true, true),
+            SwanMode::Kernel => (true, false),
+        };
         Self::launch(
             ns,
             kind,
@@ -271,21 +278,8 @@ impl StrongSwan {
             extra_charon,
             swanctl_conf,
             install_routes,
-            true,
+            libipsec,
         )
-    }
-
-    /// charon in its normal mode: the kernel's XFRM does the ESP (no
-    /// kernel-libipsec), and it installs its routes. Needs a kernel with
-    /// ESP (the test VM).
-    pub fn start_kernel_mode(
-        ns: &Netns,
-        kind: &str,
-        who: &str,
-        extra_charon: &str,
-        swanctl_conf: &str,
-    ) -> StrongSwan {
-        Self::launch(ns, kind, who, extra_charon, swanctl_conf, true, false)
     }
 
     fn launch(
@@ -381,6 +375,23 @@ impl StrongSwan {
     }
 
     /// Runs swanctl against this instance; returns stdout and stderr.
+    /// A road-warrior charon (ECDSA client certificate) in `ns`.
+    pub fn start_client(ns: &Netns, swanctl_conf: &str, mode: SwanMode) -> StrongSwan {
+        Self::start(ns, "ecdsa", "client", "", swanctl_conf, mode)
+    }
+
+    /// Initiates the Child SA "net" (and so its IKE SA), waiting up to
+    /// `timeout` seconds; panics with `context` and charon's output if it
+    /// does not complete.
+    pub fn initiate(&self, timeout: u32, context: &str) {
+        let timeout = timeout.to_string();
+        let out = self.swanctl(&["--initiate", "--child", "net", "--timeout", &timeout]);
+        assert!(
+            out.contains("initiate completed successfully"),
+            "{out}\n{context}"
+        );
+    }
+
     pub fn swanctl(&self, args: &[&str]) -> String {
         let uri = format!("unix://{}/charon.vici", self.dir.path().display());
         let out = Command::new("ip")
@@ -768,20 +779,12 @@ impl TunnelLab {
     /// Writes a broker configuration (ECDSA example PKI) with the given
     /// pool and extra `[ike]` lines, and returns its path.
     pub fn broker_config(&self, pool: &str, statics: &[(&str, &str)], ike_extra: &str) -> PathBuf {
-        let certs = certs_dir().join("ecdsa");
-        let c = certs.display();
         let statics: String = statics
             .iter()
             .map(|(id, a)| format!("\"{id}\" = \"{a}\"\n"))
             .collect();
         let text = format!(
-            r#"[ike]
-listen = ["192.0.2.1"]
-identity = "broker.example.net"
-certificate = "{c}/broker.pem"
-private_key = "{c}/broker.key"
-ca = ["{c}/ca.pem"]
-dpd_interval = 2
+            r#"{ike}dpd_interval = 2
 {ike_extra}
 [pool]
 prefix = "{pool}"
@@ -793,6 +796,7 @@ dns = ["2001:db8:ffff::53"]
 [storage]
 path = "{dir}/broker-state"
 "#,
+            ike = broker_ike_section(),
             dir = self.dir.path().display(),
             dataplane = self.dataplane,
         );
@@ -837,6 +841,29 @@ control_socket = "{dir}/{name}.sock"
         path
     }
 
+    /// The configuration of `who` (client, client2, client3) with its
+    /// ECDSA certificate from certs-example/ecdsa, as `name`.toml.
+    pub fn ecdsa_client_config(&self, name: &str, who: &str, extra: &str) -> PathBuf {
+        let (cert, key) = (format!("ecdsa/{who}.pem"), format!("ecdsa/{who}.key"));
+        self.client_config(name, who, &cert, &key, extra)
+    }
+
+    /// Waits until the client's last error mentions `what` (a refusal).
+    pub fn wait_refused(
+        &self,
+        config: &Path,
+        what: &str,
+        limit: Duration,
+    ) -> Option<serde_json::Value> {
+        wait_for(limit, || {
+            let s = self.client_status(config);
+            s["last_error"]
+                .as_str()
+                .is_some_and(|e| e.contains(what))
+                .then_some(s)
+        })
+    }
+
     /// The usual start: a broker with pool 2001:db8:100::100/120 and
     /// `broker_ike` in `[ike]`, and client 0 (client@example.net, ECDSA)
     /// with `client_extra`, up within `limit`. Panics with both logs if
@@ -844,13 +871,7 @@ control_socket = "{dir}/{name}.sock"
     pub fn start_pair(&self, broker_ike: &str, client_extra: &str, limit: Duration) -> Pair {
         let broker_config = self.broker_config("2001:db8:100::100/120", &[], broker_ike);
         let broker = self.start_broker(&broker_config);
-        let client_config = self.client_config(
-            "client",
-            "client",
-            "ecdsa/client.pem",
-            "ecdsa/client.key",
-            client_extra,
-        );
+        let client_config = self.ecdsa_client_config("client", "client", client_extra);
         let client = self.start_client(0, &client_config);
         let address = self.wait_up(0, &client_config, limit).unwrap_or_else(|| {
             panic!(
@@ -1113,19 +1134,11 @@ pub fn sites_broker_config(
     uplink: &str,
     table: Option<u32>,
 ) -> PathBuf {
-    let c = certs_dir().join("ecdsa");
-    let c = c.display();
     let table = table.map(|t| format!("table = {t}\n")).unwrap_or_default();
     // The kernel WireGuard run (in a VM) sets this.
     let backend = std::env::var("SIXGATE_SITES_BACKEND").unwrap_or_else(|_| "userspace".into());
     let text = format!(
-        r#"[ike]
-listen = ["192.0.2.1"]
-identity = "broker.example.net"
-certificate = "{c}/broker.pem"
-private_key = "{c}/broker.key"
-ca = ["{c}/ca.pem"]
-[pool]
+        r#"{ike}[pool]
 prefix = "2001:db8:100::100/120"
 [storage]
 path = "{dir}/state"
@@ -1141,11 +1154,28 @@ backend = "{backend}"
 peer_timeout = 3
 hold_down = 0
 {table}"#,
+        ike = broker_ike_section(),
         dir = dir.display()
     );
     let p = dir.join("broker.toml");
     std::fs::write(&p, text).expect("write");
     p
+}
+
+/// The `[ike]` section of the labs' brokers: 192.0.2.1, the example ECDSA
+/// PKI's broker identity and files.
+fn broker_ike_section() -> String {
+    let c = certs_dir().join("ecdsa");
+    let c = c.display();
+    format!(
+        r#"[ike]
+listen = ["192.0.2.1"]
+identity = "broker.example.net"
+certificate = "{c}/broker.pem"
+private_key = "{c}/broker.key"
+ca = ["{c}/ca.pem"]
+"#
+    )
 }
 
 /// Runs `script` (sh) inside Debian's kernel booted under virtme-ng with

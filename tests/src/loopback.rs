@@ -12,7 +12,6 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use sixgate_dataplane::udp::IkeSockets;
-use sixgate_dataplane::userspace::SaCounters;
 use sixgate_proto::auth::PrivateKey;
 use sixgate_proto::cert::{certificates_from_pem, TrustAnchors};
 use sixgate_proto::endpoint::{self, ts, ChildSa, ConnectRequest, Event, SaId};
@@ -95,19 +94,6 @@ impl Plane for TestPlane {
     fn remove(&self, inbound_spi: u32) {
         self.removed.lock().unwrap().push(inbound_spi);
     }
-    fn counters(&self, _: u32) -> Option<SaCounters> {
-        None
-    }
-    fn add_host_route(&self, _: Ipv6Addr) -> io::Result<()> {
-        Ok(())
-    }
-    fn delete_host_route(&self, _: Ipv6Addr) -> io::Result<()> {
-        Ok(())
-    }
-    fn set_virtual_address(&self, _: Ipv6Addr) -> io::Result<()> {
-        Ok(())
-    }
-    fn clear_virtual_address(&self, _: Ipv6Addr) {}
 }
 
 /// Leases in memory; each flush takes `flush_delay` (a slow disk).
@@ -171,6 +157,28 @@ pub async fn runtime(
 
 pub fn client_role() -> Role {
     Role::Initiator { resolv_conf: None }
+}
+
+/// A broker (broker.example.net) on `ip` with `plane` and `leases`.
+pub async fn broker(
+    ca: &CertificateAuthority,
+    ip: IpAddr,
+    plane: Arc<dyn Plane>,
+    leases: Box<dyn LeaseStore>,
+) -> RuntimeHandle {
+    let ike = ike_config(ca, "broker.example.net", Usage::Broker);
+    runtime(ip, ike, Role::Responder, plane, Some(leases)).await
+}
+
+/// A client of identity `who` on `ip` with `plane`.
+pub async fn client(
+    ca: &CertificateAuthority,
+    ip: IpAddr,
+    who: &str,
+    plane: Arc<dyn Plane>,
+) -> RuntimeHandle {
+    let ike = ike_config(ca, who, Usage::Client);
+    runtime(ip, ike, client_role(), plane, None).await
 }
 
 /// What a client asks the broker at `broker` for.

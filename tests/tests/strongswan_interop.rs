@@ -7,7 +7,7 @@
 use std::process::Command;
 use std::time::Duration;
 
-use sixgate_tests::{link, LinePeer, Netns, StrongSwan, SwanConnection};
+use sixgate_tests::{link, LinePeer, Netns, StrongSwan, SwanConnection, SwanMode};
 
 const T: Duration = Duration::from_secs(30);
 
@@ -114,6 +114,52 @@ fn assert_same_keys(ours: &str, swan: &StrongSwan) {
     }
 }
 
+/// We delete the IKE SA (the `nth` to go down), and strongSwan drops it.
+fn our_delete(peer: &mut LinePeer, swan: &StrongSwan, nth: usize) {
+    peer.send("delete");
+    let down = peer.wait_nth("IKE_DOWN", nth, T).expect("down");
+    assert!(down.contains("DeletedLocally"), "{down}");
+    assert!(
+        sixgate_tests::wait_for(T, || (!sas(swan).contains("ESTABLISHED")).then_some(())).is_some(),
+        "{}",
+        dump("delete", peer, swan)
+    );
+}
+
+/// strongSwan deletes the IKE SA, and we hear it.
+fn their_delete(swan: &StrongSwan, peer: &LinePeer) {
+    let out = swan.swanctl(&["--terminate", "--ike", "sixgate", "--timeout", "10"]);
+    assert!(
+        out.contains("terminate completed successfully"),
+        "{}",
+        dump(&out, peer, swan)
+    );
+    let down = peer.wait("IKE_DOWN", T).expect("down");
+    assert!(down.contains("DeletedByPeer"), "{down}");
+}
+
+/// strongSwan rekeys (`swanctl --rekey ARGS`), and says it completed.
+fn their_rekey(swan: &StrongSwan, peer: &LinePeer, args: &[&str]) {
+    let mut argv = vec!["--rekey"];
+    argv.extend_from_slice(args);
+    let out = swan.swanctl(&argv);
+    assert!(
+        out.contains("rekey completed successfully"),
+        "{}",
+        dump(&out, peer, swan)
+    );
+}
+
+/// strongSwan lists the IKE SA established and the Child SA installed.
+fn assert_installed(swan: &StrongSwan, peer: &LinePeer) {
+    let listed = sas(swan);
+    assert!(
+        listed.contains("ESTABLISHED") && listed.contains("INSTALLED"),
+        "{}",
+        dump(&listed, peer, swan)
+    );
+}
+
 fn sas(swan: &StrongSwan) -> String {
     swan.swanctl(&["--list-sas"])
 }
@@ -145,7 +191,7 @@ fn strongswan_initiator_against_sixgate_responder() {
         } else {
             ""
         };
-        let swan = StrongSwan::start(&client, case.kind, "client", extra, &conf);
+        let swan = StrongSwan::start(&client, case.kind, "client", extra, &conf, SwanMode::Ike);
         let out = swan.swanctl(&["--initiate", "--child", "net", "--timeout", "20"]);
         let ctx = format!(
             "{} {} frag={}",
@@ -176,21 +222,11 @@ fn strongswan_initiator_against_sixgate_responder() {
         }
 
         // strongSwan rekeys the CHILD SA, then the IKE SA.
-        let out = swan.swanctl(&["--rekey", "--child", "net"]);
-        assert!(
-            out.contains("rekey completed successfully"),
-            "{}",
-            dump(&out, &peer, &swan)
-        );
+        their_rekey(&swan, &peer, &["--child", "net"]);
         peer.wait("CHILD_REKEYED", T)
             .unwrap_or_else(|| panic!("{}", dump("child rekey", &peer, &swan)));
         peer.wait("CHILD_DOWN", T).expect("old child deleted");
-        let out = swan.swanctl(&["--rekey", "--ike", "sixgate"]);
-        assert!(
-            out.contains("rekey completed successfully"),
-            "{}",
-            dump(&out, &peer, &swan)
-        );
+        their_rekey(&swan, &peer, &["--ike", "sixgate"]);
         peer.wait("IKE_REKEYED", T)
             .unwrap_or_else(|| panic!("{}", dump("ike rekey", &peer, &swan)));
         let rekeyed_keys = peer.wait_nth("KEYS", 2, T).expect("keys after rekey");
@@ -204,22 +240,10 @@ fn strongswan_initiator_against_sixgate_responder() {
         peer.send("rekey-ike");
         peer.wait_nth("IKE_REKEYED", 2, T)
             .unwrap_or_else(|| panic!("{}", dump("our ike rekey", &peer, &swan)));
-        let listed = sas(&swan);
-        assert!(
-            listed.contains("ESTABLISHED") && listed.contains("INSTALLED"),
-            "{}",
-            dump(&listed, &peer, &swan)
-        );
+        assert_installed(&swan, &peer);
 
         // strongSwan deletes it.
-        let out = swan.swanctl(&["--terminate", "--ike", "sixgate", "--timeout", "10"]);
-        assert!(
-            out.contains("terminate completed successfully"),
-            "{}",
-            dump(&out, &peer, &swan)
-        );
-        let down = peer.wait("IKE_DOWN", T).expect("down");
-        assert!(down.contains("DeletedByPeer"), "{down}");
+        their_delete(&swan, &peer);
 
         // Again, and this time we delete it.
         let out = swan.swanctl(&["--initiate", "--child", "net", "--timeout", "20"]);
@@ -229,15 +253,7 @@ fn strongswan_initiator_against_sixgate_responder() {
             dump(&out, &peer, &swan)
         );
         peer.wait_nth("CHILD_UP", 2, T).expect("second child up");
-        peer.send("delete");
-        let down = peer.wait_nth("IKE_DOWN", 2, T).expect("down");
-        assert!(down.contains("DeletedLocally"), "{down}");
-        assert!(
-            sixgate_tests::wait_for(T, || (!sas(&swan).contains("ESTABLISHED")).then_some(()))
-                .is_some(),
-            "{}",
-            dump("delete", &peer, &swan)
-        );
+        our_delete(&mut peer, &swan, 2);
         peer.send("quit");
     }
 }
@@ -252,7 +268,7 @@ fn sixgate_initiator_against_strongswan_responder() {
         } else {
             ""
         };
-        let swan = StrongSwan::start(&broker, case.kind, "broker", extra, &conf);
+        let swan = StrongSwan::start(&broker, case.kind, "broker", extra, &conf, SwanMode::Ike);
         let mut peer = ike_peer(&client, "initiator", "192.0.2.2", Some("192.0.2.1"), case);
         let ctx = format!(
             "{} {} frag={}",
@@ -283,53 +299,23 @@ fn sixgate_initiator_against_strongswan_responder() {
         peer.send("rekey-ike");
         peer.wait("IKE_REKEYED", T)
             .unwrap_or_else(|| panic!("{}", dump("our ike rekey", &peer, &swan)));
-        let out = swan.swanctl(&["--rekey", "--child", "net"]);
-        assert!(
-            out.contains("rekey completed successfully"),
-            "{}",
-            dump(&out, &peer, &swan)
-        );
+        their_rekey(&swan, &peer, &["--child", "net"]);
         peer.wait_nth("CHILD_REKEYED", 2, T)
             .unwrap_or_else(|| panic!("{}", dump("their child rekey", &peer, &swan)));
-        let out = swan.swanctl(&["--rekey", "--ike", "sixgate"]);
-        assert!(
-            out.contains("rekey completed successfully"),
-            "{}",
-            dump(&out, &peer, &swan)
-        );
+        their_rekey(&swan, &peer, &["--ike", "sixgate"]);
         peer.wait_nth("IKE_REKEYED", 2, T)
             .unwrap_or_else(|| panic!("{}", dump("their ike rekey", &peer, &swan)));
-        let listed = sas(&swan);
-        assert!(
-            listed.contains("ESTABLISHED") && listed.contains("INSTALLED"),
-            "{}",
-            dump(&listed, &peer, &swan)
-        );
+        assert_installed(&swan, &peer);
 
         // We delete; strongSwan honours it.
-        peer.send("delete");
-        let down = peer.wait("IKE_DOWN", T).expect("down");
-        assert!(down.contains("DeletedLocally"), "{down}");
-        assert!(
-            sixgate_tests::wait_for(T, || (!sas(&swan).contains("ESTABLISHED")).then_some(()))
-                .is_some(),
-            "{}",
-            dump("delete", &peer, &swan)
-        );
+        our_delete(&mut peer, &swan, 1);
         drop(peer);
 
         // Again, and strongSwan deletes.
         let mut peer = ike_peer(&client, "initiator", "192.0.2.2", Some("192.0.2.1"), case);
         peer.wait("CHILD_UP", T)
             .unwrap_or_else(|| panic!("{}", dump("second", &peer, &swan)));
-        let out = swan.swanctl(&["--terminate", "--ike", "sixgate", "--timeout", "10"]);
-        assert!(
-            out.contains("terminate completed successfully"),
-            "{}",
-            dump(&out, &peer, &swan)
-        );
-        let down = peer.wait("IKE_DOWN", T).expect("down");
-        assert!(down.contains("DeletedByPeer"), "{down}");
+        their_delete(&swan, &peer);
         peer.send("quit");
         let _ = Command::new("true").status();
     }

@@ -6,7 +6,7 @@
 
 use std::time::Duration;
 
-use sixgate_tests::{wait_for, StrongSwan, SwanConnection, TunnelLab};
+use sixgate_tests::{wait_for, StrongSwan, SwanConnection, SwanMode, TunnelLab};
 
 const UP: Duration = Duration::from_secs(30);
 
@@ -23,13 +23,8 @@ fn strongswan_client_through_the_sixgate_broker() {
     let bconf = lab.broker_config("2001:db8:100::100/120", &[], "");
     let broker = lab.start_broker(&bconf);
     let conf = SwanConnection::default().client();
-    let swan = StrongSwan::start_with_routes(&lab.clients[0], "ecdsa", "client", "", &conf, true);
-    let out = swan.swanctl(&["--initiate", "--child", "net", "--timeout", "20"]);
-    assert!(
-        out.contains("initiate completed successfully"),
-        "{out}\n{}",
-        broker.log_text()
-    );
+    let swan = StrongSwan::start_client(&lab.clients[0], &conf, SwanMode::Routes);
+    swan.initiate(20, &broker.log_text());
     let sas = swan.swanctl(&["--list-sas"]);
     assert!(sas.contains("2001:db8:100::100"), "{sas}");
     let ok = wait_for(UP, || lab.ping(0, 3).then_some(()));
@@ -50,14 +45,8 @@ fn sixgate_client_through_a_strongswan_broker() {
     lab.broker
         .run(&["sysctl", "-qw", "net.ipv6.conf.all.forwarding=1"]);
     let conf = SwanConnection::default().broker();
-    let swan = StrongSwan::start_with_routes(&lab.broker, "ecdsa", "broker", "", &conf, true);
-    let cconf = lab.client_config(
-        "client",
-        "client",
-        "ecdsa/client.pem",
-        "ecdsa/client.key",
-        "",
-    );
+    let swan = StrongSwan::start(&lab.broker, "ecdsa", "broker", "", &conf, SwanMode::Routes);
+    let cconf = lab.ecdsa_client_config("client", "client", "");
     let client = lab.start_client(0, &cconf);
     let address = lab.wait_up(0, &cconf, UP).unwrap_or_else(|| {
         panic!(

@@ -109,7 +109,7 @@ fn broker_restart_leases_reservations_and_a_full_pool() {
     std::fs::set_permissions(state.join("notes"), std::fs::Permissions::from_mode(0o644)).unwrap();
     let mut broker = lab.start_broker(&bconf);
     sixgate_tests::assert_private_tree(&state);
-    let c1 = lab.client_config("c1", "client", "ecdsa/client.pem", "ecdsa/client.key", "");
+    let c1 = lab.ecdsa_client_config("c1", "client", "");
     let _client1 = lab.start_client(0, &c1);
     assert_eq!(
         lab.wait_up(0, &c1, UP).as_deref(),
@@ -138,13 +138,7 @@ fn broker_restart_leases_reservations_and_a_full_pool() {
     );
 
     // client2 has a reservation.
-    let c2 = lab.client_config(
-        "c2",
-        "client2",
-        "ecdsa/client2.pem",
-        "ecdsa/client2.key",
-        "",
-    );
+    let c2 = lab.ecdsa_client_config("c2", "client2", "");
     let _client2 = lab.start_client(1, &c2);
     assert_eq!(
         lab.wait_up(1, &c2, UP).as_deref(),
@@ -153,21 +147,9 @@ fn broker_restart_leases_reservations_and_a_full_pool() {
     assert!(lab.ping(1, 3));
 
     // client3 finds the pool full and is refused; the others stay up.
-    let c3 = lab.client_config(
-        "c3",
-        "client3",
-        "ecdsa/client3.pem",
-        "ecdsa/client3.key",
-        "",
-    );
+    let c3 = lab.ecdsa_client_config("c3", "client3", "");
     let _client3 = lab.start_client(2, &c3);
-    let refused = wait_for(UP, || {
-        let s = lab.client_status(&c3);
-        s["last_error"]
-            .as_str()
-            .is_some_and(|e| e.contains("INTERNAL_ADDRESS_FAILURE"))
-            .then_some(s)
-    });
+    let refused = lab.wait_refused(&c3, "INTERNAL_ADDRESS_FAILURE", UP);
     assert!(refused.is_some(), "{}", lab.client_status(&c3));
     assert!(
         lab.ping(0, 3) && lab.ping(1, 3),
@@ -195,13 +177,7 @@ fn a_client_of_another_ca_is_refused_and_gets_no_lease() {
         "",
     );
     let _client = lab.start_client(0, &conf);
-    let refused = wait_for(UP, || {
-        let s = lab.client_status(&conf);
-        s["last_error"]
-            .as_str()
-            .is_some_and(|e| e.contains("AUTHENTICATION_FAILED"))
-            .then_some(s)
-    });
+    let refused = lab.wait_refused(&conf, "AUTHENTICATION_FAILED", UP);
     assert!(
         refused.is_some(),
         "{}\n{}",
@@ -235,6 +211,23 @@ fn child_sa_rekeys_under_traffic_lose_no_tcp_connection() {
     );
 }
 
+/// `sixgate-client down` for client 0, which must succeed.
+fn client_down(lab: &TunnelLab, config: &std::path::Path) {
+    let out = lab.clients[0].try_run(&[
+        sixgate_tests::workspace_bin("sixgate-client")
+            .to_str()
+            .unwrap(),
+        "down",
+        "--config",
+        config.to_str().unwrap(),
+    ]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
 #[test]
 fn down_and_sigterm_remove_address_and_routes() {
     let lab = TunnelLab::new(1);
@@ -244,19 +237,7 @@ fn down_and_sigterm_remove_address_and_routes() {
         client_config: cconf,
         ..
     } = lab.start_pair("", "", UP);
-    let out = lab.clients[0].try_run(&[
-        sixgate_tests::workspace_bin("sixgate-client")
-            .to_str()
-            .unwrap(),
-        "down",
-        "--config",
-        cconf.to_str().unwrap(),
-    ]);
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    client_down(&lab, &cconf);
     let status = client.terminate(Duration::from_secs(10));
     assert!(
         status.is_some_and(|s| s.success()),
@@ -300,13 +281,7 @@ fn up_daemon_detaches_and_down_stops_it() {
     let lab = TunnelLab::new(1);
     let bconf = lab.broker_config("2001:db8:100::100/120", &[], "");
     let _broker = lab.start_broker(&bconf);
-    let cconf = lab.client_config(
-        "client",
-        "client",
-        "ecdsa/client.pem",
-        "ecdsa/client.key",
-        "",
-    );
+    let cconf = lab.ecdsa_client_config("client", "client", "");
     let client_bin = sixgate_tests::workspace_bin("sixgate-client");
     let out = lab.clients[0].try_run(&[
         client_bin.to_str().unwrap(),
@@ -332,17 +307,7 @@ fn up_daemon_detaches_and_down_stops_it() {
         Some("2001:db8:100::100")
     );
     assert!(lab.ping(0, 3));
-    let out = lab.clients[0].try_run(&[
-        client_bin.to_str().unwrap(),
-        "down",
-        "--config",
-        cconf.to_str().unwrap(),
-    ]);
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    client_down(&lab, &cconf);
     let gone = wait_for(Duration::from_secs(10), || {
         (!std::path::Path::new(&format!("/proc/{}", guard.0.unwrap())).exists()).then_some(())
     });

@@ -8,7 +8,8 @@ use std::collections::BTreeSet;
 use std::time::Duration;
 
 use sixgate_tests::{
-    run_in_vm, wait_for, workspace_bin, Netns, Pair, StrongSwan, SwanConnection, TunnelLab,
+    run_in_vm, wait_for, workspace_bin, Netns, Pair, StrongSwan, SwanConnection, SwanMode,
+    TunnelLab,
 };
 
 /// Emulated, the VM is slow: generous limits, and polling, not sleeping.
@@ -191,14 +192,8 @@ fn in_vm_strongswan_in_kernel_mode_against_the_xfrm_broker() {
         ..Default::default()
     }
     .client();
-    let swan = StrongSwan::start_kernel_mode(&lab.clients[0], "ecdsa", "client", "", &conf);
-    let out = swan.swanctl(&["--initiate", "--child", "net", "--timeout", "60"]);
-    assert!(
-        out.contains("initiate completed successfully"),
-        "{out}\n{}\n{}",
-        broker.log_text(),
-        swan.log()
-    );
+    let swan = StrongSwan::start_client(&lab.clients[0], &conf, SwanMode::Kernel);
+    swan.initiate(60, &format!("{}\n{}", broker.log_text(), swan.log()));
     let sas = swan.swanctl(&["--list-sas"]);
     assert!(sas.contains("2001:db8:100::100"), "{sas}");
     // strongSwan's SAs are in the client's kernel, not in a libipsec;
@@ -226,7 +221,7 @@ fn in_vm_a_soft_expire_and_an_acquire_rekey_the_child_sa() {
         .replace("[storage]", "rekey_bytes = 262144\n[storage]");
     std::fs::write(&bconf, text).unwrap();
     let broker = lab.start_broker(&bconf);
-    let cconf = lab.client_config("c0", "client", "ecdsa/client.pem", "ecdsa/client.key", "");
+    let cconf = lab.ecdsa_client_config("c0", "client", "");
     let _client = lab.start_client(0, &cconf);
     lab.wait_up(0, &cconf, UP)
         .unwrap_or_else(|| panic!("client not up:\n{}", broker.log_text()));

@@ -250,9 +250,12 @@ pub const MAX_REASSEMBLED: usize = 64 * 1024;
 /// A reassembled message: the first inner payload type and the inner chain.
 pub type Reassembled = (PayloadType, Zeroizing<Vec<u8>>);
 
-/// Collects the decrypted fragments of one message (RFC 7383 2.6).
+/// Collects the decrypted fragments of one message (RFC 7383 2.6). A
+/// fragment of another message (another message ID) starts over: one
+/// buffer serves one direction, where the window holds one message.
 #[derive(Debug, Default)]
 pub struct Reassembly {
+    message_id: u32,
     total: u16,
     first_payload: PayloadType,
     pieces: Vec<Option<Zeroizing<Vec<u8>>>>,
@@ -262,12 +265,22 @@ pub struct Reassembly {
 impl Reassembly {
     /// Adds an opened fragment. Returns the first inner payload type and
     /// the whole inner payload chain once every fragment has arrived.
-    pub fn add(&mut self, opened: Opened) -> Result<Option<Reassembled>, PeerMisbehaved> {
+    pub fn add(
+        &mut self,
+        message_id: u32,
+        opened: Opened,
+    ) -> Result<Option<Reassembled>, PeerMisbehaved> {
         let Some((number, total)) = opened.fragment else {
             return Err(PeerMisbehaved::BadFragment("not a fragment"));
         };
         if total > MAX_FRAGMENTS {
             return Err(PeerMisbehaved::BadFragment("too many fragments"));
+        }
+        if message_id != self.message_id || self.total == 0 {
+            *self = Reassembly {
+                message_id,
+                ..Reassembly::default()
+            };
         }
         if total < self.total {
             // An older, coarser fragmentation of the same message (2.6):
@@ -277,6 +290,7 @@ impl Reassembly {
         if total > self.total {
             // The sender re-fragmented with a smaller size: start over.
             *self = Reassembly {
+                message_id,
                 total,
                 first_payload: PayloadType::NONE,
                 pieces: vec![None; usize::from(total)],

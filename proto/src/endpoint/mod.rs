@@ -39,7 +39,8 @@ mod ike_sa;
 mod nat;
 pub mod ts;
 
-use std::collections::{HashMap, HashSet, VecDeque};
+use std::cmp::Reverse;
+use std::collections::{BTreeSet, BinaryHeap, HashMap, HashSet, VecDeque};
 use std::net::{IpAddr, Ipv6Addr, SocketAddr};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -355,6 +356,7 @@ pub enum Event {
 
 /// Counters of what was dropped and why.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
+#[cfg_attr(feature = "serde", derive(serde::Serialize, serde::Deserialize))]
 pub struct Stats {
     /// Datagrams that did not parse.
     pub invalid: u64,
@@ -434,9 +436,62 @@ pub struct Endpoint {
     /// Half-open responder SAs by (initiator address, SPIi), to answer a
     /// retransmitted IKE_SA_INIT from the cache.
     by_init: HashMap<(SocketAddr, u64), SaId>,
+    /// The IKE SAs of each authenticated identity.
+    by_identity: HashMap<CanonicalIdentity, BTreeSet<SaId>>,
+    /// The identity each authenticated SA is filed under there.
+    identity_of: HashMap<SaId, CanonicalIdentity>,
     cookies: CookieJar,
     half_open: HalfOpen,
+    timers: TimerTable,
     next_id: u64,
+}
+
+/// When each IKE SA needs its timers run: a heap of deadlines, entries
+/// that a later deadline replaced left in place and skipped when they
+/// surface (what quinn's endpoint-level timer handling does with lazy
+/// deletion). Setting a deadline and finding the next cost O(log n); no
+/// operation looks at every SA.
+#[derive(Default)]
+struct TimerTable {
+    heap: BinaryHeap<Reverse<(Instant, SaId)>>,
+    deadline: HashMap<SaId, Instant>,
+}
+
+impl TimerTable {
+    fn set(&mut self, sa: SaId, at: Option<Instant>) {
+        match at {
+            Some(t) if self.deadline.get(&sa) != Some(&t) => {
+                self.deadline.insert(sa, t);
+                self.heap.push(Reverse((t, sa)));
+            }
+            Some(_) => {}
+            None => {
+                self.deadline.remove(&sa);
+            }
+        }
+    }
+
+    /// The earliest live deadline, dropping stale heap entries on the way.
+    fn next(&mut self) -> Option<Instant> {
+        while let Some(Reverse((t, sa))) = self.heap.peek() {
+            if self.deadline.get(sa) == Some(t) {
+                return Some(*t);
+            }
+            self.heap.pop();
+        }
+        None
+    }
+
+    /// The next SA whose deadline has passed at `now`, taken off the table.
+    fn pop_due(&mut self, now: Instant) -> Option<SaId> {
+        let t = self.next()?;
+        if t > now {
+            return None;
+        }
+        let Reverse((_, sa)) = self.heap.pop()?;
+        self.deadline.remove(&sa);
+        Some(sa)
+    }
 }
 
 /// Actions an IKE SA asks of the endpoint, beyond its own state.
@@ -473,8 +528,11 @@ impl Endpoint {
             sas: HashMap::new(),
             by_spi: HashMap::new(),
             by_init: HashMap::new(),
+            by_identity: HashMap::new(),
+            identity_of: HashMap::new(),
             cookies,
             half_open: HalfOpen::default(),
+            timers: TimerTable::default(),
             next_id: 1,
         }
     }
@@ -488,7 +546,7 @@ impl Endpoint {
             return false;
         };
         let held = ike.address_assigned(&mut self.shared, now, address);
-        self.reap(now);
+        self.after(sa, Effects::default(), now);
         held
     }
 
@@ -500,6 +558,11 @@ impl Endpoint {
     /// How many IKE SAs exist (any state).
     pub fn ike_sa_count(&self) -> usize {
         self.sas.len()
+    }
+
+    /// How many IKE SAs `identity` holds (authenticated ones).
+    pub fn ike_sas_of(&self, identity: &CanonicalIdentity) -> usize {
+        self.by_identity.get(identity).map_or(0, BTreeSet::len)
     }
 
     fn allocate(&mut self) -> (SaId, u64) {
@@ -520,6 +583,7 @@ impl Endpoint {
         let sa = IkeSa::initiate(&mut self.shared, now, id, spi, request);
         self.by_spi.insert(spi, id);
         self.sas.insert(id, sa);
+        self.after(id, Effects::default(), now);
         id
     }
 
@@ -527,8 +591,8 @@ impl Endpoint {
     pub fn delete_ike_sa(&mut self, now: Instant, sa: SaId) {
         if let Some(ike) = self.sas.get_mut(&sa) {
             ike.start_delete(&mut self.shared, now);
+            self.after(sa, Effects::default(), now);
         }
-        self.reap(now);
     }
 
     /// Rekeys a Child SA now (as on a soft lifetime expiry).
@@ -536,6 +600,7 @@ impl Endpoint {
         if let Some(ike) = self.sas.get_mut(&sa) {
             ike.queue_child_rekey(inbound_spi);
             ike.kick(&mut self.shared, now);
+            self.after(sa, Effects::default(), now);
         }
     }
 
@@ -544,6 +609,7 @@ impl Endpoint {
         if let Some(ike) = self.sas.get_mut(&sa) {
             ike.queue_child_delete(inbound_spi);
             ike.kick(&mut self.shared, now);
+            self.after(sa, Effects::default(), now);
         }
     }
 
@@ -552,6 +618,7 @@ impl Endpoint {
         if let Some(ike) = self.sas.get_mut(&sa) {
             ike.queue_ike_rekey();
             ike.kick(&mut self.shared, now);
+            self.after(sa, Effects::default(), now);
         }
     }
 
@@ -575,7 +642,9 @@ impl Endpoint {
         if is_init_request && header.spi_r == 0 {
             if let Some(&id) = self.by_init.get(&(remote, header.spi_i)) {
                 if let Some(sa) = self.sas.get_mut(&id) {
-                    sa.handle(&mut self.shared, now, remote, local, datagram, &header);
+                    let effects =
+                        sa.handle(&mut self.shared, now, remote, local, datagram, &header);
+                    self.after(id, effects, now);
                 }
                 return;
             }
@@ -595,7 +664,7 @@ impl Endpoint {
             return;
         };
         let effects = sa.handle(&mut self.shared, now, remote, local, datagram, &header);
-        self.apply(id, effects, now);
+        self.after(id, effects, now);
     }
 
     fn respond_to_init(
@@ -615,25 +684,26 @@ impl Endpoint {
             || self.half_open.count_from(remote.ip()) >= self.shared.config.half_open_per_source;
         let (id, spi) = self.allocate();
         let cookies = need_cookie.then_some(&self.cookies);
-        if let Some(sa) = IkeSa::respond(
-            &mut self.shared,
-            now,
+        let init = ike_sa::InitRequest {
             id,
-            spi,
+            spi_r: spi,
             remote,
             local,
             datagram,
             header,
-            cookies,
-        ) {
+        };
+        if let Some(sa) = IkeSa::respond(&mut self.shared, now, init, cookies) {
             self.half_open.add(remote.ip());
             self.by_spi.insert(spi, id);
             self.by_init.insert((remote, header.spi_i), id);
             self.sas.insert(id, sa);
+            self.after(id, Effects::default(), now);
         }
     }
 
-    fn apply(&mut self, id: SaId, effects: Effects, now: Instant) {
+    /// After anything happened to SA `id`: carry out its effects, file its
+    /// identity, reschedule its timers, and remove it if it is finished.
+    fn after(&mut self, id: SaId, effects: Effects, now: Instant) {
         if effects.left_half_open {
             self.leave_half_open(id);
         }
@@ -642,54 +712,72 @@ impl Endpoint {
             // its delete; the SA reports when to forget it.
             self.by_spi.insert(new, id);
         }
-        if let Some(sa) = self.sas.get_mut(&id) {
-            for spi in sa.take_forgotten_spis() {
-                if self.by_spi.get(&spi) == Some(&id) {
-                    self.by_spi.remove(&spi);
-                }
+        let Some(sa) = self.sas.get_mut(&id) else {
+            return;
+        };
+        for spi in sa.take_forgotten_spis() {
+            if self.by_spi.get(&spi) == Some(&id) {
+                self.by_spi.remove(&spi);
+            }
+        }
+        if !self.identity_of.contains_key(&id) {
+            if let Some(identity) = sa.peer_identity().cloned() {
+                self.by_identity
+                    .entry(identity.clone())
+                    .or_default()
+                    .insert(id);
+                self.identity_of.insert(id, identity);
             }
         }
         if let Some(identity) = effects.replace_identity {
             let others: Vec<SaId> = self
-                .sas
-                .iter()
-                .filter(|(other, sa)| **other != id && sa.peer_identity() == Some(&identity))
-                .map(|(other, _)| *other)
-                .collect();
+                .by_identity
+                .get(&identity)
+                .map(|ids| ids.iter().copied().filter(|o| *o != id).collect())
+                .unwrap_or_default();
             for other in others {
                 if let Some(sa) = self.sas.get_mut(&other) {
                     sa.close(&mut self.shared, now, DownReason::Replaced);
+                    self.after(other, Effects::default(), now);
                 }
             }
         }
-        self.reap(now);
+        let Some(sa) = self.sas.get(&id) else {
+            return;
+        };
+        if sa.is_finished(now) {
+            self.remove(id);
+        } else {
+            let next = sa.next_timeout(&self.shared);
+            self.timers.set(id, next);
+        }
     }
 
     fn leave_half_open(&mut self, id: SaId) {
         if let Some(sa) = self.sas.get(&id) {
-            if let Some(key) = sa.init_key() {
-                if self.by_init.remove(&key).is_some() {
-                    self.half_open.remove(key.0.ip());
-                }
+            let key = sa.init_key();
+            if self.by_init.remove(&key).is_some() {
+                self.half_open.remove(key.0.ip());
             }
         }
     }
 
-    /// Removes SAs that are finished.
-    fn reap(&mut self, now: Instant) {
-        let dead: Vec<SaId> = self
-            .sas
-            .iter()
-            .filter(|(_, sa)| sa.is_finished(now))
-            .map(|(id, _)| *id)
-            .collect();
-        for id in dead {
-            self.leave_half_open(id);
-            if let Some(sa) = self.sas.remove(&id) {
-                for spi in sa.local_spis() {
-                    if self.by_spi.get(&spi) == Some(&id) {
-                        self.by_spi.remove(&spi);
-                    }
+    /// Forgets a finished SA and every index entry that leads to it.
+    fn remove(&mut self, id: SaId) {
+        self.leave_half_open(id);
+        self.timers.set(id, None);
+        if let Some(identity) = self.identity_of.remove(&id) {
+            if let Some(ids) = self.by_identity.get_mut(&identity) {
+                ids.remove(&id);
+                if ids.is_empty() {
+                    self.by_identity.remove(&identity);
+                }
+            }
+        }
+        if let Some(sa) = self.sas.remove(&id) {
+            for spi in sa.local_spis() {
+                if self.by_spi.get(&spi) == Some(&id) {
+                    self.by_spi.remove(&spi);
                 }
             }
         }
@@ -697,19 +785,12 @@ impl Endpoint {
 
     /// Runs the timers that are due.
     pub fn handle_timeout(&mut self, now: Instant) {
-        let due: Vec<SaId> = self
-            .sas
-            .iter()
-            .filter(|(_, sa)| sa.next_timeout().is_some_and(|t| t <= now))
-            .map(|(id, _)| *id)
-            .collect();
-        for id in due {
+        while let Some(id) = self.timers.pop_due(now) {
             if let Some(sa) = self.sas.get_mut(&id) {
                 let effects = sa.handle_timeout(&mut self.shared, now);
-                self.apply(id, effects, now);
+                self.after(id, effects, now);
             }
         }
-        self.reap(now);
     }
 
     /// The next datagram to send.
@@ -723,7 +804,32 @@ impl Endpoint {
     }
 
     /// When [`Endpoint::handle_timeout`] must be called next.
-    pub fn poll_timeout(&self) -> Option<Instant> {
-        self.sas.values().filter_map(IkeSa::next_timeout).min()
+    pub fn poll_timeout(&mut self) -> Option<Instant> {
+        self.timers.next()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_timer_table_skips_replaced_deadlines_and_pops_what_is_due() {
+        let t0 = Instant::now();
+        let s = Duration::from_secs;
+        let mut t = TimerTable::default();
+        t.set(SaId(1), Some(t0 + s(10)));
+        t.set(SaId(2), Some(t0 + s(5)));
+        // SA 2 moves later, SA 1 earlier: the stale heap entries stay
+        // behind and are skipped.
+        t.set(SaId(2), Some(t0 + s(20)));
+        t.set(SaId(1), Some(t0 + s(3)));
+        assert_eq!(t.next(), Some(t0 + s(3)));
+        assert_eq!(t.pop_due(t0 + s(4)), Some(SaId(1)));
+        assert_eq!(t.pop_due(t0 + s(4)), None, "SA 2's old 5 s entry is stale");
+        assert_eq!(t.next(), Some(t0 + s(20)));
+        t.set(SaId(2), None);
+        assert_eq!(t.next(), None);
+        assert_eq!(t.pop_due(t0 + s(100)), None);
     }
 }

@@ -12,7 +12,12 @@
 //!
 //! For every message this module produces, `Message::parse(m.emit())`
 //! gives `m` back, and for every datagram it accepts, emitting the parse
-//! gives the same bytes.
+//! gives the same bytes: reserved fields are kept as received (and sent
+//! as zero in what sixgate builds), and the "last substructure" octets of
+//! proposals and transforms must say what they mean or the message is
+//! refused. The generic header of payloads, and of SA and traffic
+//! selector substructures, is read and written in one place,
+//! [`crate::codec::Frame`].
 
 mod esp;
 mod header;
@@ -33,15 +38,18 @@ pub use payloads::{
 };
 pub use sa::{Attribute, AttributeValue, Proposal, SecurityAssociation, Transform};
 
-use crate::codec::{LengthPrefix, Reader};
+use crate::codec::{Frame, Reader};
 use crate::error::{EncodeError, InvalidMessage};
 
-/// One payload of a chain: its body and the critical bit it carried.
+/// One payload of a chain: its body and the flags octet it carried.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Payload {
     /// The critical bit. Receivers ignore it on payloads they know; it is
     /// kept so that what was parsed is emitted unchanged.
     pub critical: bool,
+    /// The seven reserved bits after it, as received (clear in what we
+    /// send).
+    pub reserved: u8,
     /// What the payload says.
     pub body: PayloadBody,
 }
@@ -186,6 +194,7 @@ impl From<PayloadBody> for Payload {
     fn from(body: PayloadBody) -> Self {
         Payload {
             critical: false,
+            reserved: 0,
             body,
         }
     }
@@ -198,13 +207,12 @@ pub fn parse_chain(first: PayloadType, bytes: &[u8]) -> Result<Vec<Payload>, Inv
     let mut payloads = Vec::new();
     let mut ty = first;
     while ty != PayloadType::NONE {
-        let next = PayloadType(r.u8()?);
-        let critical = r.u8()? & 0x80 != 0;
-        let len = usize::from(r.u16()?);
-        let body_len = len
-            .checked_sub(4)
-            .ok_or(InvalidMessage::BadLength("payload"))?;
-        let mut body = r.sub(body_len, "payload")?;
+        let Frame {
+            head: [next, flags],
+            mut body,
+        } = Frame::read(&mut r, "payload")?;
+        let next = PayloadType(next);
+        let critical = flags & 0x80 != 0;
         let parsed = PayloadBody::read(ty, next, &mut body)?;
         body.finish()?;
         if let PayloadBody::Unknown { ty, .. } = parsed {
@@ -215,6 +223,7 @@ pub fn parse_chain(first: PayloadType, bytes: &[u8]) -> Result<Vec<Payload>, Inv
         let encrypted = parsed.inner_first().is_some();
         payloads.push(Payload {
             critical,
+            reserved: flags & 0x7f,
             body: parsed,
         });
         if encrypted {
@@ -241,12 +250,8 @@ pub fn emit_chain(payloads: &[Payload], out: &mut Vec<u8>) -> Result<PayloadType
                 .get(i + 1)
                 .map_or(PayloadType::NONE, |n| n.body.payload_type()),
         };
-        let start = out.len();
-        out.push(next.0);
-        out.push(if p.critical { 0x80 } else { 0 });
-        let len = LengthPrefix::u16(out, start, "payload");
-        p.body.write(out)?;
-        len.finish(out)?;
+        let flags = if p.critical { 0x80 } else { 0 } | (p.reserved & 0x7f);
+        Frame::write(out, [next.0, flags], "payload", |out| p.body.write(out))?;
     }
     Ok(payloads
         .first()

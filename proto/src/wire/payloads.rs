@@ -8,7 +8,7 @@
 
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 
-use crate::codec::{LengthPrefix, PutExt, Reader};
+use crate::codec::{Frame, PutExt, Reader};
 use crate::error::{EncodeError, InvalidMessage};
 use crate::wire::{
     AuthMethod, CertEncoding, CfgAttributeType, CfgType, IdType, NotifyType, PayloadType,
@@ -20,23 +20,35 @@ use crate::wire::{
 pub struct KeyExchange {
     /// The key exchange method (transform type 4 ID) of `data`.
     pub group: TransformId,
+    /// The reserved field, as received (zero in what we send).
+    pub reserved: u16,
     /// The sender's public value.
     pub data: Vec<u8>,
 }
 
 impl KeyExchange {
+    /// A KE payload for `group` with public value `data`.
+    pub fn new(group: TransformId, data: Vec<u8>) -> Self {
+        KeyExchange {
+            group,
+            reserved: 0,
+            data,
+        }
+    }
+
     pub(crate) fn read(r: &mut Reader<'_>) -> Result<Self, InvalidMessage> {
         let group = TransformId(r.u16()?);
-        let _reserved = r.u16()?;
+        let reserved = r.u16()?;
         Ok(KeyExchange {
             group,
+            reserved,
             data: r.rest().to_vec(),
         })
     }
 
     pub(crate) fn write(&self, out: &mut Vec<u8>) {
         out.put_u16(self.group.0);
-        out.put_u16(0);
+        out.put_u16(self.reserved);
         out.extend_from_slice(&self.data);
     }
 }
@@ -195,6 +207,8 @@ impl Certificate {
 pub struct Authentication {
     /// The authentication method.
     pub method: AuthMethod,
+    /// The reserved octets, as received (zero in what we send).
+    pub reserved: [u8; 3],
     /// The signature or MAC; for method 14, prefixed by the length-prefixed
     /// AlgorithmIdentifier (RFC 7427 3).
     pub data: Vec<u8>,
@@ -203,16 +217,26 @@ pub struct Authentication {
 impl Authentication {
     pub(crate) fn read(r: &mut Reader<'_>) -> Result<Self, InvalidMessage> {
         let method = AuthMethod(r.u8()?);
-        let _reserved: [u8; 3] = r.array()?;
+        let reserved = r.array()?;
         Ok(Authentication {
             method,
+            reserved,
             data: r.rest().to_vec(),
         })
     }
 
+    /// An AUTH payload of `method` carrying `data`.
+    pub fn new(method: AuthMethod, data: Vec<u8>) -> Self {
+        Authentication {
+            method,
+            reserved: [0; 3],
+            data,
+        }
+    }
+
     pub(crate) fn write(&self, out: &mut Vec<u8>) {
         out.push(self.method.0);
-        out.extend_from_slice(&[0; 3]);
+        out.extend_from_slice(&self.reserved);
         out.extend_from_slice(&self.data);
     }
 }
@@ -367,13 +391,11 @@ impl TrafficSelector {
     }
 
     fn read(r: &mut Reader<'_>) -> Result<Self, InvalidMessage> {
-        let ts_type = TsType(r.u8()?);
-        let second = r.u8()?;
-        let len = usize::from(r.u16()?);
-        let body_len = len
-            .checked_sub(4)
-            .ok_or(InvalidMessage::BadLength("traffic selector"))?;
-        let mut b = r.sub(body_len, "traffic selector")?;
+        let Frame {
+            head: [ts_type, second],
+            body: mut b,
+        } = Frame::read(r, "traffic selector")?;
+        let ts_type = TsType(ts_type);
         let ts = match ts_type {
             TsType::IPV4_ADDR_RANGE => TrafficSelector::Ipv4(TsRange {
                 ip_protocol: second,
@@ -400,61 +422,79 @@ impl TrafficSelector {
     }
 
     fn write(&self, out: &mut Vec<u8>) -> Result<(), EncodeError> {
-        let start = out.len();
+        fn range<A>(out: &mut Vec<u8>, t: &TsRange<A>, octets: impl Fn(&A) -> Vec<u8>) {
+            out.put_u16(t.start_port);
+            out.put_u16(t.end_port);
+            out.extend_from_slice(&octets(&t.start));
+            out.extend_from_slice(&octets(&t.end));
+        }
         match self {
-            TrafficSelector::Ipv4(t) => {
-                out.extend_from_slice(&[TsType::IPV4_ADDR_RANGE.0, t.ip_protocol]);
-                out.put_u16(16);
-                out.put_u16(t.start_port);
-                out.put_u16(t.end_port);
-                out.extend_from_slice(&t.start.octets());
-                out.extend_from_slice(&t.end.octets());
-            }
-            TrafficSelector::Ipv6(t) => {
-                out.extend_from_slice(&[TsType::IPV6_ADDR_RANGE.0, t.ip_protocol]);
-                out.put_u16(40);
-                out.put_u16(t.start_port);
-                out.put_u16(t.end_port);
-                out.extend_from_slice(&t.start.octets());
-                out.extend_from_slice(&t.end.octets());
-            }
+            TrafficSelector::Ipv4(t) => Frame::write(
+                out,
+                [TsType::IPV4_ADDR_RANGE.0, t.ip_protocol],
+                "traffic selector",
+                |out| {
+                    range(out, t, |a| a.octets().to_vec());
+                    Ok(())
+                },
+            ),
+            TrafficSelector::Ipv6(t) => Frame::write(
+                out,
+                [TsType::IPV6_ADDR_RANGE.0, t.ip_protocol],
+                "traffic selector",
+                |out| {
+                    range(out, t, |a| a.octets().to_vec());
+                    Ok(())
+                },
+            ),
             TrafficSelector::Other {
                 ts_type,
                 second,
                 data,
-            } => {
-                out.extend_from_slice(&[ts_type.0, *second]);
-                let len = LengthPrefix::u16(out, start, "traffic selector");
+            } => Frame::write(out, [ts_type.0, *second], "traffic selector", |out| {
                 out.extend_from_slice(data);
-                len.finish(out)?;
-            }
+                Ok(())
+            }),
         }
-        Ok(())
     }
 }
 
 /// A TSi or TSr payload: a list of traffic selectors (RFC 7296 3.13).
 #[derive(Debug, Clone, PartialEq, Eq, Default)]
 pub struct TrafficSelectors {
+    /// The reserved octets, as received (zero in what we send).
+    pub reserved: [u8; 3],
     /// The selectors, most specific first by convention.
     pub selectors: Vec<TrafficSelector>,
 }
 
 impl TrafficSelectors {
+    /// A TSi or TSr payload of these selectors.
+    pub fn new(selectors: Vec<TrafficSelector>) -> Self {
+        TrafficSelectors {
+            reserved: [0; 3],
+            selectors,
+        }
+    }
+
     pub(crate) fn read(r: &mut Reader<'_>) -> Result<Self, InvalidMessage> {
         let count = r.u8()?;
-        let _reserved: [u8; 3] = r.array()?;
+        let reserved = r.array()?;
         let mut selectors = Vec::with_capacity(usize::from(count));
         for _ in 0..count {
             selectors.push(TrafficSelector::read(r)?);
         }
-        Ok(TrafficSelectors { selectors })
+        Ok(TrafficSelectors {
+            reserved,
+            selectors,
+        })
     }
 
     pub(crate) fn write(&self, out: &mut Vec<u8>) -> Result<(), EncodeError> {
         let count = u8::try_from(self.selectors.len())
             .map_err(|_| EncodeError::TooLong("traffic selector count"))?;
-        out.extend_from_slice(&[count, 0, 0, 0]);
+        out.push(count);
+        out.extend_from_slice(&self.reserved);
         for ts in &self.selectors {
             ts.write(out)?;
         }
@@ -467,6 +507,8 @@ impl TrafficSelectors {
 pub struct Configuration {
     /// Request, reply, set or ack.
     pub cfg_type: CfgType,
+    /// The reserved octets, as received (zero in what we send).
+    pub reserved: [u8; 3],
     /// The attributes, in order.
     pub attributes: Vec<CfgAttribute>,
 }
@@ -474,6 +516,9 @@ pub struct Configuration {
 /// One configuration attribute.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct CfgAttribute {
+    /// The reserved bit in front of the type, as received (clear in
+    /// what we send).
+    pub reserved: bool,
     /// The attribute type (15 bits).
     pub ty: CfgAttributeType,
     /// Its value; empty in a request for "any".
@@ -484,6 +529,7 @@ impl CfgAttribute {
     /// An attribute with an empty value: a request for "assign me one".
     pub fn request(ty: CfgAttributeType) -> Self {
         CfgAttribute {
+            reserved: false,
             ty,
             value: Vec::new(),
         }
@@ -493,7 +539,11 @@ impl CfgAttribute {
     pub fn ip6_prefix(ty: CfgAttributeType, addr: Ipv6Addr, prefix_len: u8) -> Self {
         let mut value = addr.octets().to_vec();
         value.push(prefix_len);
-        CfgAttribute { ty, value }
+        CfgAttribute {
+            reserved: false,
+            ty,
+            value,
+        }
     }
 
     /// An attribute holding one address (the IPv4/IPv6 address and DNS types).
@@ -502,7 +552,11 @@ impl CfgAttribute {
             IpAddr::V4(a) => a.octets().to_vec(),
             IpAddr::V6(a) => a.octets().to_vec(),
         };
-        CfgAttribute { ty, value }
+        CfgAttribute {
+            reserved: false,
+            ty,
+            value,
+        }
     }
 
     /// The value read as an IPv6 address and prefix length (17 octets).
@@ -528,28 +582,51 @@ impl CfgAttribute {
 }
 
 impl Configuration {
+    /// A road warrior's request: an IPv6 address and DNS servers.
+    pub fn address_request() -> Self {
+        Configuration::new(
+            CfgType::REQUEST,
+            vec![
+                CfgAttribute::request(CfgAttributeType::INTERNAL_IP6_ADDRESS),
+                CfgAttribute::request(CfgAttributeType::INTERNAL_IP6_DNS),
+            ],
+        )
+    }
+
+    /// A CP payload of `cfg_type` with these attributes.
+    pub fn new(cfg_type: CfgType, attributes: Vec<CfgAttribute>) -> Self {
+        Configuration {
+            cfg_type,
+            reserved: [0; 3],
+            attributes,
+        }
+    }
+
     pub(crate) fn read(r: &mut Reader<'_>) -> Result<Self, InvalidMessage> {
         let cfg_type = CfgType(r.u8()?);
-        let _reserved: [u8; 3] = r.array()?;
+        let reserved = r.array()?;
         let mut attributes = Vec::new();
         while !r.is_empty() {
-            let ty = CfgAttributeType(r.u16()? & 0x7fff);
+            let raw = r.u16()?;
             let len = usize::from(r.u16()?);
             attributes.push(CfgAttribute {
-                ty,
+                reserved: raw & 0x8000 != 0,
+                ty: CfgAttributeType(raw & 0x7fff),
                 value: r.take(len)?.to_vec(),
             });
         }
         Ok(Configuration {
             cfg_type,
+            reserved,
             attributes,
         })
     }
 
     pub(crate) fn write(&self, out: &mut Vec<u8>) -> Result<(), EncodeError> {
-        out.extend_from_slice(&[self.cfg_type.0, 0, 0, 0]);
+        out.push(self.cfg_type.0);
+        out.extend_from_slice(&self.reserved);
         for a in &self.attributes {
-            out.put_u16(a.ty.0 & 0x7fff);
+            out.put_u16((a.ty.0 & 0x7fff) | if a.reserved { 0x8000 } else { 0 });
             let len = u16::try_from(a.value.len())
                 .map_err(|_| EncodeError::TooLong("configuration attribute"))?;
             out.put_u16(len);

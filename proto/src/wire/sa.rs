@@ -1,7 +1,7 @@
 //! The Security Association payload: proposals, transforms and their
 //! attributes (RFC 7296 3.3).
 
-use crate::codec::{LengthPrefix, PutExt, Reader};
+use crate::codec::{Frame, PutExt, Reader};
 use crate::error::{EncodeError, InvalidMessage};
 use crate::wire::{AttributeType, ProtocolId, TransformId, TransformType};
 
@@ -25,10 +25,29 @@ pub struct Proposal {
     pub spi: Vec<u8>,
     /// The transforms. Several of one type are alternatives.
     pub transforms: Vec<Transform>,
+    /// The reserved octet of the substructure header, as received (zero
+    /// in what we send).
+    pub reserved: u8,
 }
 
-/// One transform (an algorithm), with its attributes.
-#[derive(Debug, Clone, PartialEq, Eq)]
+impl Proposal {
+    /// A proposal with a clear reserved field.
+    pub fn new(number: u8, protocol: ProtocolId, spi: Vec<u8>, transforms: Vec<Transform>) -> Self {
+        Proposal {
+            number,
+            protocol,
+            spi,
+            transforms,
+            reserved: 0,
+        }
+    }
+}
+
+/// One transform (an algorithm), with its attributes. Two transforms are
+/// equal when they name the same algorithm with the same attributes: the
+/// reserved fields, kept so that what was parsed is emitted unchanged,
+/// are ignored (RFC 7296 3.3.2: "MUST be ignored on receipt").
+#[derive(Debug, Clone)]
 pub struct Transform {
     /// Encryption, PRF, integrity, key exchange or ESN.
     pub ty: TransformType,
@@ -36,7 +55,19 @@ pub struct Transform {
     pub id: TransformId,
     /// Attributes; in practice only the key length.
     pub attributes: Vec<Attribute>,
+    /// The reserved octet of the substructure header, as received.
+    pub header_reserved: u8,
+    /// The reserved octet after the transform type, as received.
+    pub reserved: u8,
 }
+
+impl PartialEq for Transform {
+    fn eq(&self, other: &Self) -> bool {
+        self.ty == other.ty && self.id == other.id && self.attributes == other.attributes
+    }
+}
+
+impl Eq for Transform {}
 
 /// A transform attribute, in TV (short) or TLV (long) form.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -63,6 +94,8 @@ impl Transform {
             ty,
             id,
             attributes: Vec::new(),
+            header_reserved: 0,
+            reserved: 0,
         }
     }
 
@@ -75,6 +108,8 @@ impl Transform {
                 ty: AttributeType::KEY_LENGTH,
                 value: AttributeValue::Short(bits),
             }],
+            header_reserved: 0,
+            reserved: 0,
         }
     }
 
@@ -97,18 +132,26 @@ impl Transform {
     }
 }
 
+/// The "last substructure" octet of proposals and transforms: 0 for the
+/// last, this value when more follow (2 for proposals, 3 for transforms).
+fn check_last(octet: u8, last: bool, more: u8, what: &'static str) -> Result<(), InvalidMessage> {
+    if octet == if last { 0 } else { more } {
+        Ok(())
+    } else {
+        Err(InvalidMessage::InvalidValue(what))
+    }
+}
+
 impl SecurityAssociation {
     pub(crate) fn read(r: &mut Reader<'_>) -> Result<Self, InvalidMessage> {
         let mut proposals = Vec::new();
         while !r.is_empty() {
-            let _last = r.u8()?;
-            let _reserved = r.u8()?;
-            let len = usize::from(r.u16()?);
-            let body_len = len
-                .checked_sub(4)
-                .ok_or(InvalidMessage::BadLength("proposal"))?;
-            let mut p = r.sub(body_len, "proposal")?;
-            proposals.push(Proposal::read(&mut p)?);
+            let Frame {
+                head: [last, reserved],
+                body: mut p,
+            } = Frame::read(r, "proposal")?;
+            check_last(last, r.is_empty(), 2, "last proposal substructure")?;
+            proposals.push(Proposal::read(reserved, &mut p)?);
             p.finish()?;
         }
         Ok(SecurityAssociation { proposals })
@@ -116,40 +159,35 @@ impl SecurityAssociation {
 
     pub(crate) fn write(&self, out: &mut Vec<u8>) -> Result<(), EncodeError> {
         for (i, p) in self.proposals.iter().enumerate() {
-            let start = out.len();
-            out.push(if i + 1 == self.proposals.len() { 0 } else { 2 });
-            out.push(0);
-            let len = LengthPrefix::u16(out, start, "proposal");
-            p.write(out)?;
-            len.finish(out)?;
+            let last = if i + 1 == self.proposals.len() { 0 } else { 2 };
+            Frame::write(out, [last, p.reserved], "proposal", |out| p.write(out))?;
         }
         Ok(())
     }
 }
 
 impl Proposal {
-    fn read(r: &mut Reader<'_>) -> Result<Self, InvalidMessage> {
+    fn read(reserved: u8, r: &mut Reader<'_>) -> Result<Self, InvalidMessage> {
         let number = r.u8()?;
         let protocol = ProtocolId(r.u8()?);
         let spi_size = usize::from(r.u8()?);
         let count = r.u8()?;
         let spi = r.take(spi_size)?.to_vec();
         let mut transforms = Vec::with_capacity(usize::from(count));
-        for _ in 0..count {
-            let _last = r.u8()?;
-            let _reserved = r.u8()?;
-            let len = usize::from(r.u16()?);
-            let body_len = len
-                .checked_sub(4)
-                .ok_or(InvalidMessage::BadLength("transform"))?;
-            let mut t = r.sub(body_len, "transform")?;
-            transforms.push(Transform::read(&mut t)?);
+        for i in 0..count {
+            let Frame {
+                head: [last, reserved],
+                body: mut t,
+            } = Frame::read(r, "transform")?;
+            check_last(last, i + 1 == count, 3, "last transform substructure")?;
+            transforms.push(Transform::read(reserved, &mut t)?);
         }
         Ok(Proposal {
             number,
             protocol,
             spi,
             transforms,
+            reserved,
         })
     }
 
@@ -160,21 +198,19 @@ impl Proposal {
         out.extend_from_slice(&[self.number, self.protocol.0, spi_size, count]);
         out.extend_from_slice(&self.spi);
         for (i, t) in self.transforms.iter().enumerate() {
-            let start = out.len();
-            out.push(if i + 1 == self.transforms.len() { 0 } else { 3 });
-            out.push(0);
-            let len = LengthPrefix::u16(out, start, "transform");
-            t.write(out)?;
-            len.finish(out)?;
+            let last = if i + 1 == self.transforms.len() { 0 } else { 3 };
+            Frame::write(out, [last, t.header_reserved], "transform", |out| {
+                t.write(out)
+            })?;
         }
         Ok(())
     }
 }
 
 impl Transform {
-    fn read(r: &mut Reader<'_>) -> Result<Self, InvalidMessage> {
+    fn read(header_reserved: u8, r: &mut Reader<'_>) -> Result<Self, InvalidMessage> {
         let ty = TransformType(r.u8()?);
-        let _reserved = r.u8()?;
+        let reserved = r.u8()?;
         let id = TransformId(r.u16()?);
         let mut attributes = Vec::new();
         while !r.is_empty() {
@@ -188,12 +224,18 @@ impl Transform {
             };
             attributes.push(Attribute { ty, value });
         }
-        Ok(Transform { ty, id, attributes })
+        Ok(Transform {
+            ty,
+            id,
+            attributes,
+            header_reserved,
+            reserved,
+        })
     }
 
     fn write(&self, out: &mut Vec<u8>) -> Result<(), EncodeError> {
         out.push(self.ty.0);
-        out.push(0);
+        out.push(self.reserved);
         out.put_u16(self.id.0);
         for a in &self.attributes {
             match &a.value {

@@ -307,13 +307,17 @@ impl Lab {
     /// delivers. Returns false if no timer is pending within `max`.
     pub fn tick(&mut self, max: Duration) -> bool {
         self.deliver();
-        let timers = self.nodes.iter().filter_map(|n| n.ep.poll_timeout());
+        let timers: Vec<Instant> = self
+            .nodes
+            .iter_mut()
+            .filter_map(|n| n.ep.poll_timeout())
+            .collect();
         let arrivals = self.wire.iter().map(|(at, _)| *at);
         let admissions = self
             .nodes
             .iter()
             .flat_map(|n| n.admitting.iter().map(|(at, _, _)| *at));
-        let next = timers.chain(arrivals).chain(admissions).min();
+        let next = timers.into_iter().chain(arrivals).chain(admissions).min();
         match next {
             Some(t) if t <= self.now + max => {
                 self.now = self.now.max(t);

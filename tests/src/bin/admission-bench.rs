@@ -20,8 +20,6 @@ use sixgate_broker::leases::{Leases, SledLeaseStore};
 use sixgate_proto::endpoint::Event;
 use sixgate_proto::identity::CanonicalIdentity;
 use sixgate_runtime::admission::LeaseStore;
-use sixgate_runtime::ca::Usage;
-use sixgate_runtime::engine::Role;
 use sixgate_tests::loopback::*;
 
 const FLUSH: Duration = Duration::from_millis(50);
@@ -75,12 +73,11 @@ async fn run(n: u32) {
         flushes: flushes.clone(),
     };
     let b_ip: IpAddr = "127.20.0.1".parse().expect("literal");
-    let broker = runtime(
+    let broker = broker(
+        &ca,
         b_ip,
-        ike_config(&ca, "broker.example.net", Usage::Broker),
-        Role::Responder,
         TestPlane::new(Duration::ZERO, vec![]),
-        Some(Box::new(leases)),
+        Box::new(leases),
     )
     .await;
     let mut clients = Vec::new();
@@ -88,14 +85,8 @@ async fn run(n: u32) {
         let c_ip: IpAddr = format!("127.20.{}.{}", 1 + i / 250, 1 + i % 250)
             .parse()
             .expect("address");
-        let c = runtime(
-            c_ip,
-            ike_config(&ca, &format!("c{i}@example.net"), Usage::Client),
-            client_role(),
-            TestPlane::new(Duration::ZERO, vec![]),
-            None,
-        )
-        .await;
+        let plane = TestPlane::new(Duration::ZERO, vec![]);
+        let c = client(&ca, c_ip, &format!("c{i}@example.net"), plane).await;
         clients.push((c_ip, c));
     }
     let start = Instant::now();

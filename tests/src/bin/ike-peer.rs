@@ -237,8 +237,6 @@ fn main() {
                 }
             }
         }
-        let (done, stopped) = tokio::sync::oneshot::channel();
-        let _ = handle.commands.send(Command::Shutdown { linger: std::time::Duration::from_secs(1), done });
-        let _ = stopped.await;
+        handle.shutdown(std::time::Duration::from_secs(1)).await;
     });
 }

@@ -10,7 +10,7 @@
 use std::process::Stdio;
 use std::time::Duration;
 
-use sixgate_tests::{wait_for, Daemon, Netns, StrongSwan, TunnelLab};
+use sixgate_tests::{wait_for, Daemon, Netns, StrongSwan, SwanMode, TunnelLab};
 
 fn ping_ok(lab: &TunnelLab) -> bool {
     wait_for(Duration::from_secs(20), || {
@@ -66,10 +66,15 @@ fn strongswan(seconds: u32) -> Result<f64, String> {
     let lab = TunnelLab::new(1);
     lab.broker
         .run(&["sysctl", "-qw", "net.ipv6.conf.all.forwarding=1"]);
-    let _broker =
-        StrongSwan::start_with_routes(&lab.broker, "ecdsa", "broker", "", SWAN_BROKER, true);
-    let client =
-        StrongSwan::start_with_routes(&lab.clients[0], "ecdsa", "client", "", SWAN_CLIENT, true);
+    let _broker = StrongSwan::start(
+        &lab.broker,
+        "ecdsa",
+        "broker",
+        "",
+        SWAN_BROKER,
+        SwanMode::Routes,
+    );
+    let client = StrongSwan::start_client(&lab.clients[0], SWAN_CLIENT, SwanMode::Routes);
     let out = client.swanctl(&["--initiate", "--child", "net", "--timeout", "20"]);
     if !out.contains("completed successfully") {
         return Err(format!("strongSwan did not come up: {out}"));

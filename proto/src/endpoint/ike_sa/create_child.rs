@@ -5,166 +5,140 @@
 use super::*;
 
 impl IkeSa {
+    /// A CREATE_CHILD_SA request: an IKE SA rekey (an SA payload for
+    /// protocol IKE) or a Child SA rekey (REKEY_SA); we create Child SAs
+    /// in IKE_AUTH only.
     pub(super) fn handle_create_child_request(
         &mut self,
         shared: &mut Shared,
         now: Instant,
         id: u32,
         payloads: &[Payload],
-    ) -> Effects {
+    ) -> Result<Effects, Error> {
         let found = Found::new(payloads);
-        let config = shared.config.clone();
-        let refuse = |sa: &mut IkeSa, shared: &mut Shared, ty: NotifyType| {
-            sa.send_response(
-                shared,
-                ExchangeType::CREATE_CHILD_SA,
-                id,
-                &[notify(ty, Vec::new())],
-            );
-            Effects::default()
-        };
-        let (Some(sa), Some(ni)) = (found.sa, found.nonce_ok()) else {
-            return refuse(self, shared, NotifyType::INVALID_SYNTAX);
-        };
-        if self.state != State::Established {
-            return refuse(self, shared, NotifyType::TEMPORARY_FAILURE);
+        let sa = found.sa.ok_or_else(|| missing("SA"))?;
+        let ni = found.nonce()?;
+        if self
+            .keyed()
+            .and_then(Keyed::session)
+            .is_none_or(|s| s.deleting)
+        {
+            return Err(LocalPolicy::TemporaryFailure.into());
         }
-        let nr = random_bytes(shared, NONCE_LEN);
-
-        // IKE SA rekey: an SA payload proposing protocol IKE.
+        let request = RekeyRequest {
+            id,
+            found: &found,
+            sa,
+            ni,
+        };
         if sa.proposals.iter().any(|p| p.protocol == ProtocolId::IKE) {
-            if matches!(
-                &self.outstanding,
+            return self.handle_ike_rekey_request(shared, now, request);
+        }
+        self.handle_child_rekey_request(shared, now, request)?;
+        Ok(Effects::default())
+    }
+
+    fn handle_ike_rekey_request(
+        &mut self,
+        shared: &mut Shared,
+        now: Instant,
+        request: RekeyRequest<'_>,
+    ) -> Result<Effects, Error> {
+        let RekeyRequest { id, found, sa, ni } = request;
+        let ours_in_flight = self.keyed().is_some_and(|k| {
+            matches!(
+                &k.outstanding,
                 Some(Outstanding {
                     kind: Request::RekeyIke(_),
                     ..
                 })
-            ) {
-                // Simultaneous IKE rekey: RFC 7296 2.8.2 lets both finish;
-                // refusing ours-too-late keeps one winner without the
-                // nonce comparison dance.
-                return refuse(self, shared, NotifyType::TEMPORARY_FAILURE);
-            }
-            let Some(ke) = found.ke else {
-                return refuse(self, shared, NotifyType::INVALID_SYNTAX);
-            };
-            let Ok(choice) = config.ike_policy.select(&sa.proposals, Some(ke.group)) else {
-                return refuse(self, shared, NotifyType::NO_PROPOSAL_CHOSEN);
-            };
-            if choice.suite.ke.id() != ke.group {
-                let data = choice.suite.ke.id().0.to_be_bytes().to_vec();
-                self.send_response(
-                    shared,
-                    ExchangeType::CREATE_CHILD_SA,
-                    id,
-                    &[notify(NotifyType::INVALID_KE_PAYLOAD, data)],
-                );
-                return Effects::default();
-            }
-            let Some(peer_spi) = sa
-                .proposals
-                .iter()
-                .find(|p| p.number == choice.reply.number)
-                .and_then(|p| <[u8; 8]>::try_from(p.spi.as_slice()).ok())
-                .map(u64::from_be_bytes)
-            else {
-                return refuse(self, shared, NotifyType::INVALID_SYNTAX);
-            };
-            let secret = KeyExchangeSecret::generate(choice.suite.ke, &mut *shared.rng);
-            let Ok(g_ir) = secret.agree(&ke.data) else {
-                return refuse(self, shared, NotifyType::INVALID_SYNTAX);
-            };
-            let our_spi = shared.random_u64();
-            let mut reply = choice.reply.clone();
-            reply.spi = our_spi.to_be_bytes().to_vec();
-            let inner = vec![
-                PayloadBody::Sa(SecurityAssociation {
-                    proposals: vec![reply],
-                })
-                .into(),
-                PayloadBody::Nonce(nr.clone()).into(),
-                PayloadBody::Ke(KeyExchange {
-                    group: choice.suite.ke.id(),
-                    data: secret.public_value(),
-                })
-                .into(),
-            ];
-            self.send_response(shared, ExchangeType::CREATE_CHILD_SA, id, &inner);
-            // The peer initiated the rekey, so it is the original initiator
-            // of the new generation: SPIi is its SPI.
-            return self.switch_generation(
-                shared,
-                now,
-                choice.suite,
-                &g_ir,
-                ni,
-                &nr,
-                peer_spi,
-                our_spi,
-                false,
-            );
+            )
+        });
+        if ours_in_flight {
+            // Simultaneous IKE rekey: RFC 7296 2.8.2 lets both finish;
+            // refusing ours-too-late keeps one winner without the nonce
+            // comparison dance.
+            return Err(LocalPolicy::TemporaryFailure.into());
         }
+        let config = shared.config.clone();
+        let ke = found.ke.ok_or_else(|| missing("KE"))?;
+        let choice = config.ike_policy.select(&sa.proposals, Some(ke.group))?;
+        if choice.suite.ke.id() != ke.group {
+            return Err(PeerIncompatible::InvalidKePayload(choice.suite.ke.id()).into());
+        }
+        let peer_spi = sa
+            .proposals
+            .iter()
+            .find(|p| p.number == choice.reply.number)
+            .and_then(|p| <[u8; 8]>::try_from(p.spi.as_slice()).ok())
+            .map(u64::from_be_bytes)
+            .ok_or(InvalidMessage::InvalidValue("IKE SPI"))?;
+        let secret = KeyExchangeSecret::generate(choice.suite.ke, &mut *shared.rng);
+        let g_ir = secret.agree(&ke.data)?;
+        let nr = random_bytes(shared, NONCE_LEN);
+        let our_spi = shared.random_u64();
+        let mut reply = choice.reply.clone();
+        reply.spi = our_spi.to_be_bytes().to_vec();
+        let inner = vec![
+            PayloadBody::Sa(SecurityAssociation {
+                proposals: vec![reply],
+            })
+            .into(),
+            PayloadBody::Nonce(nr.clone()).into(),
+            PayloadBody::Ke(KeyExchange::new(
+                choice.suite.ke.id(),
+                secret.public_value(),
+            ))
+            .into(),
+        ];
+        self.send_response(shared, ExchangeType::CREATE_CHILD_SA, id, &inner);
+        // The peer initiated the rekey, so it is the original initiator of
+        // the new generation: SPIi is its SPI.
+        let keys = NewGeneration {
+            suite: choice.suite,
+            g_ir: &g_ir,
+            ni,
+            nr: &nr,
+            spi_i: peer_spi,
+            spi_r: our_spi,
+            we_initiated: false,
+        };
+        Ok(self.switch_generation(shared, now, keys))
+    }
 
-        // Child SA rekey (we only create Child SAs in IKE_AUTH).
-        let Some(old_outbound) = found
+    fn handle_child_rekey_request(
+        &mut self,
+        shared: &mut Shared,
+        now: Instant,
+        request: RekeyRequest<'_>,
+    ) -> Result<(), Error> {
+        let RekeyRequest { id, found, sa, ni } = request;
+        let config = shared.config.clone();
+        let old_outbound = found
             .notify(NotifyType::REKEY_SA)
             .filter(|n| n.protocol == ProtocolId::ESP)
             .and_then(|n| <[u8; 4]>::try_from(n.spi.as_slice()).ok())
             .map(u32::from_be_bytes)
-        else {
-            return refuse(self, shared, NotifyType::NO_ADDITIONAL_SAS);
-        };
-        let Some(old) = self
-            .children
-            .iter()
-            .find(|c| c.sa.outbound_spi == old_outbound && !c.superseded)
-        else {
-            let data = Vec::new();
-            let mut n = Notify::new(NotifyType::CHILD_SA_NOT_FOUND, data);
-            n.protocol = ProtocolId::ESP;
-            n.spi = old_outbound.to_be_bytes().to_vec();
-            self.send_response(
-                shared,
-                ExchangeType::CREATE_CHILD_SA,
-                id,
-                &[PayloadBody::Notify(n).into()],
-            );
-            return Effects::default();
-        };
-        let old_sa = old.sa.clone();
-        let Ok(choice) = config
+            .ok_or(LocalPolicy::NoAdditionalSas)?;
+        let old = self
+            .child(|c| c.sa.outbound_spi == old_outbound && !c.superseded)
+            .ok_or(PeerMisbehaved::ChildSaNotFound(old_outbound))?;
+        let choice = config
             .esp_policy
-            .select(&sa.proposals, found.ke.map(|k| k.group))
-        else {
-            return refuse(self, shared, NotifyType::NO_PROPOSAL_CHOSEN);
-        };
+            .select(&sa.proposals, found.ke.map(|k| k.group))?;
         let mut pfs_secret = None;
         let mut ke_payload = None;
         if let Some(group) = choice.pfs {
             match found.ke {
                 Some(ke) if ke.group == group.id() => {
                     let secret = KeyExchangeSecret::generate(group, &mut *shared.rng);
-                    let Ok(g_ir) = secret.agree(&ke.data) else {
-                        return refuse(self, shared, NotifyType::INVALID_SYNTAX);
-                    };
-                    ke_payload = Some(KeyExchange {
-                        group: group.id(),
-                        data: secret.public_value(),
-                    });
-                    pfs_secret = Some(g_ir);
+                    pfs_secret = Some(secret.agree(&ke.data)?);
+                    ke_payload = Some(KeyExchange::new(group.id(), secret.public_value()));
                 }
-                _ => {
-                    let data = group.id().0.to_be_bytes().to_vec();
-                    self.send_response(
-                        shared,
-                        ExchangeType::CREATE_CHILD_SA,
-                        id,
-                        &[notify(NotifyType::INVALID_KE_PAYLOAD, data)],
-                    );
-                    return Effects::default();
-                }
+                _ => return Err(PeerIncompatible::InvalidKePayload(group.id()).into()),
             }
         }
+        let nr = random_bytes(shared, NONCE_LEN);
         let inbound_spi = random_spi32(shared);
         let keymat = KeymatInput {
             pfs: pfs_secret.as_ref().map(|s| s.as_slice()),
@@ -172,16 +146,13 @@ impl IkeSa {
             nr: &nr,
             we_initiated: false,
         };
-        let child = match self.make_child(
+        let child = self.make_child(
             &choice,
             inbound_spi,
             keymat,
-            old_sa.local_ts.clone(),
-            old_sa.remote_ts.clone(),
-        ) {
-            Ok(c) => c,
-            Err(ty) => return refuse(self, shared, ty),
-        };
+            old.local_ts.clone(),
+            old.remote_ts.clone(),
+        )?;
         let mut reply = choice.reply.clone();
         reply.spi = inbound_spi.to_be_bytes().to_vec();
         let mut inner: Vec<Payload> = vec![
@@ -195,36 +166,114 @@ impl IkeSa {
             inner.push(PayloadBody::Ke(ke).into());
         }
         // TSi is the exchange initiator's side: the peer's, our remote.
-        inner.push(
-            PayloadBody::TsI(TrafficSelectors {
-                selectors: old_sa.remote_ts.clone(),
-            })
-            .into(),
-        );
-        inner.push(
-            PayloadBody::TsR(TrafficSelectors {
-                selectors: old_sa.local_ts.clone(),
-            })
-            .into(),
-        );
+        inner.push(PayloadBody::TsI(TrafficSelectors::new(old.remote_ts.clone())).into());
+        inner.push(PayloadBody::TsR(TrafficSelectors::new(old.local_ts.clone())).into());
         self.send_response(shared, ExchangeType::CREATE_CHILD_SA, id, &inner);
 
         // A collision (RFC 7296 2.8.1): we are rekeying the same SA. Both
         // exchanges complete; the one whose nonces include the smallest is
         // redundant, and its initiator deletes what it created.
-        let collision = match &self.outstanding {
-            Some(Outstanding {
-                kind: Request::RekeyChild(r),
-                ..
-            }) if r.old_inbound_spi == old_sa.inbound_spi => Some(r.ni.clone()),
-            _ => None,
-        };
-        if let Some(our_ni) = collision {
-            self.collisions
-                .push((old_sa.inbound_spi, [ni.to_vec(), nr.clone()], our_ni));
+        let collided = self.keyed().is_some_and(|k| {
+            matches!(
+                &k.outstanding,
+                Some(Outstanding { kind: Request::RekeyChild(r), .. })
+                    if r.old_inbound_spi == old.inbound_spi
+            )
+        });
+        if collided {
+            if let Some(s) = self.session_mut() {
+                s.collisions.push(Collision {
+                    old_inbound_spi: old.inbound_spi,
+                    nonces: [ni.to_vec(), nr.clone()],
+                });
+            }
         }
-        self.child_up(shared, now, child, Some(old_sa.inbound_spi));
-        Effects::default()
+        self.child_up(shared, now, child, Some(old.inbound_spi));
+        Ok(())
+    }
+
+    pub(super) fn start_child_rekey(
+        &mut self,
+        shared: &mut Shared,
+        now: Instant,
+        old_inbound_spi: u32,
+    ) {
+        let Some(old) = self.child(|c| c.sa.inbound_spi == old_inbound_spi && !c.superseded) else {
+            return;
+        };
+        let config = shared.config.clone();
+        let new_inbound_spi = random_spi32(shared);
+        let ni = random_bytes(shared, NONCE_LEN);
+        let pfs_group = if config.rekey_pfs {
+            config.esp_policy.pfs.first().copied()
+        } else {
+            None
+        };
+        let ke = pfs_group.map(|g| KeyExchangeSecret::generate(g, &mut *shared.rng));
+        let mut rekey_sa = Notify::new(NotifyType::REKEY_SA, Vec::new());
+        rekey_sa.protocol = ProtocolId::ESP;
+        rekey_sa.spi = old_inbound_spi.to_be_bytes().to_vec();
+        let mut inner: Vec<Payload> = vec![
+            PayloadBody::Notify(rekey_sa).into(),
+            PayloadBody::Sa(SecurityAssociation {
+                proposals: config
+                    .esp_policy
+                    .proposals(new_inbound_spi.to_be_bytes(), ke.is_some()),
+            })
+            .into(),
+            PayloadBody::Nonce(ni.clone()).into(),
+        ];
+        if let Some(secret) = &ke {
+            inner.push(
+                PayloadBody::Ke(KeyExchange::new(secret.group().id(), secret.public_value()))
+                    .into(),
+            );
+        }
+        inner.push(PayloadBody::TsI(TrafficSelectors::new(old.local_ts.clone())).into());
+        inner.push(PayloadBody::TsR(TrafficSelectors::new(old.remote_ts.clone())).into());
+        let rekey = ChildRekey {
+            old_inbound_spi,
+            new_inbound_spi,
+            ni,
+            ke,
+        };
+        self.send_request(
+            shared,
+            now,
+            ExchangeType::CREATE_CHILD_SA,
+            &inner,
+            Request::RekeyChild(Box::new(rekey)),
+        );
+    }
+
+    pub(super) fn start_ike_rekey(&mut self, shared: &mut Shared, now: Instant) {
+        let Some(group) = self.keyed().map(|k| k.gen.suite.ke) else {
+            return;
+        };
+        let config = shared.config.clone();
+        let new_spi = shared.random_u64();
+        let ni = random_bytes(shared, NONCE_LEN);
+        let ke = KeyExchangeSecret::generate(group, &mut *shared.rng);
+        // Offer the current suite first, so the rekey keeps it.
+        let mut proposals = config.ike_policy.proposals();
+        for p in &mut proposals {
+            p.spi = new_spi.to_be_bytes().to_vec();
+            p.transforms
+                .retain(|t| t.ty != TransformType::KE || t.id == group.id());
+        }
+        let inner: Vec<Payload> = vec![
+            PayloadBody::Sa(SecurityAssociation { proposals }).into(),
+            PayloadBody::Nonce(ni.clone()).into(),
+            PayloadBody::Ke(KeyExchange::new(group.id(), ke.public_value())).into(),
+        ];
+        let rekey = IkeRekey { new_spi, ni, ke };
+        self.send_request(
+            shared,
+            now,
+            ExchangeType::CREATE_CHILD_SA,
+            &inner,
+            Request::RekeyIke(Box::new(rekey)),
+        );
     }
 
     pub(super) fn handle_child_rekey_response(
@@ -235,74 +284,37 @@ impl IkeSa {
         payloads: &[Payload],
     ) {
         let found = Found::new(payloads);
-        let config = shared.config.clone();
         if let Some(ty) = found.error() {
             if ty == NotifyType::INVALID_KE_PAYLOAD || ty == NotifyType::TEMPORARY_FAILURE {
                 // Try again later, at the next lifetime check.
-                if let Some(c) = self
-                    .children
-                    .iter_mut()
-                    .find(|c| c.sa.inbound_spi == rekey.old_inbound_spi)
-                {
-                    c.rekey_at = now + retry_delay(shared);
+                let at = now + retry_delay(shared);
+                if let Some(c) = self.session_mut().and_then(|s| {
+                    s.children
+                        .iter_mut()
+                        .find(|c| c.sa.inbound_spi == rekey.old_inbound_spi)
+                }) {
+                    c.rekey_at = at;
                 }
             }
             return;
         }
-        let Some(old) = self
-            .children
-            .iter()
-            .find(|c| c.sa.inbound_spi == rekey.old_inbound_spi)
-            .map(|c| c.sa.clone())
-        else {
-            return;
-        };
-        let (Some(sa), Some(nr)) = (found.sa, found.nonce_ok()) else {
-            return;
-        };
-        let Ok(choice) = config
-            .esp_policy
-            .select(&sa.proposals, found.ke.map(|k| k.group))
-        else {
-            return;
-        };
-        let g_ir = match (&rekey.ke, found.ke) {
-            (Some(secret), Some(ke)) if ke.group == secret.group().id() => {
-                match secret.agree(&ke.data) {
-                    Ok(g) => Some(g),
-                    Err(_) => return,
-                }
-            }
-            (None, None) => None,
-            _ => return,
-        };
-        let keymat = KeymatInput {
-            pfs: g_ir.as_ref().map(|s| s.as_slice()),
-            ni: &rekey.ni,
-            nr,
-            we_initiated: true,
-        };
-        let Ok(child) = self.make_child(
-            &choice,
-            rekey.new_inbound_spi,
-            keymat,
-            old.local_ts.clone(),
-            old.remote_ts.clone(),
-        ) else {
+        let Ok(child) = self.rekeyed_child(shared, &rekey, &found) else {
             return;
         };
         let new_inbound = child.inbound_spi;
         // Collision resolution: was the peer's rekey of this SA completed
         // meanwhile, and which exchange had the smallest nonce?
-        let peer_exchange = self
-            .collisions
-            .iter()
-            .position(|(old_spi, _, _)| *old_spi == rekey.old_inbound_spi)
-            .map(|i| self.collisions.remove(i));
+        let peer_exchange = self.session_mut().and_then(|s| {
+            s.collisions
+                .iter()
+                .position(|c| c.old_inbound_spi == rekey.old_inbound_spi)
+                .map(|i| s.collisions.remove(i))
+        });
+        let nr = found.nonce.unwrap_or_default();
         self.child_up(shared, now, child, Some(rekey.old_inbound_spi));
-        if let Some((_, peer_nonces, _)) = peer_exchange {
+        if let Some(peer) = peer_exchange {
             let ours_min = rekey.ni.as_slice().min(nr);
-            let theirs_min = peer_nonces[0].as_slice().min(peer_nonces[1].as_slice());
+            let theirs_min = peer.nonces[0].as_slice().min(peer.nonces[1].as_slice());
             if ours_min < theirs_min {
                 // Our exchange is redundant: delete what it created; the
                 // peer deletes the old SA.
@@ -313,6 +325,44 @@ impl IkeSa {
         self.queue_child_delete(rekey.old_inbound_spi);
     }
 
+    /// The Child SA our rekey request made, from the peer's answer.
+    fn rekeyed_child(
+        &self,
+        shared: &Shared,
+        rekey: &ChildRekey,
+        found: &Found<'_>,
+    ) -> Result<ChildSa, Error> {
+        let old = self
+            .child(|c| c.sa.inbound_spi == rekey.old_inbound_spi)
+            .ok_or(PeerMisbehaved::ChildSaNotFound(rekey.old_inbound_spi))?;
+        let sa = found.sa.ok_or_else(|| missing("SA"))?;
+        let nr = found.nonce()?;
+        let choice = shared
+            .config
+            .esp_policy
+            .select(&sa.proposals, found.ke.map(|k| k.group))?;
+        let g_ir = match (&rekey.ke, found.ke) {
+            (Some(secret), Some(ke)) if ke.group == secret.group().id() => {
+                Some(secret.agree(&ke.data)?)
+            }
+            (None, None) => None,
+            _ => return Err(PeerMisbehaved::BadResponse("PFS key exchange").into()),
+        };
+        let keymat = KeymatInput {
+            pfs: g_ir.as_ref().map(|s| s.as_slice()),
+            ni: &rekey.ni,
+            nr,
+            we_initiated: true,
+        };
+        self.make_child(
+            &choice,
+            rekey.new_inbound_spi,
+            keymat,
+            old.local_ts.clone(),
+            old.remote_ts.clone(),
+        )
+    }
+
     pub(super) fn handle_ike_rekey_response(
         &mut self,
         shared: &mut Shared,
@@ -321,45 +371,35 @@ impl IkeSa {
         payloads: &[Payload],
     ) -> Effects {
         let found = Found::new(payloads);
-        let config = shared.config.clone();
-        if found.error().is_some() {
-            self.ike_rekey_at = Some(now + retry_delay(shared));
-            return Effects::default();
-        }
-        let (Some(sa), Some(nr), Some(ke)) = (found.sa, found.nonce_ok(), found.ke) else {
-            return Effects::default();
+        let keys = match self.rekeyed_ike(shared, &rekey, &found) {
+            Ok(k) => k,
+            Err(_) => {
+                let at = now + retry_delay(shared);
+                if let Some(s) = self.session_mut() {
+                    s.ike_rekey_at = Some(at);
+                }
+                return Effects::default();
+            }
         };
-        let Ok(choice) = config.ike_policy.select(&sa.proposals, Some(ke.group)) else {
-            return Effects::default();
-        };
-        let Some(peer_spi) = sa
-            .proposals
-            .first()
-            .and_then(|p| <[u8; 8]>::try_from(p.spi.as_slice()).ok())
-            .map(u64::from_be_bytes)
-        else {
-            return Effects::default();
-        };
-        if ke.group != rekey.ke.group().id() {
-            return Effects::default();
-        }
-        let Ok(g_ir) = rekey.ke.agree(&ke.data) else {
-            return Effects::default();
-        };
+        let (suite, g_ir, peer_spi) = keys;
+        let nr = found.nonce.unwrap_or_default();
         let effects = self.switch_generation(
             shared,
             now,
-            choice.suite,
-            &g_ir,
-            &rekey.ni,
-            nr,
-            rekey.new_spi,
-            peer_spi,
-            true,
+            NewGeneration {
+                suite,
+                g_ir: &g_ir,
+                ni: &rekey.ni,
+                nr,
+                spi_i: rekey.new_spi,
+                spi_r: peer_spi,
+                we_initiated: true,
+            },
         );
         // Delete the old IKE SA on its own keys (fire and forget: the
         // peer also drops it when its retirement times out).
-        if let Some((old, _)) = &mut self.retired {
+        let path = self.path;
+        if let Some((old, _)) = self.keyed_mut().and_then(|k| k.retired.as_mut()) {
             let id = old.next_request_id;
             let header = old.header(ExchangeType::INFORMATIONAL, false, id);
             let delete: Payload = PayloadBody::Delete(Delete {
@@ -369,53 +409,83 @@ impl IkeSa {
             })
             .into();
             if let Ok(bytes) = old.sk_out.seal(&header, &[], &[delete], &mut *shared.rng) {
-                push_datagram(shared, self.remote, self.local, &bytes);
+                push_datagram(shared, path.remote, path.local, &bytes);
             }
         }
         effects
     }
 
+    /// The suite, shared secret and the peer's new SPI of our IKE rekey,
+    /// from the peer's answer.
+    fn rekeyed_ike(
+        &self,
+        shared: &Shared,
+        rekey: &IkeRekey,
+        found: &Found<'_>,
+    ) -> Result<(Suite, zeroize::Zeroizing<Vec<u8>>, u64), Error> {
+        if let Some(ty) = found.error() {
+            return Err(super::ike_auth::refused_by_peer(ty));
+        }
+        let sa = found.sa.ok_or_else(|| missing("SA"))?;
+        found.nonce()?;
+        let ke = found.ke.ok_or_else(|| missing("KE"))?;
+        let choice = shared
+            .config
+            .ike_policy
+            .select(&sa.proposals, Some(ke.group))?;
+        let peer_spi = sa
+            .proposals
+            .first()
+            .and_then(|p| <[u8; 8]>::try_from(p.spi.as_slice()).ok())
+            .map(u64::from_be_bytes)
+            .ok_or(InvalidMessage::InvalidValue("IKE SPI"))?;
+        if ke.group != rekey.ke.group().id() {
+            return Err(PeerMisbehaved::BadResponse("key exchange group").into());
+        }
+        let g_ir = rekey.ke.agree(&ke.data)?;
+        Ok((choice.suite, g_ir, peer_spi))
+    }
+
     /// Moves to a new generation of keys after an IKE SA rekey; the old one
-    /// is retired until its delete. `spi_i` belongs to the rekey's initiator.
-    #[allow(clippy::too_many_arguments)]
-    pub(super) fn switch_generation(
+    /// is retired until its delete.
+    fn switch_generation(
         &mut self,
         shared: &mut Shared,
         now: Instant,
-        suite: Suite,
-        g_ir: &[u8],
-        ni: &[u8],
-        nr: &[u8],
-        spi_i: u64,
-        spi_r: u64,
-        we_initiated: bool,
+        new: NewGeneration<'_>,
     ) -> Effects {
-        let Some(old) = self.gen.take() else {
+        let id = self.id;
+        let lifetime = self.rekey_delay(shared, shared.config.ike_lifetime);
+        let Some(k) = self.keyed_mut() else {
             return Effects::default();
         };
-        let seed = skeyseed_rekey(old.suite.prf, &old.keys.sk_d, g_ir, ni, nr);
-        let keys = IkeSaKeys::derive(&suite, &seed, ni, nr, spi_i, spi_r);
-        let Some(gen) = Generation::new(
+        let seed = skeyseed_rekey(k.gen.suite.prf, &k.gen.keys.sk_d, new.g_ir, new.ni, new.nr);
+        let keys = IkeSaKeys::derive(&new.suite, &seed, new.ni, new.nr, new.spi_i, new.spi_r);
+        let Ok(gen) = Generation::new(
             shared,
-            self.id,
-            suite,
+            id,
+            new.suite,
             seed,
             keys,
-            spi_i,
-            spi_r,
-            we_initiated,
+            new.spi_i,
+            new.spi_r,
+            new.we_initiated,
         ) else {
-            self.gen = Some(old);
             return Effects::default();
         };
         let effects = Effects {
             new_local_spi: Some(gen.local_spi()),
             ..Effects::default()
         };
-        self.retired = Some((old, now + LINGER));
-        self.gen = Some(gen);
-        self.ike_rekey_at = Some(now + self.rekey_delay(shared, shared.config.ike_lifetime));
-        shared.push_event(Event::IkeSaRekeyed { sa: self.id });
+        let old = std::mem::replace(&mut k.gen, gen);
+        // A generation retired before (a rekey within its linger) is gone.
+        if let Some((older, _)) = k.retired.replace((old, now + LINGER)) {
+            self.forgotten_spis.push(older.local_spi());
+        }
+        if let Some(s) = self.session_mut() {
+            s.ike_rekey_at = Some(now + lifetime);
+        }
+        shared.push_event(Event::IkeSaRekeyed { sa: id });
         effects
     }
 
@@ -426,7 +496,11 @@ impl IkeSa {
         datagram: &[u8],
         header: &Header,
     ) -> Effects {
-        let Some((old, _)) = &mut self.retired else {
+        let path = self.path;
+        let Some(k) = self.keyed_mut() else {
+            return Effects::default();
+        };
+        let Some((old, _)) = &mut k.retired else {
             return Effects::default();
         };
         if header.flags.response() {
@@ -445,10 +519,9 @@ impl IkeSa {
             .deletes
             .iter()
             .any(|d| d.protocol == ProtocolId::IKE);
-        let id = header.message_id;
-        let header = old.header(header.exchange, true, id);
+        let header = old.header(header.exchange, true, header.message_id);
         if let Ok(bytes) = old.sk_out.seal(&header, &[], &[], &mut *shared.rng) {
-            push_datagram(shared, self.remote, self.local, &bytes);
+            push_datagram(shared, path.remote, path.local, &bytes);
         }
         if deletes_ike {
             self.drop_retired();
@@ -456,8 +529,8 @@ impl IkeSa {
         Effects::default()
     }
 
-    pub(super) fn drop_retired(&mut self) {
-        if let Some((old, _)) = self.retired.take() {
+    fn drop_retired(&mut self) {
+        if let Some((old, _)) = self.keyed_mut().and_then(|k| k.retired.take()) {
             self.forgotten_spis.push(old.local_spi());
         }
     }
@@ -466,4 +539,25 @@ impl IkeSa {
     pub(crate) fn take_forgotten_spis(&mut self) -> Vec<u64> {
         std::mem::take(&mut self.forgotten_spis)
     }
+}
+
+/// A CREATE_CHILD_SA request, sorted out.
+#[derive(Clone, Copy)]
+struct RekeyRequest<'a> {
+    id: u32,
+    found: &'a Found<'a>,
+    sa: &'a SecurityAssociation,
+    ni: &'a [u8],
+}
+
+/// What a new IKE SA generation is made from.
+struct NewGeneration<'a> {
+    suite: Suite,
+    g_ir: &'a [u8],
+    ni: &'a [u8],
+    nr: &'a [u8],
+    /// The rekey initiator's SPI.
+    spi_i: u64,
+    spi_r: u64,
+    we_initiated: bool,
 }

@@ -1,17 +1,28 @@
 //! IKE_AUTH (RFC 7296 1.2, 2.15): both AUTH payloads, the peer's
 //! certificate chain and identity, and the first Child SA with its
-//! configuration payload and narrowed traffic selectors.
+//! configuration payload and narrowed traffic selectors. The responder's
+//! answer waits for the peer's address to be durable
+//! ([`Event::AddressRequested`]).
 
 use super::*;
 
 impl IkeSa {
+    /// The IKE_SA_INIT values of a phase that still has them.
+    fn exchange(&self) -> Result<&InitExchange, Error> {
+        match self.keyed().map(|k| &k.phase) {
+            Some(Phase::AuthSent { exchange, .. } | Phase::HalfOpen { exchange, .. }) => {
+                Ok(exchange)
+            }
+            _ => Err(LocalPolicy::TemporaryFailure.into()),
+        }
+    }
+
     /// Our AUTH payload (RFC 7296 2.15): our IKE_SA_INIT message, the
     /// peer's nonce and prf(SK_p, our ID'), signed; with RFC 7427 when the
     /// peer announced SIGNATURE_HASH_ALGORITHMS.
-    pub(super) fn our_auth(&self, shared: &Shared) -> Result<Authentication, String> {
-        let (Some(gen), Some(ex)) = (&self.gen, &self.exchange) else {
-            return Err("no keys".into());
-        };
+    fn our_auth(&self, shared: &Shared) -> Result<Authentication, Error> {
+        let ex = self.exchange()?;
+        let gen = &self.keyed().ok_or(LocalPolicy::TemporaryFailure)?.gen;
         let (message, nonce, sk_p) = if gen.initiator {
             (&ex.request, &ex.nr, &gen.keys.sk_pi)
         } else {
@@ -24,14 +35,13 @@ impl IkeSa {
             sk_p,
             &shared.config.identity.body(),
         );
-        shared
+        Ok(shared
             .config
             .private_key
-            .sign(&octets, ex.sign_mode(shared.config.ike_policy.legacy))
-            .map_err(|e| e.to_string())
+            .sign(&octets, ex.sign_mode(shared.config.ike_policy.legacy))?)
     }
 
-    pub(super) fn cert_payloads(shared: &Shared) -> Vec<Payload> {
+    fn cert_payloads(shared: &Shared) -> Vec<Payload> {
         shared
             .config
             .certificates
@@ -40,25 +50,24 @@ impl IkeSa {
             .collect()
     }
 
-    pub(super) fn send_auth(
-        &mut self,
-        shared: &mut Shared,
-        now: Instant,
-        request: &ConnectRequest,
-    ) {
-        let config = shared.config.clone();
+    /// Sends our IKE_AUTH request (initiator).
+    pub(super) fn send_auth(&mut self, shared: &mut Shared, now: Instant) {
         let auth = match self.our_auth(shared) {
             Ok(a) => a,
-            Err(why) => {
-                self.close(
-                    shared,
-                    now,
-                    DownReason::RefusedPeer(NotifyType::AUTHENTICATION_FAILED, why),
-                );
+            Err(e) => {
+                let reason =
+                    DownReason::RefusedPeer(NotifyType::AUTHENTICATION_FAILED, e.to_string());
+                self.close(shared, now, reason);
                 return;
             }
         };
-        let child_spi = random_spi32(shared);
+        let Some(Phase::AuthSent {
+            request, child_spi, ..
+        }) = self.keyed().map(|k| &k.phase)
+        else {
+            return;
+        };
+        let config = shared.config.clone();
         let mut inner: Vec<Payload> = vec![PayloadBody::IdI(config.identity.clone()).into()];
         inner.extend(Self::cert_payloads(shared));
         if request.initial_contact {
@@ -70,16 +79,7 @@ impl IkeSa {
         }
         inner.push(PayloadBody::Auth(auth).into());
         if request.request_address {
-            inner.push(
-                PayloadBody::Cp(Configuration {
-                    cfg_type: CfgType::REQUEST,
-                    attributes: vec![
-                        CfgAttribute::request(CfgAttributeType::INTERNAL_IP6_ADDRESS),
-                        CfgAttribute::request(CfgAttributeType::INTERNAL_IP6_DNS),
-                    ],
-                })
-                .into(),
-            );
+            inner.push(PayloadBody::Cp(Configuration::address_request()).into());
         }
         inner.push(
             PayloadBody::Sa(SecurityAssociation {
@@ -87,31 +87,14 @@ impl IkeSa {
             })
             .into(),
         );
-        inner.push(
-            PayloadBody::TsI(TrafficSelectors {
-                selectors: request.local_ts.clone(),
-            })
-            .into(),
-        );
-        inner.push(
-            PayloadBody::TsR(TrafficSelectors {
-                selectors: request.remote_ts.clone(),
-            })
-            .into(),
-        );
-        self.state = State::AuthSent;
-        self.send_request(
-            shared,
-            now,
-            ExchangeType::IKE_AUTH,
-            &inner,
-            Request::Auth { child_spi },
-        );
+        inner.push(PayloadBody::TsI(TrafficSelectors::new(request.local_ts.clone())).into());
+        inner.push(PayloadBody::TsR(TrafficSelectors::new(request.remote_ts.clone())).into());
+        self.send_request(shared, now, ExchangeType::IKE_AUTH, &inner, Request::Auth);
     }
 
     /// Checks the peer's certificate chain, identity and AUTH payload;
     /// returns the identity proven, in canonical form.
-    pub(super) fn authenticate_peer(
+    fn authenticate_peer(
         &self,
         shared: &Shared,
         now: Instant,
@@ -119,75 +102,52 @@ impl IkeSa {
         certs: &[Vec<u8>],
         auth: &Authentication,
         peer_is_initiator: bool,
-    ) -> Result<CanonicalIdentity, String> {
-        let (Some(gen), Some(ex)) = (&self.gen, &self.exchange) else {
-            return Err("no keys".into());
-        };
+    ) -> Result<CanonicalIdentity, Error> {
+        let ex = self.exchange()?;
+        let gen = &self.keyed().ok_or(LocalPolicy::TemporaryFailure)?.gen;
         let config = &shared.config;
         let leaf = config
             .trust_anchors
-            .validate(certs, shared.unix_time(now))
-            .map_err(|e: CertError| e.to_string())?;
-        let proved = match_identity(leaf, id).map_err(|e| e.to_string())?;
+            .validate(certs, shared.unix_time(now))?;
+        let proved = match_identity(leaf, id)?;
         let (message, nonce, sk_p) = if peer_is_initiator {
             (&ex.request, &ex.nr, &gen.keys.sk_pi)
         } else {
             (&ex.response, &ex.ni, &gen.keys.sk_pr)
         };
         let octets = signed_octets(message, nonce, gen.suite.prf, sk_p, &id.body());
-        auth::verify(auth, &octets, leaf, config.ike_policy.legacy).map_err(|e| e.to_string())?;
+        auth::verify(auth, &octets, leaf, config.ike_policy.legacy)?;
         Ok(proved)
     }
 
+    /// The responder's half of IKE_AUTH: authenticate, then the first
+    /// Child SA, at once or once its address is durable.
     pub(super) fn handle_auth_request(
         &mut self,
         shared: &mut Shared,
         now: Instant,
         id: u32,
         payloads: &[Payload],
-    ) -> Effects {
+    ) -> Result<Effects, Error> {
+        let found = Found::new(payloads);
+        let config = shared.config.clone();
+        let idi = found.idi.ok_or_else(|| missing("IDi"))?;
+        let auth = found.auth.ok_or_else(|| missing("AUTH"))?;
+        let ours = CanonicalIdentity::from_wire(&config.identity);
+        if let Some(idr) = found.idr {
+            if CanonicalIdentity::from_wire(idr) != ours {
+                return Err(LocalPolicy::WrongIdentity(format!(
+                    "the peer asked for {:?}",
+                    idr.identity()
+                ))
+                .into());
+            }
+        }
+        let proved = self.authenticate_peer(shared, now, idi, &found.certs, auth, true)?;
+        let our_auth = self.our_auth(shared)?;
         let mut effects = Effects {
             left_half_open: true,
             ..Effects::default()
-        };
-        self.half_open_deadline = None;
-        let found = Found::new(payloads);
-        let config = shared.config.clone();
-        let (Some(idi), Some(auth)) = (found.idi, found.auth) else {
-            self.refuse_auth(
-                shared,
-                now,
-                id,
-                NotifyType::INVALID_SYNTAX,
-                "IKE_AUTH lacks IDi or AUTH".into(),
-            );
-            return effects;
-        };
-        let ours = CanonicalIdentity::from_wire(&config.identity);
-        if found
-            .idr
-            .is_some_and(|idr| CanonicalIdentity::from_wire(idr) != ours)
-        {
-            let why = format!(
-                "peer asked for identity {:?}",
-                found.idr.map(|i| i.identity())
-            );
-            self.refuse_auth(shared, now, id, NotifyType::AUTHENTICATION_FAILED, why);
-            return effects;
-        }
-        let proved = match self.authenticate_peer(shared, now, idi, &found.certs, auth, true) {
-            Ok(p) => p,
-            Err(why) => {
-                self.refuse_auth(shared, now, id, NotifyType::AUTHENTICATION_FAILED, why);
-                return effects;
-            }
-        };
-        let our_auth = match self.our_auth(shared) {
-            Ok(a) => a,
-            Err(why) => {
-                self.refuse_auth(shared, now, id, NotifyType::AUTHENTICATION_FAILED, why);
-                return effects;
-            }
         };
         if found.notify(NotifyType::INITIAL_CONTACT).is_some() {
             effects.replace_identity = Some(proved.clone());
@@ -195,31 +155,38 @@ impl IkeSa {
         let mut head: Vec<Payload> = vec![PayloadBody::IdR(config.identity.clone()).into()];
         head.extend(Self::cert_payloads(shared));
         head.push(PayloadBody::Auth(our_auth).into());
-        self.peer_identity = Some(proved.clone());
-        self.state = State::Established;
-        self.established(shared, now);
-        match ChildRequest::from_found(shared, &found) {
-            Err(ty) => self.finish_auth(shared, now, id, head, Err(ty)),
-            Ok(request) => match self.assigned_address {
-                Some(address) => self.finish_auth(shared, now, id, head, Ok((request, address))),
-                None => {
-                    // The lease is written elsewhere (a disk, a cluster);
-                    // the answer waits for it, nobody else does.
-                    self.state = State::Admitting;
-                    self.pending_auth = Some(PendingAuth {
-                        message_id: id,
-                        head,
-                        request,
-                        deadline: now + config.half_open_timeout,
-                    });
-                    shared.push_event(Event::AddressRequested {
-                        sa: self.id,
-                        identity: proved,
-                    });
+        let request = ChildRequest::from_found(shared, &found);
+        let (ni, nr) = {
+            let ex = self.exchange()?;
+            (ex.ni.clone(), ex.nr.clone())
+        };
+        match request {
+            Err(e) => {
+                self.establish(shared, now, proved, None);
+                self.finish_auth(shared, now, id, head, Err(e));
+            }
+            Ok(request) => {
+                // The lease is written elsewhere (a disk, a cluster); the
+                // answer waits for it, nobody else does.
+                let pending = PendingAuth {
+                    message_id: id,
+                    peer: proved.clone(),
+                    head,
+                    request,
+                    ni,
+                    nr,
+                    deadline: now + config.half_open_timeout,
+                };
+                if let Some(k) = self.keyed_mut() {
+                    k.phase = Phase::Admitting(Box::new(pending));
                 }
-            },
+                shared.push_event(Event::AddressRequested {
+                    sa: self.id,
+                    identity: proved,
+                });
+            }
         }
-        effects
+        Ok(effects)
     }
 
     /// The address for a pending IKE_AUTH has come (or `None`: the pool
@@ -232,16 +199,22 @@ impl IkeSa {
         now: Instant,
         address: Option<Ipv6Addr>,
     ) -> bool {
-        if self.state != State::Admitting {
-            return false;
-        }
-        let Some(pending) = self.pending_auth.take() else {
+        let Some(Phase::Admitting(p)) = self.keyed().map(|k| &k.phase) else {
             return false;
         };
-        self.state = State::Established;
+        let peer = p.peer.clone();
+        let Some(Phase::Admitting(pending)) = self.establish(shared, now, peer, address) else {
+            return false;
+        };
+        let pending = *pending;
         let outcome = match address {
-            Some(a) => Ok((pending.request, a)),
-            None => Err(NotifyType::INTERNAL_ADDRESS_FAILURE),
+            Some(a) => Ok(ChildInput {
+                request: pending.request,
+                address: a,
+                ni: pending.ni,
+                nr: pending.nr,
+            }),
+            None => Err(LocalPolicy::InternalAddressFailure.into()),
         };
         // From here the SA holds the address, until it closes.
         self.finish_auth(shared, now, pending.message_id, pending.head, outcome);
@@ -249,32 +222,27 @@ impl IkeSa {
     }
 
     /// Sends the IKE_AUTH response: `head` (IDr, CERT, AUTH), then the
-    /// Child SA made from `child` with its address, or the notify that
-    /// refuses it.
+    /// Child SA made from `child`, or the notify that refuses it.
     fn finish_auth(
         &mut self,
         shared: &mut Shared,
         now: Instant,
         id: u32,
         mut head: Vec<Payload>,
-        child: Result<(ChildRequest, Ipv6Addr), NotifyType>,
+        child: Result<ChildInput, Error>,
     ) {
-        let made = child.and_then(|(request, address)| {
-            self.assigned_address = Some(address);
-            self.responder_child(shared, &request, address)
-        });
-        match made {
+        match child.and_then(|input| self.responder_child(shared, input)) {
             Ok((child, reply)) => {
                 head.extend(reply);
                 self.send_response(shared, ExchangeType::IKE_AUTH, id, &head);
                 self.child_up(shared, now, child, None);
             }
-            Err(ty) => {
-                head.push(notify(ty, Vec::new()));
+            Err(e) => {
+                head.extend(error_notify(&e));
                 self.send_response(shared, ExchangeType::IKE_AUTH, id, &head);
                 shared.push_event(Event::ChildSaRefused {
                     sa: self.id,
-                    notify: ty,
+                    notify: e.notify().unwrap_or(NotifyType::INVALID_SYNTAX),
                 });
             }
         }
@@ -285,18 +253,19 @@ impl IkeSa {
     fn responder_child(
         &mut self,
         shared: &mut Shared,
-        request: &ChildRequest,
-        address: Ipv6Addr,
-    ) -> Result<(ChildSa, Vec<Payload>), NotifyType> {
+        input: ChildInput,
+    ) -> Result<(ChildSa, Vec<Payload>), Error> {
         let config = shared.config.clone();
+        let ChildInput {
+            request,
+            address,
+            ni,
+            nr,
+        } = input;
         let host = ipv6_host(address);
         if !request.tsi.iter().any(|t| contains(t, &host)) {
-            return Err(NotifyType::TS_UNACCEPTABLE);
+            return Err(LocalPolicy::TsUnacceptable.into());
         }
-        let (ni, nr) = match &self.exchange {
-            Some(ex) => (ex.ni.clone(), ex.nr.clone()),
-            None => return Err(NotifyType::INVALID_SYNTAX),
-        };
         let inbound_spi = random_spi32(shared);
         let keymat = KeymatInput {
             pfs: None,
@@ -328,23 +297,13 @@ impl IkeSa {
             }
         }
         let reply = vec![
-            PayloadBody::Cp(Configuration {
-                cfg_type: CfgType::REPLY,
-                attributes,
-            })
-            .into(),
+            PayloadBody::Cp(Configuration::new(CfgType::REPLY, attributes)).into(),
             PayloadBody::Sa(SecurityAssociation {
                 proposals: vec![reply_proposal],
             })
             .into(),
-            PayloadBody::TsI(TrafficSelectors {
-                selectors: vec![host],
-            })
-            .into(),
-            PayloadBody::TsR(TrafficSelectors {
-                selectors: request.local_ts.clone(),
-            })
-            .into(),
+            PayloadBody::TsI(TrafficSelectors::new(vec![host])).into(),
+            PayloadBody::TsR(TrafficSelectors::new(request.local_ts)).into(),
         ];
         Ok((child, reply))
     }
@@ -360,11 +319,11 @@ impl IkeSa {
         keymat: KeymatInput<'_>,
         local_ts: Vec<TrafficSelector>,
         remote_ts: Vec<TrafficSelector>,
-    ) -> Result<ChildSa, NotifyType> {
+    ) -> Result<ChildSa, Error> {
         let outbound_spi = <[u8; 4]>::try_from(choice.peer_spi.as_slice())
             .map(u32::from_be_bytes)
-            .map_err(|_| NotifyType::INVALID_SYNTAX)?;
-        let gen = self.gen.as_ref().ok_or(NotifyType::INVALID_SYNTAX)?;
+            .map_err(|_| InvalidMessage::InvalidValue("ESP SPI"))?;
+        let gen = &self.keyed().ok_or(LocalPolicy::TemporaryFailure)?.gen;
         let len = ChildSaKeys::keymat_len(choice.encr, choice.integ);
         let bytes = child_keymat(
             gen.suite.prf,
@@ -375,7 +334,7 @@ impl IkeSa {
             len,
         );
         let keys = ChildSaKeys::from_keymat(choice.encr, choice.integ, &bytes)
-            .ok_or(NotifyType::NO_PROPOSAL_CHOSEN)?;
+            .ok_or(PeerIncompatible::NoProposalChosen)?;
         let (inbound, outbound) = if keymat.we_initiated {
             (
                 keys.responder_to_initiator.clone(),
@@ -398,27 +357,175 @@ impl IkeSa {
             esn: choice.esn,
             local_ts,
             remote_ts,
-            local: self.local,
-            remote: self.remote,
+            local: self.path.local,
+            remote: self.path.remote,
             udp_encapsulation: self.nat,
         })
     }
 
-    pub(super) fn refuse_auth(
+    /// The initiator's half: the responder's IKE_AUTH answer.
+    pub(super) fn handle_auth_response(
         &mut self,
         shared: &mut Shared,
         now: Instant,
-        id: u32,
-        ty: NotifyType,
-        why: String,
+        payloads: &[Payload],
     ) {
-        self.send_response(
-            shared,
-            ExchangeType::IKE_AUTH,
-            id,
-            &[notify(ty, Vec::new())],
-        );
-        self.close(shared, now, DownReason::RefusedPeer(ty, why));
+        let found = Found::new(payloads);
+        let (Some(idr), Some(auth)) = (found.idr, found.auth) else {
+            let ty = found.error().unwrap_or(NotifyType::INVALID_SYNTAX);
+            self.close(shared, now, DownReason::RefusedByPeer(ty));
+            return;
+        };
+        let Some(Phase::AuthSent {
+            request,
+            exchange,
+            child_spi,
+        }) = self.keyed().map(|k| &k.phase)
+        else {
+            return;
+        };
+        let (request, child_spi) = (request.clone(), *child_spi);
+        let (ni, nr) = (exchange.ni.clone(), exchange.nr.clone());
+        let verdict = match &request.remote_identity {
+            Some(want) if CanonicalIdentity::from_wire(idr).as_ref() != Ok(want) => {
+                Err(Error::LocalPolicy(LocalPolicy::WrongIdentity(format!(
+                    "the responder is {}, not {want}",
+                    CanonicalIdentity::from_wire(idr)
+                        .map_or_else(|e| e.to_string(), |i| i.to_string()),
+                ))))
+            }
+            _ => self.authenticate_peer(shared, now, idr, &found.certs, auth, false),
+        };
+        let proved = match verdict {
+            Ok(p) => p,
+            Err(e) => {
+                // RFC 7296 2.21.2: tell the responder, then give up. No
+                // retransmission: the SA is over whether it arrives or not.
+                let reason =
+                    DownReason::RefusedPeer(NotifyType::AUTHENTICATION_FAILED, e.to_string());
+                if let Some(id) = self.keyed().map(|k| k.gen.next_request_id) {
+                    let bytes = self.seal(
+                        shared,
+                        ExchangeType::INFORMATIONAL,
+                        false,
+                        id,
+                        &[notify(NotifyType::AUTHENTICATION_FAILED, Vec::new())],
+                    );
+                    self.send(shared, &bytes);
+                }
+                self.close(shared, now, reason);
+                return;
+            }
+        };
+        self.establish(shared, now, proved, None);
+        match self.initiator_child(shared, &found, child_spi, &request, (&ni, &nr)) {
+            Ok(child) => self.child_up(shared, now, child, None),
+            Err(e) => {
+                shared.push_event(Event::ChildSaRefused {
+                    sa: self.id,
+                    notify: e.notify().unwrap_or(NotifyType::INVALID_SYNTAX),
+                });
+                // Without its Child SA the connection is of no use.
+                self.queue(Task::DeleteIke);
+            }
+        }
+    }
+
+    /// The initiator's first Child SA, from the responder's answer: its
+    /// choice must be one we offered, its selectors within what we asked.
+    fn initiator_child(
+        &mut self,
+        shared: &mut Shared,
+        found: &Found<'_>,
+        child_spi: u32,
+        request: &ConnectRequest,
+        (ni, nr): (&[u8], &[u8]),
+    ) -> Result<ChildSa, Error> {
+        if let Some(ty) = found.error() {
+            return Err(refused_by_peer(ty));
+        }
+        let sa = found.sa.ok_or_else(|| missing("SA"))?;
+        let tsi = found.tsi.ok_or_else(|| missing("TSi"))?;
+        let tsr = found.tsr.ok_or_else(|| missing("TSr"))?;
+        let config = shared.config.clone();
+        let offered = config.esp_policy.proposals(child_spi.to_be_bytes(), false);
+        let [reply] = sa.proposals.as_slice() else {
+            return Err(PeerIncompatible::NoProposalChosen.into());
+        };
+        let ours = offered
+            .iter()
+            .find(|p| p.number == reply.number)
+            .ok_or(PeerIncompatible::NoProposalChosen)?;
+        if !reply.transforms.iter().all(|t| ours.transforms.contains(t)) {
+            return Err(PeerIncompatible::NoProposalChosen.into());
+        }
+        let choice = config
+            .esp_policy
+            .select(std::slice::from_ref(reply), None)?;
+        // Narrowing may only shrink what we proposed.
+        let within = |got: &[TrafficSelector], proposed: &[TrafficSelector]| {
+            !got.is_empty() && got.iter().all(|g| proposed.iter().any(|p| contains(p, g)))
+        };
+        if !within(&tsi.selectors, &request.local_ts) || !within(&tsr.selectors, &request.remote_ts)
+        {
+            return Err(LocalPolicy::TsUnacceptable.into());
+        }
+        if request.request_address {
+            let cp = found
+                .cp
+                .filter(|c| c.cfg_type == CfgType::REPLY)
+                .ok_or(LocalPolicy::FailedCpRequired)?;
+            let address = cp
+                .attributes
+                .iter()
+                .filter(|a| a.ty == CfgAttributeType::INTERNAL_IP6_ADDRESS)
+                .find_map(CfgAttribute::as_ip6_prefix)
+                .ok_or(LocalPolicy::FailedCpRequired)?;
+            let dns = cp
+                .attributes
+                .iter()
+                .filter(|a| {
+                    matches!(
+                        a.ty,
+                        CfgAttributeType::INTERNAL_IP6_DNS | CfgAttributeType::INTERNAL_IP4_DNS
+                    )
+                })
+                .filter_map(CfgAttribute::as_address)
+                .collect();
+            shared.push_event(Event::AddressAssigned {
+                sa: self.id,
+                address,
+                dns,
+            });
+        }
+        let keymat = KeymatInput {
+            pfs: None,
+            ni,
+            nr,
+            we_initiated: true,
+        };
+        self.make_child(
+            &choice,
+            child_spi,
+            keymat,
+            tsi.selectors.clone(),
+            tsr.selectors.clone(),
+        )
+    }
+}
+
+/// The error a peer's refusal notify stands for, so that the event
+/// raised carries the same notify back.
+pub(super) fn refused_by_peer(ty: NotifyType) -> Error {
+    match ty {
+        NotifyType::NO_PROPOSAL_CHOSEN => PeerIncompatible::NoProposalChosen.into(),
+        NotifyType::TS_UNACCEPTABLE => LocalPolicy::TsUnacceptable.into(),
+        NotifyType::INTERNAL_ADDRESS_FAILURE => LocalPolicy::InternalAddressFailure.into(),
+        NotifyType::FAILED_CP_REQUIRED => LocalPolicy::FailedCpRequired.into(),
+        NotifyType::NO_ADDITIONAL_SAS => LocalPolicy::NoAdditionalSas.into(),
+        NotifyType::TEMPORARY_FAILURE => LocalPolicy::TemporaryFailure.into(),
+        NotifyType::AUTHENTICATION_FAILED => PeerMisbehaved::AuthenticationFailed.into(),
+        _ => InvalidMessage::InvalidValue("the peer's refusal").into(),
     }
 }
 
@@ -435,22 +542,20 @@ pub(super) struct ChildRequest {
 }
 
 impl ChildRequest {
-    fn from_found(shared: &Shared, found: &Found<'_>) -> Result<ChildRequest, NotifyType> {
+    fn from_found(shared: &Shared, found: &Found<'_>) -> Result<ChildRequest, Error> {
         let config = &shared.config;
-        let (Some(sa), Some(tsi), Some(tsr)) = (found.sa, found.tsi, found.tsr) else {
-            return Err(NotifyType::INVALID_SYNTAX);
-        };
-        let Some(cp) = found.cp.filter(|cp| cp.cfg_type == CfgType::REQUEST) else {
-            return Err(NotifyType::FAILED_CP_REQUIRED);
-        };
+        let sa = found.sa.ok_or_else(|| missing("SA"))?;
+        let tsi = found.tsi.ok_or_else(|| missing("TSi"))?;
+        let tsr = found.tsr.ok_or_else(|| missing("TSr"))?;
+        let cp = found
+            .cp
+            .filter(|cp| cp.cfg_type == CfgType::REQUEST)
+            .ok_or(LocalPolicy::FailedCpRequired)?;
         let wanted: Vec<CfgAttributeType> = cp.attributes.iter().map(|a| a.ty).collect();
         if !wanted.contains(&CfgAttributeType::INTERNAL_IP6_ADDRESS) {
-            return Err(NotifyType::FAILED_CP_REQUIRED);
+            return Err(LocalPolicy::FailedCpRequired.into());
         }
-        let choice = config
-            .esp_policy
-            .select(&sa.proposals, None)
-            .map_err(|_| NotifyType::NO_PROPOSAL_CHOSEN)?;
+        let choice = config.esp_policy.select(&sa.proposals, None)?;
         let local_ts = narrow(&tsr.selectors, &config.responder_local_ts);
         if local_ts.is_empty()
             || !tsi
@@ -458,7 +563,7 @@ impl ChildRequest {
                 .iter()
                 .any(|t| matches!(t, TrafficSelector::Ipv6(_)))
         {
-            return Err(NotifyType::TS_UNACCEPTABLE);
+            return Err(LocalPolicy::TsUnacceptable.into());
         }
         Ok(ChildRequest {
             choice,
@@ -469,12 +574,25 @@ impl ChildRequest {
     }
 }
 
+/// A Child SA to make: the request, the address, the nonces of IKE_AUTH.
+struct ChildInput {
+    request: ChildRequest,
+    address: Ipv6Addr,
+    ni: Vec<u8>,
+    nr: Vec<u8>,
+}
+
 /// An IKE_AUTH request waiting for its address.
 pub(super) struct PendingAuth {
     message_id: u32,
+    /// The identity the peer proved.
+    pub(super) peer: CanonicalIdentity,
     /// IDr, CERT and AUTH: the start of the response.
     head: Vec<Payload>,
     request: ChildRequest,
+    /// The IKE_SA_INIT nonces, for the Child SA's keys.
+    ni: Vec<u8>,
+    nr: Vec<u8>,
     /// When to give up waiting and answer INTERNAL_ADDRESS_FAILURE.
     pub(super) deadline: Instant,
 }

@@ -24,7 +24,18 @@ impl IkeSa {
             }
             return;
         }
-        let mut ours = Vec::new();
+        // Our own delete of an SA in flight says so in its request; the
+        // answer lists only the SAs we delete because the peer asked.
+        let ours_in_flight = self.keyed().and_then(|k| match &k.outstanding {
+            Some(Outstanding {
+                kind: Request::DeleteChild { inbound_spi },
+                ..
+            }) => Some(*inbound_spi),
+            _ => None,
+        });
+        let mut answer = Vec::new();
+        let mut gone = Vec::new();
+        let session = self.keyed().and_then(Keyed::session);
         for d in found
             .deletes
             .iter()
@@ -34,24 +45,27 @@ impl IkeSa {
                 let Ok(spi) = <[u8; 4]>::try_from(spi.as_slice()).map(u32::from_be_bytes) else {
                     continue;
                 };
-                if let Some(child) = self.children.iter().find(|c| c.sa.outbound_spi == spi) {
+                let child =
+                    session.and_then(|s| s.children.iter().find(|c| c.sa.outbound_spi == spi));
+                if let Some(child) = child {
                     let inbound = child.sa.inbound_spi;
-                    // If we are deleting it ourselves, our request says so.
-                    let ours_in_flight = matches!(&self.outstanding, Some(Outstanding { kind: Request::DeleteChild { inbound_spi }, .. }) if *inbound_spi == inbound);
-                    if !ours_in_flight {
-                        ours.push(inbound.to_be_bytes().to_vec());
+                    if ours_in_flight != Some(inbound) {
+                        answer.push(inbound.to_be_bytes().to_vec());
                     }
-                    self.remove_child(shared, inbound);
+                    gone.push(inbound);
                 }
             }
         }
-        let reply: Vec<Payload> = if ours.is_empty() {
+        for inbound in gone {
+            self.remove_child(shared, inbound);
+        }
+        let reply: Vec<Payload> = if answer.is_empty() {
             Vec::new()
         } else {
             vec![PayloadBody::Delete(Delete {
                 protocol: ProtocolId::ESP,
                 spi_size: 4,
-                spis: ours,
+                spis: answer,
             })
             .into()]
         };

@@ -4,6 +4,27 @@
 
 use super::*;
 
+/// A new IKE_SA_INIT request, and what the endpoint chose for the SA it
+/// may become.
+#[derive(Clone, Copy)]
+pub(crate) struct InitRequest<'a> {
+    pub(crate) id: SaId,
+    pub(crate) spi_r: u64,
+    pub(crate) remote: SocketAddr,
+    pub(crate) local: SocketAddr,
+    pub(crate) datagram: &'a [u8],
+    pub(crate) header: &'a Header,
+}
+
+/// What the responder makes of an IKE_SA_INIT request before keeping any
+/// state: an answer that refuses it (a notify), or the SA.
+pub(crate) enum InitOutcome {
+    /// Answered with this notify (and its data); nothing is kept.
+    Refused(NotifyType, Vec<u8>),
+    /// A half-open SA.
+    HalfOpen(Box<IkeSa>),
+}
+
 impl IkeSa {
     pub(crate) fn initiate(
         shared: &mut Shared,
@@ -12,9 +33,11 @@ impl IkeSa {
         spi: u64,
         request: ConnectRequest,
     ) -> IkeSa {
-        let mut sa = IkeSa::blank(id, now, request.local, request.remote, State::InitSent);
-        sa.dpd_interval = shared.config.dpd_interval;
-        sa.on_nat_t_port = request.remote.port() == shared.config.nat_t_port;
+        let path = Path {
+            local: request.local,
+            remote: request.remote,
+            on_nat_t_port: request.remote.port() == shared.config.nat_t_port,
+        };
         let group = shared
             .config
             .ike_policy
@@ -24,21 +47,41 @@ impl IkeSa {
             .unwrap_or(KeGroup::Curve25519);
         let ni = random_bytes(shared, NONCE_LEN);
         let ke = KeyExchangeSecret::generate(group, &mut *shared.rng);
-        sa.init = Some(InitiatorInit {
+        let init = InitiatorInit {
             request,
+            spi_i: spi,
             ni,
             ke,
             cookie: None,
             retries: 0,
-        });
-        sa.init_key = Some((sa.remote, spi));
-        sa.send_init(shared, now, spi);
+            outstanding: Outstanding {
+                id: 0,
+                datagrams: Vec::new(),
+                tries: 0,
+                next_at: now,
+                kind: Request::Init,
+            },
+        };
+        let mut sa = IkeSa::with_state(
+            id,
+            now,
+            path,
+            (path.remote, spi),
+            State::InitSent(Box::new(init)),
+        );
+        sa.send_init(shared, now);
         sa
     }
 
-    pub(super) fn send_init(&mut self, shared: &mut Shared, now: Instant, spi_i: u64) {
-        let Some(init) = &self.init else { return };
+    /// Sends (or sends again, with a cookie or another group) our
+    /// IKE_SA_INIT request.
+    fn send_init(&mut self, shared: &mut Shared, now: Instant) {
+        let (local, remote) = (self.path.local, self.path.remote);
+        let State::InitSent(init) = &mut self.state else {
+            return;
+        };
         let config = &shared.config;
+        let spi_i = init.spi_i;
         let mut payloads = Vec::new();
         if let Some(cookie) = &init.cookie {
             payloads.push(notify(NotifyType::COOKIE, cookie.clone()));
@@ -50,22 +93,25 @@ impl IkeSa {
             .into(),
         );
         payloads.push(
-            PayloadBody::Ke(KeyExchange {
-                group: init.ke.group().id(),
-                data: init.ke.public_value(),
-            })
+            PayloadBody::Ke(KeyExchange::new(
+                init.ke.group().id(),
+                init.ke.public_value(),
+            ))
             .into(),
         );
         payloads.push(PayloadBody::Nonce(init.ni.clone()).into());
-        let source = if config.force_udp_encapsulation {
-            random_bytes(shared, 20)
+        let force = config.force_udp_encapsulation;
+        let source = if force {
+            let mut fake = vec![0; 20];
+            shared.rng.fill_bytes(&mut fake);
+            fake
         } else {
-            nat_hash(spi_i, 0, self.local)
+            nat_hash(spi_i, 0, local)
         };
         payloads.push(notify(NotifyType::NAT_DETECTION_SOURCE_IP, source));
         payloads.push(notify(
             NotifyType::NAT_DETECTION_DESTINATION_IP,
-            nat_hash(spi_i, 0, self.remote),
+            nat_hash(spi_i, 0, remote),
         ));
         payloads.push(notify(NotifyType::FRAGMENTATION_SUPPORTED, Vec::new()));
         payloads.push(signature_hashes());
@@ -81,53 +127,62 @@ impl IkeSa {
             payloads,
         };
         let Ok(bytes) = msg.emit() else { return };
-        self.send(shared, std::slice::from_ref(&bytes));
-        self.outstanding = Some(Outstanding {
+        init.outstanding = Outstanding {
             id: 0,
-            datagrams: vec![bytes],
+            datagrams: vec![bytes.clone()],
             tries: 0,
             next_at: now + shared.config.retransmit_timeout,
             kind: Request::Init,
-        });
+        };
+        self.send(shared, std::slice::from_ref(&bytes));
     }
 
     /// A new IKE_SA_INIT request: the responder's half of the exchange.
-    /// Returns the half-open SA, or `None` after answering with an error
-    /// or a cookie request (keeping no state).
-    #[allow(clippy::too_many_arguments)]
+    /// Refusals and cookie requests are answered here and keep no state.
     pub(crate) fn respond(
         shared: &mut Shared,
         now: Instant,
-        id: SaId,
-        spi_r: u64,
-        remote: SocketAddr,
-        local: SocketAddr,
-        datagram: &[u8],
-        header: &Header,
+        init: InitRequest<'_>,
         cookies: Option<&crate::endpoint::cookie::CookieJar>,
     ) -> Option<IkeSa> {
-        let msg = match Message::parse(datagram) {
-            Ok(m) => m,
-            Err(e) => {
-                shared.stats.invalid += 1;
-                if let Some(ty) = Error::from(e).notify() {
-                    init_error(shared, header, remote, local, ty, Vec::new());
-                }
-                return None;
+        let (header, remote, local) = (init.header, init.remote, init.local);
+        match Self::accept_init(shared, now, &init, cookies) {
+            Ok(InitOutcome::HalfOpen(sa)) => Some(*sa),
+            Ok(InitOutcome::Refused(ty, data)) => {
+                init_error(shared, header, remote, local, ty, data);
+                None
             }
-        };
+            Err(e) => {
+                if matches!(e, Error::InvalidMessage(_)) {
+                    shared.stats.invalid += 1;
+                }
+                if let Some(ty) = e.notify() {
+                    init_error(shared, header, remote, local, ty, e.notify_data());
+                }
+                None
+            }
+        }
+    }
+
+    fn accept_init(
+        shared: &mut Shared,
+        now: Instant,
+        init: &InitRequest<'_>,
+        cookies: Option<&crate::endpoint::cookie::CookieJar>,
+    ) -> Result<InitOutcome, Error> {
+        let InitRequest {
+            id,
+            spi_r,
+            remote,
+            local,
+            datagram,
+            header,
+        } = *init;
+        let msg = Message::parse(datagram)?;
         let found = Found::new(&msg.payloads);
-        let (Some(sa), Some(ke), Some(ni)) = (found.sa, found.ke, found.nonce_ok()) else {
-            init_error(
-                shared,
-                header,
-                remote,
-                local,
-                NotifyType::INVALID_SYNTAX,
-                Vec::new(),
-            );
-            return None;
-        };
+        let sa = found.sa.ok_or_else(|| missing("SA"))?;
+        let ke = found.ke.ok_or_else(|| missing("KE"))?;
+        let ni = found.nonce()?;
         if let Some(jar) = cookies {
             let valid = found
                 .notify(NotifyType::COOKIE)
@@ -135,56 +190,22 @@ impl IkeSa {
             if !valid {
                 shared.stats.cookies_sent += 1;
                 let cookie = jar.cookie(ni, remote.ip(), header.spi_i);
-                init_error(shared, header, remote, local, NotifyType::COOKIE, cookie);
-                return None;
+                return Ok(InitOutcome::Refused(NotifyType::COOKIE, cookie));
             }
         }
         let config = shared.config.clone();
-        let choice = match config.ike_policy.select(&sa.proposals, Some(ke.group)) {
-            Ok(c) => c,
-            Err(_) => {
-                init_error(
-                    shared,
-                    header,
-                    remote,
-                    local,
-                    NotifyType::NO_PROPOSAL_CHOSEN,
-                    Vec::new(),
-                );
-                return None;
-            }
-        };
+        let choice = config.ike_policy.select(&sa.proposals, Some(ke.group))?;
         let suite = choice.suite;
         if suite.ke.id() != ke.group {
-            let wanted = suite.ke.id().0.to_be_bytes().to_vec();
-            init_error(
-                shared,
-                header,
-                remote,
-                local,
-                NotifyType::INVALID_KE_PAYLOAD,
-                wanted,
-            );
-            return None;
+            return Err(PeerIncompatible::InvalidKePayload(suite.ke.id()).into());
         }
         let secret = KeyExchangeSecret::generate(suite.ke, &mut *shared.rng);
-        let Ok(shared_secret) = secret.agree(&ke.data) else {
-            init_error(
-                shared,
-                header,
-                remote,
-                local,
-                NotifyType::INVALID_SYNTAX,
-                Vec::new(),
-            );
-            return None;
-        };
+        let shared_secret = secret.agree(&ke.data)?;
         let nr = random_bytes(shared, NONCE_LEN);
         let spi_i = header.spi_i;
 
         // NAT detection: the peer hashed the addresses it used, with SPIr 0.
         let nat = found.nat_detected(spi_i, 0, remote, local);
-        let peer_nat_d = nat.is_some();
         let peer_fragmentation = found.notify(NotifyType::FRAGMENTATION_SUPPORTED).is_some();
         let peer_hashes = found.signature_hashes();
 
@@ -193,14 +214,10 @@ impl IkeSa {
                 proposals: vec![choice.reply],
             })
             .into(),
-            PayloadBody::Ke(KeyExchange {
-                group: suite.ke.id(),
-                data: secret.public_value(),
-            })
-            .into(),
+            PayloadBody::Ke(KeyExchange::new(suite.ke.id(), secret.public_value())).into(),
             PayloadBody::Nonce(nr.clone()).into(),
         ];
-        if peer_nat_d {
+        if nat.is_some() {
             let source = if config.force_udp_encapsulation {
                 random_bytes(shared, 20)
             } else {
@@ -231,31 +248,40 @@ impl IkeSa {
             payloads,
         }
         .emit()
-        .ok()?;
+        .map_err(|_| Error::InvalidMessage(InvalidMessage::InvalidValue("our own response")))?;
 
         let seed = skeyseed(suite.prf, ni, &nr, &shared_secret);
         let keys = IkeSaKeys::derive(&suite, &seed, ni, &nr, spi_i, spi_r);
         let mut gen = Generation::new(shared, id, suite, seed, keys, spi_i, spi_r, false)?;
         gen.expected_peer_id = 1;
         gen.last_response = Some((0, vec![response.clone()]));
-
-        let mut sa = IkeSa::blank(id, now, local, remote, State::HalfOpen);
-        sa.dpd_interval = config.dpd_interval;
-        sa.on_nat_t_port = local.port() == config.nat_t_port;
-        sa.nat = nat.is_some_and(|translated| translated || config.force_udp_encapsulation);
-        sa.gen = Some(gen);
-        sa.exchange = Some(InitExchange {
+        let exchange = InitExchange {
             ni: ni.to_vec(),
             nr,
             request: datagram.to_vec(),
             response: response.clone(),
-            peer_fragmentation,
             peer_hashes,
-        });
-        sa.init_key = Some((remote, spi_i));
-        sa.half_open_deadline = Some(now + config.half_open_timeout);
+        };
+        let phase = Phase::HalfOpen {
+            exchange,
+            deadline: now + config.half_open_timeout,
+        };
+        let path = Path {
+            local,
+            remote,
+            on_nat_t_port: local.port() == config.nat_t_port,
+        };
+        let keyed = Keyed::new(gen, peer_fragmentation, phase);
+        let mut sa = IkeSa::with_state(
+            id,
+            now,
+            path,
+            (remote, spi_i),
+            State::Keyed(Box::new(keyed)),
+        );
+        sa.nat = nat.is_some_and(|translated| translated || config.force_udp_encapsulation);
         sa.send(shared, &[response]);
-        Some(sa)
+        Ok(InitOutcome::HalfOpen(Box::new(sa)))
     }
 
     pub(super) fn handle_init_response(
@@ -266,7 +292,7 @@ impl IkeSa {
         header: &Header,
     ) -> Effects {
         let effects = Effects::default();
-        if self.state != State::InitSent || header.message_id != 0 {
+        if !matches!(self.state, State::InitSent(_)) || header.message_id != 0 {
             shared.stats.stray += 1;
             return effects;
         }
@@ -278,15 +304,15 @@ impl IkeSa {
             }
         };
         let found = Found::new(&msg.payloads);
-        let spi_i = header.spi_i;
-        let Some(init) = &mut self.init else {
+        let legacy = shared.config.ike_policy.legacy;
+        let State::InitSent(init) = &mut self.state else {
             return effects;
         };
         if let Some(cookie) = found.notify(NotifyType::COOKIE) {
             if init.retries < MAX_INIT_RETRIES {
                 init.retries += 1;
                 init.cookie = Some(cookie.data.clone());
-                self.send_init(shared, now, spi_i);
+                self.send_init(shared, now);
             }
             return effects;
         }
@@ -294,13 +320,13 @@ impl IkeSa {
             let wanted = <[u8; 2]>::try_from(n.data.as_slice())
                 .ok()
                 .map(|b| TransformId(u16::from_be_bytes(b)))
-                .and_then(|id| KeGroup::from_id(id, shared.config.ike_policy.legacy))
+                .and_then(|id| KeGroup::from_id(id, legacy))
                 .filter(|g| shared.config.ike_policy.ke.contains(g));
             match wanted {
                 Some(group) if init.retries < MAX_INIT_RETRIES && group != init.ke.group() => {
                     init.retries += 1;
                     init.ke = KeyExchangeSecret::generate(group, &mut *shared.rng);
-                    self.send_init(shared, now, spi_i);
+                    self.send_init(shared, now);
                 }
                 _ => self.close(
                     shared,
@@ -314,62 +340,88 @@ impl IkeSa {
             self.close(shared, now, DownReason::RefusedByPeer(err));
             return effects;
         }
-        let refuse = |sa: &mut IkeSa, shared: &mut Shared, why: &str| {
-            sa.close(
+        if let Err(e) = self.complete_init(shared, now, datagram, header, &found) {
+            self.close(
                 shared,
                 now,
-                DownReason::RefusedPeer(NotifyType::INVALID_SYNTAX, why.to_string()),
+                DownReason::RefusedPeer(NotifyType::INVALID_SYNTAX, e.to_string()),
             );
-            Effects::default()
-        };
-        let (Some(sa_payload), Some(ke), Some(nr)) = (found.sa, found.ke, found.nonce_ok()) else {
-            return refuse(self, shared, "IKE_SA_INIT response lacks SA, KE or nonce");
-        };
-        if header.spi_r == 0 {
-            return refuse(self, shared, "responder SPI is zero");
         }
-        let Ok(suite) = shared.config.ike_policy.accept_reply(&sa_payload.proposals) else {
-            return refuse(self, shared, "responder chose a proposal we did not offer");
-        };
-        let Some(init) = self.init.take() else {
-            return effects;
+        effects
+    }
+
+    /// The responder's IKE_SA_INIT answer: keys, NAT detection, then our
+    /// IKE_AUTH request.
+    fn complete_init(
+        &mut self,
+        shared: &mut Shared,
+        now: Instant,
+        datagram: &[u8],
+        header: &Header,
+        found: &Found<'_>,
+    ) -> Result<(), Error> {
+        let sa_payload = found.sa.ok_or_else(|| missing("SA"))?;
+        let ke = found.ke.ok_or_else(|| missing("KE"))?;
+        let nr = found.nonce()?;
+        if header.spi_r == 0 {
+            return Err(PeerMisbehaved::BadResponse("responder SPI is zero").into());
+        }
+        let suite = shared
+            .config
+            .ike_policy
+            .accept_reply(&sa_payload.proposals)
+            .map_err(|_| PeerMisbehaved::BadResponse("a proposal we did not offer"))?;
+        let State::InitSent(init) = &self.state else {
+            return Err(PeerMisbehaved::BadResponse("not initiating").into());
         };
         if suite.ke != init.ke.group() || ke.group != init.ke.group().id() {
-            return refuse(self, shared, "key exchange group mismatch");
+            return Err(PeerMisbehaved::BadResponse("key exchange group mismatch").into());
         }
-        let Ok(shared_secret) = init.ke.agree(&ke.data) else {
-            return refuse(self, shared, "invalid KE public value");
-        };
-        let spi_r = header.spi_r;
+        let shared_secret = init.ke.agree(&ke.data)?;
+        let (spi_i, spi_r) = (header.spi_i, header.spi_r);
         let seed = skeyseed(suite.prf, &init.ni, nr, &shared_secret);
         let keys = IkeSaKeys::derive(&suite, &seed, &init.ni, nr, spi_i, spi_r);
-        let Some(mut gen) = Generation::new(shared, self.id, suite, seed, keys, spi_i, spi_r, true)
-        else {
-            return refuse(self, shared, "keys");
-        };
+        let mut gen = Generation::new(shared, self.id, suite, seed, keys, spi_i, spi_r, true)?;
         gen.next_request_id = 1;
+        let (local, remote) = (self.path.local, self.path.remote);
         self.nat = found
-            .nat_detected(spi_i, spi_r, self.remote, self.local)
+            .nat_detected(spi_i, spi_r, remote, local)
             .is_some_and(|translated| translated || shared.config.force_udp_encapsulation);
-        if self.nat && !self.on_nat_t_port {
-            self.nat_t_switch(shared);
-        }
-        self.gen = Some(gen);
-        self.exchange = Some(InitExchange {
-            ni: init.ni.clone(),
+        let State::InitSent(init) = std::mem::replace(
+            &mut self.state,
+            State::Closed {
+                until: now,
+                gen: None,
+            },
+        ) else {
+            return Err(PeerMisbehaved::BadResponse("not initiating").into());
+        };
+        let init = *init;
+        let exchange = InitExchange {
+            ni: init.ni,
             nr: nr.to_vec(),
-            request: self
+            request: init
                 .outstanding
-                .take()
-                .and_then(|o| o.datagrams.into_iter().next())
+                .datagrams
+                .into_iter()
+                .next()
                 .unwrap_or_default(),
             response: datagram.to_vec(),
-            peer_fragmentation: found.notify(NotifyType::FRAGMENTATION_SUPPORTED).is_some(),
             peer_hashes: found.signature_hashes(),
-        });
+        };
+        let peer_fragmentation = found.notify(NotifyType::FRAGMENTATION_SUPPORTED).is_some();
+        let child_spi = random_spi32(shared);
+        let phase = Phase::AuthSent {
+            request: init.request,
+            exchange,
+            child_spi,
+        };
+        self.state = State::Keyed(Box::new(Keyed::new(gen, peer_fragmentation, phase)));
+        if self.nat && !self.path.on_nat_t_port {
+            self.nat_t_switch(shared);
+        }
         self.last_heard = now;
-        self.send_auth(shared, now, &init.request);
-        self.init = Some(init);
-        effects
+        self.send_auth(shared, now);
+        Ok(())
     }
 }

@@ -1,10 +1,22 @@
 //! One IKE SA: its keys, its message-ID windows, its Child SAs, and the
 //! exchanges that build, maintain and end them (RFC 7296 1.2-1.4, 2.1-2.25).
 //!
+//! The SA is in one [`State`] at a time, and each state holds exactly the
+//! data that is valid in it: an initiator waiting for the IKE_SA_INIT
+//! response has its nonce and key exchange but no keys; once keys exist
+//! ([`Keyed`]) the SA is in a [`Phase`] of authentication (the IKE_AUTH
+//! request in flight, awaited, or waiting for an address) or established
+//! ([`Session`]: the peer, the address, the Child SAs); a closed SA keeps
+//! only what answers retransmissions.
+//!
 //! The message-ID window is 1 in both directions: we keep at most one
 //! request of our own in flight (later work waits in `tasks`), and we answer
 //! the peer's requests strictly in order, keeping the last response to send
 //! again, byte for byte, when the request is retransmitted.
+//!
+//! Handlers return `Result<_, Error>`; [`IkeSa::handle_request`] is the one
+//! place that turns an error into the notify the peer gets and the event
+//! the embedder sees ([`Error::notify`], [`Error::ends_ike_sa`]).
 
 mod create_child;
 mod ike_auth;
@@ -15,22 +27,23 @@ use std::collections::VecDeque;
 use std::net::{IpAddr, Ipv6Addr, SocketAddr};
 use std::time::{Duration, Instant};
 
-use zeroize::Zeroizing;
-
 use super::nat::nat_hash;
 use super::ts::{contains, ipv6_host, narrow};
 use super::{ChildSa, ConnectRequest, DownReason, Effects, Event, SaId, Shared};
 use crate::auth::{self, hash_algorithms_notify, signed_octets, SignMode};
-use crate::cert::{match_identity, CertError};
+use crate::cert::match_identity;
 use crate::crypto::sk::{Reassembly, SkCipher};
 use crate::crypto::{
     child_keymat, skeyseed, skeyseed_rekey, ChildSaKeys, IkeSaKeys, KeGroup, KeyExchangeSecret,
     Suite,
 };
-use crate::error::Error;
+use crate::error::{Error, InvalidMessage, LocalPolicy, PeerIncompatible, PeerMisbehaved};
 use crate::identity::CanonicalIdentity;
 use crate::proposal::EspChoice;
 use crate::wire::*;
+
+use ike_auth::PendingAuth;
+pub(crate) use init::InitRequest;
 
 /// How long a closed SA stays around to answer retransmissions of the
 /// request that closed it.
@@ -39,24 +52,84 @@ const LINGER: Duration = Duration::from_secs(20);
 const MAX_INIT_RETRIES: u32 = 4;
 /// Our nonce length: twice the strength of the strongest PRF we use.
 const NONCE_LEN: usize = 32;
+/// A Child SA whose rekey is under way is not rekeyed again before this.
+const REKEY_PENDING: Duration = Duration::from_secs(3600 * 24 * 365);
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+/// The addresses an IKE SA uses (they move with the peer's NAT mapping).
+#[derive(Debug, Clone, Copy)]
+struct Path {
+    local: SocketAddr,
+    remote: SocketAddr,
+    /// IKE travels on the NAT-T port, with the non-ESP marker.
+    on_nat_t_port: bool,
+}
+
+/// Where an IKE SA is, with what is valid there.
 enum State {
-    /// Initiator: IKE_SA_INIT sent.
-    InitSent,
-    /// Initiator: IKE_AUTH sent.
-    AuthSent,
-    /// Responder: IKE_SA_INIT answered, IKE_AUTH awaited.
-    HalfOpen,
-    /// Responder: authenticated; the IKE_AUTH response waits for the
-    /// address (see [`Event::AddressRequested`]).
-    Admitting,
+    /// Initiator: our IKE_SA_INIT is in flight; no keys yet.
+    InitSent(Box<InitiatorInit>),
+    /// Keys exist: authenticating, or established.
+    Keyed(Box<Keyed>),
+    /// Over; kept until `until` to answer retransmissions of the request
+    /// that closed it, with the keys that do so.
+    Closed {
+        until: Instant,
+        gen: Option<Box<Generation>>,
+    },
+}
+
+/// An IKE SA with keys.
+struct Keyed {
+    gen: Generation,
+    /// The previous generation after an IKE rekey, until its delete.
+    retired: Option<(Generation, Instant)>,
+    /// The peer takes RFC 7383 fragments.
+    peer_fragmentation: bool,
+    outstanding: Option<Outstanding>,
+    /// Work waiting for the request window.
+    tasks: VecDeque<Task>,
+    phase: Phase,
+}
+
+/// How far authentication has come.
+enum Phase {
+    /// Initiator: IKE_AUTH in flight.
+    AuthSent {
+        request: ConnectRequest,
+        exchange: InitExchange,
+        child_spi: u32,
+    },
+    /// Responder: IKE_SA_INIT answered, IKE_AUTH awaited until `deadline`.
+    HalfOpen {
+        exchange: InitExchange,
+        deadline: Instant,
+    },
+    /// Responder: the peer authenticated; our IKE_AUTH answer waits for
+    /// its address (see [`Event::AddressRequested`]).
+    Admitting(Box<PendingAuth>),
     /// Authenticated.
-    Established,
+    Established(Session),
+}
+
+/// An authenticated IKE SA.
+struct Session {
+    /// The identity the peer proved, canonical.
+    peer: CanonicalIdentity,
+    /// The address it holds (responder).
+    address: Option<Ipv6Addr>,
+    children: Vec<Child>,
+    ike_rekey_at: Option<Instant>,
     /// Our delete of the IKE SA is in flight.
-    Deleting,
-    /// Over; kept until `until` to answer retransmissions.
-    Closed { until: Instant },
+    deleting: bool,
+    /// Peer rekeys of a Child SA that collided with ours.
+    collisions: Vec<Collision>,
+}
+
+/// A peer rekey of a Child SA that collided with our own rekey of it.
+struct Collision {
+    old_inbound_spi: u32,
+    /// The peer exchange's nonces.
+    nonces: [Vec<u8>; 2],
 }
 
 /// The cryptographic state of one generation of the IKE SA (it is replaced
@@ -73,7 +146,10 @@ struct Generation {
     next_request_id: u32,
     expected_peer_id: u32,
     last_response: Option<(u32, Vec<Vec<u8>>)>,
-    reassembly: Reassembly,
+    /// Fragments of the peer's request, and of the response to ours, kept
+    /// apart (RFC 7383 2.6: reassembly is per message).
+    requests_in: Reassembly,
+    responses_in: Reassembly,
 }
 
 impl Generation {
@@ -84,12 +160,12 @@ impl Generation {
         shared: &Shared,
         sa: SaId,
         suite: Suite,
-        skeyseed: Zeroizing<Vec<u8>>,
+        skeyseed: zeroize::Zeroizing<Vec<u8>>,
         keys: IkeSaKeys,
         spi_i: u64,
         spi_r: u64,
         initiator: bool,
-    ) -> Option<Generation> {
+    ) -> Result<Generation, Error> {
         if let Some(log) = &shared.config.key_log {
             log.log(sa, spi_i, spi_r, &skeyseed, &keys);
         }
@@ -98,9 +174,10 @@ impl Generation {
         } else {
             (&keys.sk_ei, &keys.sk_ai, &keys.sk_er, &keys.sk_ar)
         };
-        let sk_in = SkCipher::new(suite.encr, suite.integ, ein, ain)?;
-        let sk_out = SkCipher::new(suite.encr, suite.integ, eout, aout)?;
-        Some(Generation {
+        let bad = || Error::PeerIncompatible(PeerIncompatible::NoProposalChosen);
+        let sk_in = SkCipher::new(suite.encr, suite.integ, ein, ain).ok_or_else(bad)?;
+        let sk_out = SkCipher::new(suite.encr, suite.integ, eout, aout).ok_or_else(bad)?;
+        Ok(Generation {
             spi_i,
             spi_r,
             initiator,
@@ -111,7 +188,8 @@ impl Generation {
             next_request_id: 0,
             expected_peer_id: 0,
             last_response: None,
-            reassembly: Reassembly::default(),
+            requests_in: Reassembly::default(),
+            responses_in: Reassembly::default(),
         })
     }
 
@@ -147,18 +225,12 @@ struct Outstanding {
 /// What a request in flight was for, with what its response needs.
 enum Request {
     Init,
-    Auth {
-        child_spi: u32,
-    },
+    Auth,
     Dpd,
     DeleteIke,
-    DeleteChild {
-        inbound_spi: u32,
-    },
+    DeleteChild { inbound_spi: u32 },
     RekeyChild(Box<ChildRekey>),
     RekeyIke(Box<IkeRekey>),
-    /// An INFORMATIONAL carrying an error notify; the SA closes after it.
-    Notify(DownReason),
 }
 
 struct ChildRekey {
@@ -202,19 +274,21 @@ struct Child {
 /// The initiator's IKE_SA_INIT state, until the response arrives.
 struct InitiatorInit {
     request: ConnectRequest,
+    spi_i: u64,
     ni: Vec<u8>,
     ke: KeyExchangeSecret,
     cookie: Option<Vec<u8>>,
     retries: u32,
+    outstanding: Outstanding,
 }
 
-/// Values of IKE_SA_INIT that IKE_AUTH signs.
+/// Values of IKE_SA_INIT that IKE_AUTH signs and keys its first Child SA
+/// with.
 struct InitExchange {
     ni: Vec<u8>,
     nr: Vec<u8>,
     request: Vec<u8>,
     response: Vec<u8>,
-    peer_fragmentation: bool,
     /// The peer's SIGNATURE_HASH_ALGORITHMS, if it sent the notify.
     peer_hashes: Option<Vec<HashAlgorithm>>,
 }
@@ -232,42 +306,33 @@ impl InitExchange {
 
 pub(crate) struct IkeSa {
     id: SaId,
-    state: State,
-    local: SocketAddr,
-    remote: SocketAddr,
-    /// IKE travels on the NAT-T port, with the non-ESP marker.
-    on_nat_t_port: bool,
+    path: Path,
     /// ESP must be carried in UDP.
     nat: bool,
-    gen: Option<Generation>,
-    /// The previous generation after an IKE rekey, until its delete.
-    retired: Option<(Generation, Instant)>,
-    init: Option<InitiatorInit>,
-    exchange: Option<InitExchange>,
-    init_key: Option<(SocketAddr, u64)>,
-    half_open_deadline: Option<Instant>,
-    outstanding: Option<Outstanding>,
-    tasks: VecDeque<Task>,
-    children: Vec<Child>,
-    /// The identity the peer proved, canonical.
-    peer_identity: Option<CanonicalIdentity>,
-    assigned_address: Option<Ipv6Addr>,
-    /// The IKE_AUTH request that waits for its address (state Admitting).
-    pending_auth: Option<ike_auth::PendingAuth>,
     last_heard: Instant,
-    dpd_interval: Duration,
-    ike_rekey_at: Option<Instant>,
+    /// (initiator's address, SPIi): how a retransmitted IKE_SA_INIT finds
+    /// the SA while it is half-open (responder) or initiating.
+    init_key: (SocketAddr, u64),
     down_reported: bool,
-    /// Peer rekeys of a Child SA that collided with ours: the old SA's
-    /// inbound SPI, the peer exchange's nonces, and our exchange's Ni.
-    collisions: Vec<(u32, [Vec<u8>; 2], Vec<u8>)>,
     /// Local SPIs of retired generations that are gone, for the endpoint
     /// to stop routing.
     forgotten_spis: Vec<u64>,
+    state: State,
 }
 
 fn notify(ty: NotifyType, data: Vec<u8>) -> Payload {
     PayloadBody::Notify(Notify::new(ty, data)).into()
+}
+
+/// The notify payload that reports `e` to the peer, if any.
+fn error_notify(e: &Error) -> Option<Payload> {
+    let ty = e.notify()?;
+    let mut n = Notify::new(ty, e.notify_data());
+    if let Some(spi) = e.notify_spi() {
+        n.protocol = ProtocolId::ESP;
+        n.spi = spi.to_be_bytes().to_vec();
+    }
+    Some(PayloadBody::Notify(n).into())
 }
 
 fn random_bytes(shared: &mut Shared, len: usize) -> Vec<u8> {
@@ -475,88 +540,148 @@ impl<'a> Found<'a> {
             .map(|n| auth::parse_hash_algorithms(&n.data).unwrap_or_default())
     }
 
-    fn nonce_ok(&self) -> Option<&'a [u8]> {
-        self.nonce.filter(|n| (16..=256).contains(&n.len()))
+    /// The nonce, of a length RFC 7296 2.10 allows.
+    fn nonce(&self) -> Result<&'a [u8], Error> {
+        self.nonce
+            .filter(|n| (16..=256).contains(&n.len()))
+            .ok_or(Error::InvalidMessage(InvalidMessage::MissingPayload(
+                "nonce",
+            )))
+    }
+}
+
+fn missing(what: &'static str) -> Error {
+    Error::InvalidMessage(InvalidMessage::MissingPayload(what))
+}
+
+impl Keyed {
+    fn new(gen: Generation, peer_fragmentation: bool, phase: Phase) -> Keyed {
+        Keyed {
+            gen,
+            retired: None,
+            peer_fragmentation,
+            outstanding: None,
+            tasks: VecDeque::new(),
+            phase,
+        }
+    }
+
+    fn session(&self) -> Option<&Session> {
+        match &self.phase {
+            Phase::Established(s) => Some(s),
+            _ => None,
+        }
+    }
+
+    fn session_mut(&mut self) -> Option<&mut Session> {
+        match &mut self.phase {
+            Phase::Established(s) => Some(s),
+            _ => None,
+        }
     }
 }
 
 impl IkeSa {
-    fn blank(id: SaId, now: Instant, local: SocketAddr, remote: SocketAddr, state: State) -> IkeSa {
+    fn with_state(
+        id: SaId,
+        now: Instant,
+        path: Path,
+        init_key: (SocketAddr, u64),
+        state: State,
+    ) -> IkeSa {
         IkeSa {
             id,
-            state,
-            local,
-            remote,
-            on_nat_t_port: false,
+            path,
             nat: false,
-            gen: None,
-            retired: None,
-            init: None,
-            exchange: None,
-            init_key: None,
-            half_open_deadline: None,
-            outstanding: None,
-            tasks: VecDeque::new(),
-            children: Vec::new(),
-            peer_identity: None,
-            assigned_address: None,
-            pending_auth: None,
             last_heard: now,
-            dpd_interval: Duration::from_secs(30),
-            ike_rekey_at: None,
+            init_key,
             down_reported: false,
-            collisions: Vec::new(),
             forgotten_spis: Vec::new(),
+            state,
         }
     }
 
-    pub(crate) fn peer_identity(&self) -> Option<&CanonicalIdentity> {
-        self.peer_identity.as_ref()
+    fn keyed(&self) -> Option<&Keyed> {
+        match &self.state {
+            State::Keyed(k) => Some(k),
+            _ => None,
+        }
     }
 
-    pub(crate) fn init_key(&self) -> Option<(SocketAddr, u64)> {
+    fn keyed_mut(&mut self) -> Option<&mut Keyed> {
+        match &mut self.state {
+            State::Keyed(k) => Some(k),
+            _ => None,
+        }
+    }
+
+    fn session_mut(&mut self) -> Option<&mut Session> {
+        self.keyed_mut().and_then(Keyed::session_mut)
+    }
+
+    /// The first Child SA `which` picks, if the SA is established.
+    fn child(&self, which: impl Fn(&Child) -> bool) -> Option<ChildSa> {
+        self.keyed()
+            .and_then(Keyed::session)
+            .and_then(|s| s.children.iter().find(|c| which(c)))
+            .map(|c| c.sa.clone())
+    }
+
+    /// The identity the peer proved, once it has.
+    pub(crate) fn peer_identity(&self) -> Option<&CanonicalIdentity> {
+        match &self.keyed()?.phase {
+            Phase::Established(s) => Some(&s.peer),
+            Phase::Admitting(p) => Some(&p.peer),
+            _ => None,
+        }
+    }
+
+    /// (initiator's address, SPIi): the key of the endpoint's half-open
+    /// table, where a responder SA is filed until it leaves that state.
+    pub(crate) fn init_key(&self) -> (SocketAddr, u64) {
         self.init_key
     }
 
     pub(crate) fn local_spis(&self) -> Vec<u64> {
-        let mut spis: Vec<u64> = self.gen.iter().map(Generation::local_spi).collect();
-        spis.extend(self.retired.iter().map(|(g, _)| g.local_spi()));
-        spis.extend(
-            self.init_key
-                .map(|(_, spi)| spi)
-                .filter(|_| self.init.is_some()),
-        );
-        spis
+        match &self.state {
+            State::InitSent(i) => vec![i.spi_i],
+            State::Keyed(k) => {
+                let mut spis = vec![k.gen.local_spi()];
+                spis.extend(k.retired.iter().map(|(g, _)| g.local_spi()));
+                spis
+            }
+            State::Closed { gen, .. } => gen.iter().map(|g| g.local_spi()).collect(),
+        }
     }
 
     pub(crate) fn is_finished(&self, now: Instant) -> bool {
-        matches!(self.state, State::Closed { until } if now >= until)
+        matches!(self.state, State::Closed { until, .. } if now >= until)
     }
 
     fn nat_t_switch(&mut self, shared: &Shared) {
         let port = shared.config.nat_t_port;
-        self.remote.set_port(port);
-        self.local.set_port(port);
-        self.on_nat_t_port = true;
+        self.path.remote.set_port(port);
+        self.path.local.set_port(port);
+        self.path.on_nat_t_port = true;
     }
 
     fn send(&self, shared: &mut Shared, datagrams: &[Vec<u8>]) {
         for d in datagrams {
-            push_datagram(shared, self.remote, self.local, d);
+            push_datagram(shared, self.path.remote, self.path.local, d);
         }
     }
 
     /// The largest IKE message that fits `fragment_size` octets of IP packet.
     fn max_message_len(&self, shared: &Shared) -> usize {
-        let ip_udp = if self.remote.is_ipv4() { 28 } else { 48 };
-        let marker = if self.on_nat_t_port { 4 } else { 0 };
+        let ip_udp = if self.path.remote.is_ipv4() { 28 } else { 48 };
+        let marker = if self.path.on_nat_t_port { 4 } else { 0 };
         shared.config.fragment_size.saturating_sub(ip_udp + marker)
     }
 
     /// Seals inner payloads for the current generation, fragmenting when
     /// the peer supports it and the message would not fit.
     fn seal(
-        &mut self,
+        &self,
         shared: &mut Shared,
         exchange: ExchangeType,
         response: bool,
@@ -564,18 +689,18 @@ impl IkeSa {
         inner: &[Payload],
     ) -> Vec<Vec<u8>> {
         let limit = self.max_message_len(shared);
-        let fragment = self.exchange.as_ref().is_some_and(|e| e.peer_fragmentation);
-        let Some(gen) = &self.gen else {
+        let Some(k) = self.keyed() else {
             return Vec::new();
         };
-        let header = gen.header(exchange, response, id);
-        let whole = match gen.sk_out.seal(&header, &[], inner, &mut *shared.rng) {
+        let header = k.gen.header(exchange, response, id);
+        let whole = match k.gen.sk_out.seal(&header, &[], inner, &mut *shared.rng) {
             Ok(w) => w,
             Err(_) => return Vec::new(),
         };
-        if whole.len() > limit && fragment {
+        if whole.len() > limit && k.peer_fragmentation {
             if let Ok(fragments) =
-                gen.sk_out
+                k.gen
+                    .sk_out
                     .seal_fragments(&header, inner, limit, &mut *shared.rng)
             {
                 return fragments;
@@ -592,21 +717,22 @@ impl IkeSa {
         inner: &[Payload],
         kind: Request,
     ) {
-        let Some(id) = self.gen.as_ref().map(|g| g.next_request_id) else {
+        let Some(id) = self.keyed().map(|k| k.gen.next_request_id) else {
             return;
         };
         let datagrams = self.seal(shared, exchange, false, id, inner);
-        if let Some(g) = &mut self.gen {
-            g.next_request_id = g.next_request_id.wrapping_add(1);
-        }
         self.send(shared, &datagrams);
-        self.outstanding = Some(Outstanding {
-            id,
-            datagrams,
-            tries: 0,
-            next_at: now + shared.config.retransmit_timeout,
-            kind,
-        });
+        let next_at = now + shared.config.retransmit_timeout;
+        if let Some(k) = self.keyed_mut() {
+            k.gen.next_request_id = k.gen.next_request_id.wrapping_add(1);
+            k.outstanding = Some(Outstanding {
+                id,
+                datagrams,
+                tries: 0,
+                next_at,
+                kind,
+            });
+        }
     }
 
     fn send_response(
@@ -618,10 +744,23 @@ impl IkeSa {
     ) {
         let datagrams = self.seal(shared, exchange, true, id, inner);
         self.send(shared, &datagrams);
-        if let Some(g) = &mut self.gen {
-            g.expected_peer_id = id.wrapping_add(1);
-            g.last_response = Some((id, datagrams));
+        if let Some(k) = self.keyed_mut() {
+            k.gen.expected_peer_id = id.wrapping_add(1);
+            k.gen.last_response = Some((id, datagrams));
         }
+    }
+
+    /// Answers request `id` with the notify of `e` (or nothing, where the
+    /// RFC asks for silence, which still moves the window on).
+    fn send_error_response(
+        &mut self,
+        shared: &mut Shared,
+        exchange: ExchangeType,
+        id: u32,
+        e: &Error,
+    ) {
+        let inner: Vec<Payload> = error_notify(e).into_iter().collect();
+        self.send_response(shared, exchange, id, &inner);
     }
 
     pub(crate) fn handle(
@@ -633,44 +772,76 @@ impl IkeSa {
         datagram: &[u8],
         header: &Header,
     ) -> Effects {
-        if matches!(self.state, State::Closed { .. }) && header.flags.response() {
-            shared.stats.stray += 1;
-            return Effects::default();
-        }
         if header.exchange == ExchangeType::IKE_SA_INIT {
             if header.flags.response() {
                 return self.handle_init_response(shared, now, datagram, header);
             }
             // A retransmitted IKE_SA_INIT request: the cached response.
-            if let Some((0, cached)) = self.gen.as_ref().and_then(|g| g.last_response.clone()) {
+            let cached = self
+                .keyed()
+                .and_then(|k| k.gen.last_response.as_ref())
+                .filter(|(id, _)| *id == 0)
+                .map(|(_, d)| d.clone());
+            if let Some(cached) = cached {
                 shared.stats.retransmits_answered += 1;
                 self.send(shared, &cached);
             }
             return Effects::default();
         }
-        if let Some((old, _)) = &self.retired {
-            if old.spi_i == header.spi_i && old.spi_r == header.spi_r {
-                return self.handle_retired(shared, datagram, header);
-            }
+        let retired = self
+            .keyed()
+            .and_then(|k| k.retired.as_ref())
+            .is_some_and(|(old, _)| old.spi_i == header.spi_i && old.spi_r == header.spi_r);
+        if retired {
+            return self.handle_retired(shared, datagram, header);
         }
-        if self.state == State::Admitting && !header.flags.response() {
+        let admitting = self
+            .keyed()
+            .is_some_and(|k| matches!(k.phase, Phase::Admitting(_)));
+        if admitting && !header.flags.response() {
             // The IKE_AUTH request again (the peer's window is one): its
             // answer comes when the address does.
             shared.stats.retransmits_while_admitting += 1;
             return Effects::default();
         }
-        let Some(gen) = &mut self.gen else {
-            shared.stats.stray += 1;
-            return Effects::default();
+        let response = header.flags.response();
+        let k = match &mut self.state {
+            State::Keyed(k) => &mut **k,
+            // A closed SA still answers a retransmission of the request
+            // that closed it; responses to it are strays.
+            State::Closed { gen: Some(_), .. } if response => {
+                shared.stats.stray += 1;
+                return Effects::default();
+            }
+            State::Closed { gen: Some(gen), .. } => {
+                let gen = &**gen;
+                if header.message_id.wrapping_add(1) == gen.expected_peer_id
+                    && header.spi_i == gen.spi_i
+                    && header.spi_r == gen.spi_r
+                    && gen.sk_in.open(datagram).is_ok()
+                {
+                    if let Some((_, cached)) = gen.last_response.clone() {
+                        shared.stats.retransmits_answered += 1;
+                        self.send(shared, &cached);
+                    }
+                } else {
+                    shared.stats.stray += 1;
+                }
+                return Effects::default();
+            }
+            _ => {
+                shared.stats.stray += 1;
+                return Effects::default();
+            }
         };
+        let gen = &mut k.gen;
         if header.spi_i != gen.spi_i || header.spi_r != gen.spi_r {
             shared.stats.unknown_spi += 1;
             return Effects::default();
         }
-        let response = header.flags.response();
         let retransmission = !response && header.message_id.wrapping_add(1) == gen.expected_peer_id;
         let in_window = if response {
-            self.outstanding
+            k.outstanding
                 .as_ref()
                 .is_some_and(|o| o.id == header.message_id)
         } else {
@@ -701,7 +872,12 @@ impl IkeSa {
             return Effects::default();
         }
         let (first, plaintext) = if opened.fragment.is_some() {
-            match gen.reassembly.add(opened) {
+            let buffer = if response {
+                &mut gen.responses_in
+            } else {
+                &mut gen.requests_in
+            };
+            match buffer.add(header.message_id, opened) {
                 Ok(Some(whole)) => whole,
                 Ok(None) => return Effects::default(),
                 Err(_) => {
@@ -714,24 +890,17 @@ impl IkeSa {
         };
         // Authenticated: the peer is alive and this is its address now.
         self.last_heard = now;
-        if remote != self.remote || local != self.local {
-            self.remote = remote;
-            self.local = local;
-            self.on_nat_t_port = local.port() == shared.config.nat_t_port;
+        if remote != self.path.remote || local != self.path.local {
+            self.path.remote = remote;
+            self.path.local = local;
+            self.path.on_nat_t_port = local.port() == shared.config.nat_t_port;
         }
         let payloads = match parse_chain(first, &plaintext) {
             Ok(p) => p,
             Err(e) => {
                 shared.stats.invalid += 1;
                 if !response {
-                    if let Some(ty) = Error::from(e).notify() {
-                        self.send_response(
-                            shared,
-                            header.exchange,
-                            header.message_id,
-                            &[notify(ty, Vec::new())],
-                        );
-                    }
+                    self.send_error_response(shared, header.exchange, header.message_id, &e.into());
                 }
                 return Effects::default();
             }
@@ -743,6 +912,8 @@ impl IkeSa {
         }
     }
 
+    /// Dispatches a request by exchange and phase; the one place where an
+    /// error becomes the notify the peer gets and the event we raise.
     fn handle_request(
         &mut self,
         shared: &mut Shared,
@@ -751,34 +922,51 @@ impl IkeSa {
         payloads: &[Payload],
     ) -> Effects {
         let id = header.message_id;
-        match (header.exchange, self.state) {
-            (ExchangeType::IKE_AUTH, State::HalfOpen) => {
+        let exchange = header.exchange;
+        let (half_open, established) = match self.keyed().map(|k| &k.phase) {
+            Some(Phase::HalfOpen { .. }) => (true, false),
+            Some(Phase::Established(_)) => (false, true),
+            _ => (false, false),
+        };
+        let initiator_in_auth = self
+            .keyed()
+            .is_some_and(|k| matches!(k.phase, Phase::AuthSent { .. }));
+        let result = match exchange {
+            ExchangeType::IKE_AUTH if half_open => {
                 self.handle_auth_request(shared, now, id, payloads)
             }
-            (
-                ExchangeType::INFORMATIONAL,
-                State::Established | State::Deleting | State::AuthSent,
-            ) => {
+            ExchangeType::INFORMATIONAL if established || initiator_in_auth => {
                 self.handle_informational(shared, now, id, payloads);
-                Effects::default()
+                Ok(Effects::default())
             }
-            (ExchangeType::CREATE_CHILD_SA, State::Established | State::Deleting) => {
+            ExchangeType::CREATE_CHILD_SA if established => {
                 self.handle_create_child_request(shared, now, id, payloads)
             }
-            (ExchangeType::CREATE_CHILD_SA, _) | (ExchangeType::IKE_AUTH, _) => {
-                self.send_response(
-                    shared,
-                    header.exchange,
-                    id,
-                    &[notify(NotifyType::TEMPORARY_FAILURE, Vec::new())],
-                );
-                Effects::default()
+            ExchangeType::CREATE_CHILD_SA | ExchangeType::IKE_AUTH => {
+                Err(Error::LocalPolicy(LocalPolicy::TemporaryFailure))
             }
             _ => {
                 // An exchange we do not implement: answer it empty so the
                 // peer's window moves on.
-                self.send_response(shared, header.exchange, id, &[]);
-                Effects::default()
+                self.send_response(shared, exchange, id, &[]);
+                Ok(Effects::default())
+            }
+        };
+        match result {
+            Ok(effects) => effects,
+            Err(e) => {
+                self.send_error_response(shared, exchange, id, &e);
+                let mut effects = Effects::default();
+                if exchange == ExchangeType::IKE_AUTH && half_open {
+                    // Refused before it was established: the SA is over.
+                    effects.left_half_open = true;
+                    let reason = match e.notify() {
+                        Some(ty) => DownReason::RefusedPeer(ty, e.to_string()),
+                        None => DownReason::RefusedPeer(NotifyType::INVALID_SYNTAX, e.to_string()),
+                    };
+                    self.close(shared, now, reason);
+                }
+                effects
             }
         }
     }
@@ -789,19 +977,16 @@ impl IkeSa {
         now: Instant,
         payloads: &[Payload],
     ) -> Effects {
-        let Some(outstanding) = self.outstanding.take() else {
+        let Some(outstanding) = self.keyed_mut().and_then(|k| k.outstanding.take()) else {
             return Effects::default();
         };
         let mut effects = Effects::default();
         match outstanding.kind {
             Request::Init => {}
-            Request::Auth { child_spi } => {
-                self.handle_auth_response(shared, now, child_spi, payloads)
-            }
+            Request::Auth => self.handle_auth_response(shared, now, payloads),
             Request::Dpd => {}
             Request::DeleteIke => self.close(shared, now, DownReason::DeletedLocally),
             Request::DeleteChild { inbound_spi } => self.remove_child(shared, inbound_spi),
-            Request::Notify(reason) => self.close(shared, now, reason),
             Request::RekeyChild(rekey) => {
                 self.handle_child_rekey_response(shared, now, *rekey, payloads)
             }
@@ -813,146 +998,6 @@ impl IkeSa {
         effects
     }
 
-    fn handle_auth_response(
-        &mut self,
-        shared: &mut Shared,
-        now: Instant,
-        child_spi: u32,
-        payloads: &[Payload],
-    ) {
-        let found = Found::new(payloads);
-        let (Some(idr), Some(auth)) = (found.idr, found.auth) else {
-            let ty = found.error().unwrap_or(NotifyType::INVALID_SYNTAX);
-            self.close(shared, now, DownReason::RefusedByPeer(ty));
-            return;
-        };
-        let Some(request) = self.init.as_ref().map(|i| i.request.clone()) else {
-            return;
-        };
-        let verdict = match &request.remote_identity {
-            Some(want) if CanonicalIdentity::from_wire(idr).as_ref() != Ok(want) => Err(format!(
-                "responder is {}, not {want}",
-                CanonicalIdentity::from_wire(idr).map_or_else(|e| e.to_string(), |i| i.to_string()),
-            )),
-            _ => self.authenticate_peer(shared, now, idr, &found.certs, auth, false),
-        };
-        let proved = match verdict {
-            Ok(p) => p,
-            Err(why) => {
-                // RFC 7296 2.21.2: tell the responder, then give up.
-                let reason = DownReason::RefusedPeer(NotifyType::AUTHENTICATION_FAILED, why);
-                self.state = State::Established;
-                self.send_request(
-                    shared,
-                    now,
-                    ExchangeType::INFORMATIONAL,
-                    &[notify(NotifyType::AUTHENTICATION_FAILED, Vec::new())],
-                    Request::Notify(reason.clone()),
-                );
-                // No retransmission: the SA is over whether it arrives or not.
-                self.outstanding = None;
-                self.close(shared, now, reason);
-                return;
-            }
-        };
-        self.peer_identity = Some(proved);
-        self.state = State::Established;
-        self.established(shared, now);
-        match self.initiator_child(shared, &found, child_spi, &request) {
-            Ok(child) => self.child_up(shared, now, child, None),
-            Err(ty) => {
-                shared.push_event(Event::ChildSaRefused {
-                    sa: self.id,
-                    notify: ty,
-                });
-                // Without its Child SA the connection is of no use.
-                self.tasks.push_back(Task::DeleteIke);
-            }
-        }
-    }
-
-    fn initiator_child(
-        &mut self,
-        shared: &mut Shared,
-        found: &Found<'_>,
-        child_spi: u32,
-        request: &ConnectRequest,
-    ) -> Result<ChildSa, NotifyType> {
-        if let Some(ty) = found.error() {
-            return Err(ty);
-        }
-        let (Some(sa), Some(tsi), Some(tsr), Some(ex)) =
-            (found.sa, found.tsi, found.tsr, &self.exchange)
-        else {
-            return Err(NotifyType::INVALID_SYNTAX);
-        };
-        let config = shared.config.clone();
-        let offered = config.esp_policy.proposals(child_spi.to_be_bytes(), false);
-        let [reply] = sa.proposals.as_slice() else {
-            return Err(NotifyType::NO_PROPOSAL_CHOSEN);
-        };
-        let ours = offered
-            .iter()
-            .find(|p| p.number == reply.number)
-            .ok_or(NotifyType::NO_PROPOSAL_CHOSEN)?;
-        if !reply.transforms.iter().all(|t| ours.transforms.contains(t)) {
-            return Err(NotifyType::NO_PROPOSAL_CHOSEN);
-        }
-        let choice = config
-            .esp_policy
-            .select(std::slice::from_ref(reply), None)
-            .map_err(|_| NotifyType::NO_PROPOSAL_CHOSEN)?;
-        // Narrowing may only shrink what we proposed.
-        let within = |got: &[TrafficSelector], proposed: &[TrafficSelector]| {
-            !got.is_empty() && got.iter().all(|g| proposed.iter().any(|p| contains(p, g)))
-        };
-        if !within(&tsi.selectors, &request.local_ts) || !within(&tsr.selectors, &request.remote_ts)
-        {
-            return Err(NotifyType::TS_UNACCEPTABLE);
-        }
-        if request.request_address {
-            let cp = found
-                .cp
-                .filter(|c| c.cfg_type == CfgType::REPLY)
-                .ok_or(NotifyType::FAILED_CP_REQUIRED)?;
-            let address = cp
-                .attributes
-                .iter()
-                .filter(|a| a.ty == CfgAttributeType::INTERNAL_IP6_ADDRESS)
-                .find_map(CfgAttribute::as_ip6_prefix)
-                .ok_or(NotifyType::FAILED_CP_REQUIRED)?;
-            let dns = cp
-                .attributes
-                .iter()
-                .filter(|a| {
-                    matches!(
-                        a.ty,
-                        CfgAttributeType::INTERNAL_IP6_DNS | CfgAttributeType::INTERNAL_IP4_DNS
-                    )
-                })
-                .filter_map(CfgAttribute::as_address)
-                .collect();
-            shared.push_event(Event::AddressAssigned {
-                sa: self.id,
-                address,
-                dns,
-            });
-        }
-        let keymat = KeymatInput {
-            pfs: None,
-            ni: &ex.ni,
-            nr: &ex.nr,
-            we_initiated: true,
-        };
-        self.make_child(
-            &choice,
-            child_spi,
-            keymat,
-            tsi.selectors.clone(),
-            tsr.selectors.clone(),
-        )
-    }
-
     // ----- life cycle --------------------------------------------------
 
     fn rekey_delay(&self, shared: &mut Shared, lifetime: Duration) -> Duration {
@@ -961,19 +1006,36 @@ impl IkeSa {
         lifetime - Duration::from_millis(shared.rng.next_u64() % jitter_ms)
     }
 
-    fn established(&mut self, shared: &mut Shared, now: Instant) {
-        self.ike_rekey_at = Some(now + self.rekey_delay(shared, shared.config.ike_lifetime));
-        let Some(gen) = &self.gen else { return };
+    /// The SA is authenticated (and, on the responder, has its address):
+    /// it becomes a session with the peer. Returns the phase it leaves.
+    fn establish(
+        &mut self,
+        shared: &mut Shared,
+        now: Instant,
+        peer: CanonicalIdentity,
+        address: Option<Ipv6Addr>,
+    ) -> Option<Phase> {
+        let rekey_at = now + self.rekey_delay(shared, shared.config.ike_lifetime);
+        let remote = self.path.remote;
+        let id = self.id;
+        let k = self.keyed_mut()?;
+        let session = Session {
+            peer: peer.clone(),
+            address,
+            children: Vec::new(),
+            ike_rekey_at: Some(rekey_at),
+            deleting: false,
+            collisions: Vec::new(),
+        };
+        let left = std::mem::replace(&mut k.phase, Phase::Established(session));
         shared.push_event(Event::IkeSaUp {
-            sa: self.id,
-            peer_identity: match &self.peer_identity {
-                Some(p) => p.clone(),
-                None => return,
-            },
-            suite: gen.suite,
-            remote: self.remote,
-            initiator: gen.initiator,
+            sa: id,
+            peer_identity: peer,
+            suite: k.gen.suite,
+            remote,
+            initiator: k.gen.initiator,
         });
+        Some(left)
     }
 
     fn child_up(
@@ -984,9 +1046,10 @@ impl IkeSa {
         replaces: Option<u32>,
     ) {
         let rekey_at = now + self.rekey_delay(shared, shared.config.child_lifetime);
+        let Some(s) = self.session_mut() else { return };
         match replaces {
             Some(old) => {
-                if let Some(c) = self.children.iter_mut().find(|c| c.sa.inbound_spi == old) {
+                if let Some(c) = s.children.iter_mut().find(|c| c.sa.inbound_spi == old) {
                     c.superseded = true;
                 }
                 shared.push_event(Event::ChildSaRekeyed {
@@ -996,7 +1059,7 @@ impl IkeSa {
             }
             None => shared.push_event(Event::ChildSaUp(child.clone())),
         }
-        self.children.push(Child {
+        s.children.push(Child {
             sa: child,
             rekey_at,
             superseded: false,
@@ -1004,42 +1067,60 @@ impl IkeSa {
     }
 
     fn remove_child(&mut self, shared: &mut Shared, inbound_spi: u32) {
-        if let Some(i) = self
+        let id = self.id;
+        let Some(s) = self.session_mut() else { return };
+        if let Some(i) = s
             .children
             .iter()
             .position(|c| c.sa.inbound_spi == inbound_spi)
         {
-            let c = self.children.remove(i);
+            let c = s.children.remove(i);
             shared.push_event(Event::ChildSaDown {
-                ike_sa: self.id,
+                ike_sa: id,
                 inbound_spi: c.sa.inbound_spi,
                 outbound_spi: c.sa.outbound_spi,
             });
         }
     }
 
-    /// Ends the SA: every Child SA goes down, the address goes back to the
-    /// pool, and the SA lingers to answer retransmissions.
+    /// Ends the SA: every Child SA goes down, the address goes back, and
+    /// the SA lingers (with its keys) to answer retransmissions of the
+    /// request it answered last.
     pub(crate) fn close(&mut self, shared: &mut Shared, now: Instant, reason: DownReason) {
-        if matches!(self.state, State::Closed { .. }) {
-            return;
-        }
-        for c in std::mem::take(&mut self.children) {
-            shared.push_event(Event::ChildSaDown {
-                ike_sa: self.id,
-                inbound_spi: c.sa.inbound_spi,
-                outbound_spi: c.sa.outbound_spi,
-            });
-        }
-        self.pending_auth = None;
-        if let (Some(address), Some(identity)) = (self.assigned_address.take(), &self.peer_identity)
-        {
-            shared.push_event(Event::AddressReleased {
-                sa: self.id,
-                identity: identity.clone(),
-                address,
-            });
-        }
+        let state = std::mem::replace(
+            &mut self.state,
+            State::Closed {
+                until: now,
+                gen: None,
+            },
+        );
+        let gen = match state {
+            State::Closed { until, gen } => {
+                self.state = State::Closed { until, gen };
+                return;
+            }
+            State::InitSent(_) => None,
+            State::Keyed(k) => {
+                let Keyed { gen, phase, .. } = *k;
+                if let Phase::Established(s) = phase {
+                    for c in s.children {
+                        shared.push_event(Event::ChildSaDown {
+                            ike_sa: self.id,
+                            inbound_spi: c.sa.inbound_spi,
+                            outbound_spi: c.sa.outbound_spi,
+                        });
+                    }
+                    if let Some(address) = s.address {
+                        shared.push_event(Event::AddressReleased {
+                            sa: self.id,
+                            identity: s.peer,
+                            address,
+                        });
+                    }
+                }
+                Some(gen)
+            }
+        };
         if !self.down_reported {
             self.down_reported = true;
             shared.push_event(Event::IkeSaDown {
@@ -1047,51 +1128,55 @@ impl IkeSa {
                 reason,
             });
         }
-        self.outstanding = None;
-        self.tasks.clear();
-        let linger = if self.gen.as_ref().is_some_and(|g| g.last_response.is_some()) {
-            LINGER
-        } else {
-            Duration::ZERO
-        };
+        let answered = gen.as_ref().is_some_and(|g| g.last_response.is_some());
         self.state = State::Closed {
-            until: now + linger,
+            until: now + if answered { LINGER } else { Duration::ZERO },
+            gen: gen.filter(|_| answered).map(Box::new),
         };
     }
 
     pub(crate) fn start_delete(&mut self, shared: &mut Shared, now: Instant) {
-        match self.state {
-            State::Established => {
-                self.tasks.push_back(Task::DeleteIke);
+        let deleting = self.session_mut().map(|s| s.deleting);
+        match deleting {
+            Some(false) => {
+                self.queue(Task::DeleteIke);
                 self.kick(shared, now);
             }
-            State::Deleting | State::Closed { .. } => {}
-            _ => self.close(shared, now, DownReason::DeletedLocally),
+            Some(true) => {}
+            None if matches!(self.state, State::Closed { .. }) => {}
+            None => self.close(shared, now, DownReason::DeletedLocally),
+        }
+    }
+
+    fn queue(&mut self, task: Task) {
+        if let Some(k) = self.keyed_mut() {
+            if !k.tasks.contains(&task) {
+                k.tasks.push_back(task);
+            }
         }
     }
 
     pub(crate) fn queue_child_rekey(&mut self, inbound_spi: u32) {
-        if !self.tasks.contains(&Task::RekeyChild(inbound_spi)) {
-            self.tasks.push_back(Task::RekeyChild(inbound_spi));
-        }
+        self.queue(Task::RekeyChild(inbound_spi));
     }
 
     pub(crate) fn queue_child_delete(&mut self, inbound_spi: u32) {
-        if !self.tasks.contains(&Task::DeleteChild(inbound_spi)) {
-            self.tasks.push_back(Task::DeleteChild(inbound_spi));
-        }
+        self.queue(Task::DeleteChild(inbound_spi));
     }
 
     pub(crate) fn queue_ike_rekey(&mut self) {
-        if !self.tasks.contains(&Task::RekeyIke) {
-            self.tasks.push_back(Task::RekeyIke);
-        }
+        self.queue(Task::RekeyIke);
     }
 
     /// Starts the next queued request if the window is free.
     pub(crate) fn kick(&mut self, shared: &mut Shared, now: Instant) {
-        while self.outstanding.is_none() && self.state == State::Established {
-            let Some(task) = self.tasks.pop_front() else {
+        loop {
+            let Some(k) = self.keyed_mut() else { return };
+            let established = k.session().is_some_and(|s| !s.deleting);
+            if k.outstanding.is_some() || !established {
+                return;
+            }
+            let Some(task) = k.tasks.pop_front() else {
                 return;
             };
             match task {
@@ -1112,14 +1197,12 @@ impl IkeSa {
                         &[delete],
                         Request::DeleteIke,
                     );
-                    self.state = State::Deleting;
+                    if let Some(s) = self.session_mut() {
+                        s.deleting = true;
+                    }
                 }
                 Task::DeleteChild(inbound_spi) => {
-                    if !self
-                        .children
-                        .iter()
-                        .any(|c| c.sa.inbound_spi == inbound_spi)
-                    {
+                    if self.child(|c| c.sa.inbound_spi == inbound_spi).is_none() {
                         continue;
                     }
                     let delete: Payload = PayloadBody::Delete(Delete {
@@ -1142,197 +1225,136 @@ impl IkeSa {
         }
     }
 
-    fn start_child_rekey(&mut self, shared: &mut Shared, now: Instant, old_inbound_spi: u32) {
-        let Some(old) = self
-            .children
-            .iter()
-            .find(|c| c.sa.inbound_spi == old_inbound_spi && !c.superseded)
-            .map(|c| c.sa.clone())
-        else {
-            return;
-        };
-        let config = shared.config.clone();
-        let new_inbound_spi = random_spi32(shared);
-        let ni = random_bytes(shared, NONCE_LEN);
-        let pfs_group = if config.rekey_pfs {
-            config.esp_policy.pfs.first().copied()
-        } else {
-            None
-        };
-        let ke = pfs_group.map(|g| KeyExchangeSecret::generate(g, &mut *shared.rng));
-        let mut rekey_sa = Notify::new(NotifyType::REKEY_SA, Vec::new());
-        rekey_sa.protocol = ProtocolId::ESP;
-        rekey_sa.spi = old_inbound_spi.to_be_bytes().to_vec();
-        let mut inner: Vec<Payload> = vec![
-            PayloadBody::Notify(rekey_sa).into(),
-            PayloadBody::Sa(SecurityAssociation {
-                proposals: config
-                    .esp_policy
-                    .proposals(new_inbound_spi.to_be_bytes(), ke.is_some()),
-            })
-            .into(),
-            PayloadBody::Nonce(ni.clone()).into(),
-        ];
-        if let Some(secret) = &ke {
-            inner.push(
-                PayloadBody::Ke(KeyExchange {
-                    group: secret.group().id(),
-                    data: secret.public_value(),
-                })
-                .into(),
-            );
-        }
-        inner.push(
-            PayloadBody::TsI(TrafficSelectors {
-                selectors: old.local_ts.clone(),
-            })
-            .into(),
-        );
-        inner.push(
-            PayloadBody::TsR(TrafficSelectors {
-                selectors: old.remote_ts.clone(),
-            })
-            .into(),
-        );
-        let rekey = ChildRekey {
-            old_inbound_spi,
-            new_inbound_spi,
-            ni,
-            ke,
-        };
-        self.send_request(
-            shared,
-            now,
-            ExchangeType::CREATE_CHILD_SA,
-            &inner,
-            Request::RekeyChild(Box::new(rekey)),
-        );
-    }
-
-    fn start_ike_rekey(&mut self, shared: &mut Shared, now: Instant) {
-        let Some(gen) = &self.gen else { return };
-        let config = shared.config.clone();
-        let group = gen.suite.ke;
-        let new_spi = shared.random_u64();
-        let ni = random_bytes(shared, NONCE_LEN);
-        let ke = KeyExchangeSecret::generate(group, &mut *shared.rng);
-        // Offer the current suite first, so the rekey keeps it.
-        let mut proposals = config.ike_policy.proposals();
-        for p in &mut proposals {
-            p.spi = new_spi.to_be_bytes().to_vec();
-            p.transforms
-                .retain(|t| t.ty != TransformType::KE || t.id == group.id());
-        }
-        let inner: Vec<Payload> = vec![
-            PayloadBody::Sa(SecurityAssociation { proposals }).into(),
-            PayloadBody::Nonce(ni.clone()).into(),
-            PayloadBody::Ke(KeyExchange {
-                group: group.id(),
-                data: ke.public_value(),
-            })
-            .into(),
-        ];
-        let rekey = IkeRekey { new_spi, ni, ke };
-        self.send_request(
-            shared,
-            now,
-            ExchangeType::CREATE_CHILD_SA,
-            &inner,
-            Request::RekeyIke(Box::new(rekey)),
-        );
-    }
-
     // ----- timers --------------------------------------------------------
 
-    pub(crate) fn next_timeout(&self) -> Option<Instant> {
-        if let State::Closed { until } = self.state {
-            return Some(until);
-        }
-        let mut t: Vec<Instant> = Vec::new();
-        t.extend(self.outstanding.as_ref().map(|o| o.next_at));
-        t.extend(self.half_open_deadline);
-        t.extend(self.pending_auth.as_ref().map(|p| p.deadline));
-        t.extend(self.retired.as_ref().map(|(_, until)| *until));
-        if self.state == State::Established {
-            if self.outstanding.is_none() {
-                t.push(self.last_heard + self.dpd_interval);
+    /// When this SA needs [`IkeSa::handle_timeout`] next.
+    pub(crate) fn next_timeout(&self, shared: &Shared) -> Option<Instant> {
+        let k = match &self.state {
+            State::Closed { until, .. } => return Some(*until),
+            State::InitSent(i) => return Some(i.outstanding.next_at),
+            State::Keyed(k) => k,
+        };
+        let mut next: Option<Instant> = None;
+        let mut at = |t: Option<Instant>| {
+            if let Some(t) = t {
+                next = Some(next.map_or(t, |n| n.min(t)));
             }
-            t.extend(self.ike_rekey_at);
-            t.extend(
-                self.children
+        };
+        at(k.outstanding.as_ref().map(|o| o.next_at));
+        at(k.retired.as_ref().map(|(_, until)| *until));
+        match &k.phase {
+            Phase::HalfOpen { deadline, .. } => at(Some(*deadline)),
+            Phase::Admitting(p) => at(Some(p.deadline)),
+            Phase::AuthSent { .. } => {}
+            Phase::Established(s) if !s.deleting => {
+                if k.outstanding.is_none() {
+                    at(Some(self.last_heard + shared.config.dpd_interval));
+                }
+                at(s.ike_rekey_at);
+                at(s.children
                     .iter()
                     .filter(|c| !c.superseded)
-                    .map(|c| c.rekey_at),
-            );
+                    .map(|c| c.rekey_at)
+                    .min());
+            }
+            Phase::Established(_) => {}
         }
-        t.into_iter().min()
+        next
     }
 
     pub(crate) fn handle_timeout(&mut self, shared: &mut Shared, now: Instant) -> Effects {
         let mut effects = Effects::default();
-        if matches!(self.state, State::Closed { .. }) {
+        let k = match &mut self.state {
+            State::Closed { .. } => return effects,
+            State::InitSent(i) => {
+                if i.outstanding.next_at <= now {
+                    if i.outstanding.tries >= shared.config.retransmit_tries {
+                        self.close(shared, now, DownReason::PeerDead);
+                        return effects;
+                    }
+                    retransmit(shared, &mut i.outstanding, now);
+                    let datagrams = i.outstanding.datagrams.clone();
+                    self.send(shared, &datagrams);
+                }
+                return effects;
+            }
+            State::Keyed(k) => k,
+        };
+        if k.retired.as_ref().is_some_and(|(_, until)| *until <= now) {
+            if let Some((old, _)) = k.retired.take() {
+                self.forgotten_spis.push(old.local_spi());
+            }
+        }
+        let Some(k) = self.keyed_mut() else {
             return effects;
+        };
+        match &k.phase {
+            Phase::HalfOpen { deadline, .. } if *deadline <= now => {
+                effects.left_half_open = true;
+                self.close(shared, now, DownReason::HalfOpenTimeout);
+                return effects;
+            }
+            Phase::Admitting(p) if p.deadline <= now => {
+                // The store never answered: refuse the Child SA, keep the
+                // IKE SA.
+                self.address_assigned(shared, now, None);
+            }
+            _ => {}
         }
-        if self
-            .retired
-            .as_ref()
-            .is_some_and(|(_, until)| *until <= now)
-        {
-            self.drop_retired();
-        }
-        if self
-            .pending_auth
-            .as_ref()
-            .is_some_and(|p| p.deadline <= now)
-        {
-            // The store never answered: refuse the Child SA, keep the IKE SA.
-            self.address_assigned(shared, now, None);
-        }
-        if self.half_open_deadline.is_some_and(|d| d <= now) {
-            self.half_open_deadline = None;
-            effects.left_half_open = true;
-            self.close(shared, now, DownReason::HalfOpenTimeout);
+        let Some(k) = self.keyed_mut() else {
             return effects;
-        }
-        if let Some(o) = &mut self.outstanding {
+        };
+        if let Some(o) = &mut k.outstanding {
             if o.next_at <= now {
                 if o.tries >= shared.config.retransmit_tries {
                     self.close(shared, now, DownReason::PeerDead);
                     return effects;
                 }
-                o.tries += 1;
-                o.next_at = now + shared.config.retransmit_timeout * 2u32.saturating_pow(o.tries);
-                shared.stats.retransmits_sent += 1;
+                retransmit(shared, o, now);
                 let datagrams = o.datagrams.clone();
                 self.send(shared, &datagrams);
             }
         }
-        if self.state == State::Established {
-            if self.outstanding.is_none()
-                && self.last_heard + self.dpd_interval <= now
-                && !self.tasks.contains(&Task::Dpd)
-            {
-                self.tasks.push_back(Task::Dpd);
-            }
-            if self.ike_rekey_at.is_some_and(|t| t <= now) {
-                self.ike_rekey_at = None;
-                self.queue_ike_rekey();
-            }
-            let due: Vec<u32> = self
-                .children
-                .iter_mut()
-                .filter(|c| !c.superseded && c.rekey_at <= now)
-                .map(|c| {
-                    // Not again until this rekey had its chance.
-                    c.rekey_at = now + Duration::from_secs(3600 * 24 * 365);
-                    c.sa.inbound_spi
-                })
-                .collect();
-            for spi in due {
-                self.queue_child_rekey(spi);
-            }
-            self.kick(shared, now);
+        let last_heard = self.last_heard;
+        let Some(k) = self.keyed_mut() else {
+            return effects;
+        };
+        let idle = k.outstanding.is_none();
+        let Phase::Established(s) = &mut k.phase else {
+            return effects;
+        };
+        if s.deleting {
+            return effects;
         }
+        let mut due = Vec::new();
+        if idle && last_heard + shared.config.dpd_interval <= now {
+            due.push(Task::Dpd);
+        }
+        if s.ike_rekey_at.is_some_and(|t| t <= now) {
+            s.ike_rekey_at = None;
+            due.push(Task::RekeyIke);
+        }
+        for c in s
+            .children
+            .iter_mut()
+            .filter(|c| !c.superseded && c.rekey_at <= now)
+        {
+            // Not again until this rekey had its chance.
+            c.rekey_at = now + REKEY_PENDING;
+            due.push(Task::RekeyChild(c.sa.inbound_spi));
+        }
+        for task in due {
+            self.queue(task);
+        }
+        self.kick(shared, now);
         effects
     }
+}
+
+/// Counts a retransmission of `o` and schedules the next (the timeout
+/// doubles each time).
+fn retransmit(shared: &mut Shared, o: &mut Outstanding, now: Instant) {
+    o.tries += 1;
+    o.next_at = now + shared.config.retransmit_timeout * 2u32.saturating_pow(o.tries);
+    shared.stats.retransmits_sent += 1;
 }
