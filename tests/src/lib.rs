@@ -1178,11 +1178,16 @@ ca = ["{c}/ca.pem"]
     )
 }
 
+/// How long a VM may run before it is taken for hung: what the
+/// slowest VM test (about six minutes) needs under emulation, 2.5 times.
+pub const VM_LIMIT: Duration = Duration::from_secs(900);
+
 /// Runs `script` (sh) inside Debian's kernel booted under virtme-ng with
 /// software emulation (this machine's filesystem inside, read-only), for
 /// what this machine's kernel lacks (ESP, WireGuard). Returns whether it
 /// succeeded and everything it printed. Panics if there is no kernel or no
-/// `vng`: such tests fail, not skip, when the VM cannot start.
+/// `vng`: such tests fail, not skip, when the VM cannot start. A VM that
+/// hangs is killed after [`VM_LIMIT`] so that CI fails instead of waiting.
 pub fn run_in_vm(script: &str) -> (bool, String) {
     let kernel = std::fs::read_dir("/boot")
         .expect("/boot")
@@ -1196,8 +1201,11 @@ pub fn run_in_vm(script: &str) -> (bool, String) {
         })
         .max()
         .expect("a Debian kernel in /boot (linux-image-amd64)");
-    let out = Command::new("vng")
+    let out = Command::new("timeout")
         .args([
+            "--kill-after=30",
+            &VM_LIMIT.as_secs().to_string(),
+            "vng",
             "-r",
             kernel.to_str().expect("path"),
             "--disable-kvm",
