@@ -124,6 +124,9 @@ pub struct Ike {
     pub private_key: PathBuf,
     /// Trust anchors for client certificates.
     pub ca: Vec<PathBuf>,
+    /// CRL files (DER or PEM) of those CAs; re-read on SIGHUP.
+    #[serde(default)]
+    pub crl: Vec<PathBuf>,
     /// Liveness check interval, seconds.
     #[serde(default = "default_dpd")]
     pub dpd_interval: u64,
@@ -212,6 +215,7 @@ impl Config {
         file.ike
             .ca
             .iter_mut()
+            .chain(file.ike.crl.iter_mut())
             .for_each(|p| common::resolve(path, p));
         common::resolve(path, &mut file.storage.path);
         if file.ike.listen.is_empty() {

@@ -20,6 +20,7 @@ use tokio::sync::oneshot;
 
 use sixgate_broker::config::{Config, DEFAULT_DEVICE};
 use sixgate_broker::leases::{Lease, Leases, SledLeaseStore};
+use sixgate_broker::revocations::{self, RevocationList, Revoked, RevokedEntry};
 use sixgate_broker::sitenet::{SiteNet, SiteState};
 use sixgate_broker::sites::{Site, SiteStore};
 
@@ -40,6 +41,9 @@ pub enum Request {
         lan: String,
     },
     SiteRemove(String),
+    Revoke(Revoked),
+    Unrevoke(Revoked),
+    Revoked,
 }
 
 #[derive(Debug, Serialize, Deserialize)]
@@ -49,6 +53,8 @@ pub enum Response {
     Site(Site),
     Sites(Vec<SiteState>),
     Files(Vec<(String, String)>),
+    Revoked(Vec<RevokedEntry>),
+    Done(String),
     Error(String),
 }
 
@@ -62,6 +68,10 @@ pub async fn run(config: Config) -> Result<(), String> {
     pki::check_key_matches(&chain, &key)
         .map_err(|e| format!("{}: {e}", f.ike.private_key.display()))?;
     let anchors = pki::load_anchors(&f.ike.ca)?;
+    let (mut crls, warnings) = revocations::load_crls(&f.ike.crl, &anchors, unix_now())?;
+    for w in warnings {
+        tracing::warn!("{w}");
+    }
     let reservations: Vec<_> = f
         .pool
         .reservations
@@ -80,6 +90,8 @@ pub async fn run(config: Config) -> Result<(), String> {
         )
         .map_err(|e| format!("lease store in {}: {e}", f.storage.path.display()))?,
     );
+    let revoked = RevocationList::open(store.database())
+        .map_err(|e| format!("revocation list in {}: {e}", f.storage.path.display()))?;
 
     let sockets = IkeSockets::bind(&f.ike.listen, 500, 4500)
         .await
@@ -100,7 +112,7 @@ pub async fn run(config: Config) -> Result<(), String> {
         tracing::warn!("enabling IPv6 forwarding: {e}");
     }
 
-    let mut ike = endpoint::Config::new(identity, chain, Arc::new(key), anchors);
+    let mut ike = endpoint::Config::new(identity, chain, Arc::new(key), anchors.clone());
     ike.dns = f.pool.dns.clone();
     ike.dpd_interval = Duration::from_secs(f.ike.dpd_interval);
     ike.fragment_size = f.ike.fragment_size;
@@ -118,6 +130,7 @@ pub async fn run(config: Config) -> Result<(), String> {
         esp: dp.esp_handler(),
         kernel_events,
         leases: Some(Box::new(Leases(store.clone()))),
+        revocations: revoked.revocations(&crls)?,
     })
     .map_err(|e| format!("starting the runtime: {e}"))?;
     let mut sites = match &f.sites {
@@ -136,6 +149,7 @@ pub async fn run(config: Config) -> Result<(), String> {
     let mut liveness = tokio::time::interval(Duration::from_secs(1));
     let mut term = signal(SignalKind::terminate()).map_err(|e| e.to_string())?;
     let mut int = signal(SignalKind::interrupt()).map_err(|e| e.to_string())?;
+    let mut hup = signal(SignalKind::hangup()).map_err(|e| e.to_string())?;
     tracing::info!(
         "listening on {:?}, pool {}, {}",
         f.ike.listen,
@@ -161,9 +175,34 @@ pub async fn run(config: Config) -> Result<(), String> {
                         let _ = runtime.commands.send(Command::Connections(tx));
                         rx.await.map(Response::Status).unwrap_or_else(|_| Response::Error("the runtime stopped".into()))
                     }
+                    Request::Revoke(entry) => revocation_request(&revoked, &crls, &runtime, entry, true),
+                    Request::Unrevoke(entry) => revocation_request(&revoked, &crls, &runtime, entry, false),
+                    Request::Revoked => revoked
+                        .list()
+                        .map_or_else(Response::Error, Response::Revoked),
                     request => site_request(sites.as_mut(), request),
                 };
                 let _ = reply.send(response);
+            }
+            _ = hup.recv() => {
+                // Re-read the CRLs; a file that no longer reads keeps the
+                // entries it had, and says so.
+                match revocations::load_crls(&f.ike.crl, &anchors, unix_now()) {
+                    Ok((fresh, warnings)) => {
+                        for w in warnings {
+                            tracing::warn!("{w}");
+                        }
+                        crls = fresh;
+                        match revoked.revocations(&crls) {
+                            Ok(all) => {
+                                let _ = runtime.commands.send(Command::SetRevocations(all));
+                                tracing::info!("SIGHUP: revocations re-read");
+                            }
+                            Err(e) => tracing::error!("revocation list: {e}"),
+                        }
+                    }
+                    Err(e) => tracing::error!("SIGHUP: {e}; the CRLs read before stay in force"),
+                }
             }
             _ = liveness.tick() => {
                 if let Some(s) = sites.as_mut() {
@@ -185,6 +224,68 @@ pub async fn run(config: Config) -> Result<(), String> {
     Ok(())
 }
 
+/// Unix seconds as `YYYY-MM-DD HH:MM:SS UTC` (the civil calendar from a
+/// day count, as in Howard Hinnant's `civil_from_days`).
+fn utc_text(unix: u64) -> String {
+    let days = (unix / 86_400) as i64;
+    let secs = unix % 86_400;
+    let z = days + 719_468;
+    let era = z.div_euclid(146_097);
+    let doe = z.rem_euclid(146_097);
+    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let day = doy - (153 * mp + 2) / 5 + 1;
+    let month = if mp < 10 { mp + 3 } else { mp - 9 };
+    let year = yoe + era * 400 + i64::from(month <= 2);
+    format!(
+        "{year:04}-{month:02}-{day:02} {:02}:{:02}:{:02} UTC",
+        secs / 3600,
+        secs / 60 % 60,
+        secs % 60
+    )
+}
+
+fn unix_now() -> i64 {
+    SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs() as i64)
+}
+
+/// `client revoke` / `client unrevoke`: the list changes durably, then the
+/// engine gets the new revocations (ending the SAs they revoke).
+fn revocation_request(
+    list: &RevocationList,
+    crls: &sixgate_proto::cert::Revocations,
+    runtime: &engine::RuntimeHandle,
+    entry: Revoked,
+    revoke: bool,
+) -> Response {
+    let changed = if revoke {
+        list.revoke(&entry)
+    } else {
+        list.unrevoke(&entry)
+    };
+    let changed = match changed {
+        Ok(c) => c,
+        Err(e) => return Response::Error(e),
+    };
+    match list.revocations(crls) {
+        Ok(all) => {
+            let _ = runtime.commands.send(Command::SetRevocations(all));
+        }
+        Err(e) => return Response::Error(e),
+    }
+    let text = match (revoke, changed) {
+        (true, true) => format!("{entry} revoked"),
+        (true, false) => format!("{entry} was revoked already"),
+        (false, true) => format!("{entry} no longer revoked"),
+        (false, false) => format!("{entry} was not revoked"),
+    };
+    tracing::info!("{text}");
+    Response::Done(text)
+}
+
 fn site_request(sites: Option<&mut SiteNet>, request: Request) -> Response {
     let Some(sites) = sites else {
         return Response::Error("this broker has no [sites] configured".into());
@@ -203,7 +304,7 @@ fn site_request(sites: Option<&mut SiteNet>, request: Request) -> Response {
             sites.files(&name, &uplink, &lan).map(Response::Files)
         }
         Request::SiteRemove(name) => sites.remove(&name).map(Response::Site),
-        Request::Leases | Request::Status => Err("not a site request".into()),
+        _ => Err("not a site request".into()),
     };
     result.unwrap_or_else(Response::Error)
 }
@@ -261,6 +362,28 @@ pub async fn print_status(config: &Config) -> Result<(), String> {
                     r.child_sas.len(),
                     r.traffic.dropped_spoofed
                 );
+            }
+            Ok(())
+        }
+        other => Err(format!("unexpected answer {other:?}")),
+    }
+}
+
+/// `client revoke|unrevoke|revoked`: ask the daemon and print the answer.
+pub async fn client_verb(config: &Config, request: Request) -> Result<(), String> {
+    match ask(config, &request).await? {
+        Response::Done(text) => {
+            println!("{text}");
+            Ok(())
+        }
+        Response::Revoked(entries) => {
+            println!("{:<10} {:<48} SINCE", "KIND", "REVOKED");
+            for e in entries {
+                let (kind, what) = match e.revoked {
+                    Revoked::Identity(i) => ("identity", i),
+                    Revoked::Serial(s) => ("serial", s),
+                };
+                println!("{kind:<10} {what:<48} {}", utc_text(e.since));
             }
             Ok(())
         }
@@ -340,5 +463,15 @@ pub async fn site_verb(
             Ok(())
         }
         other => Err(format!("unexpected answer {other:?}")),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn utc_text() {
+        assert_eq!(super::utc_text(0), "1970-01-01 00:00:00 UTC");
+        assert_eq!(super::utc_text(1_780_272_000), "2026-06-01 00:00:00 UTC");
+        assert_eq!(super::utc_text(951_825_599), "2000-02-29 11:59:59 UTC");
     }
 }

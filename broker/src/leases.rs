@@ -177,6 +177,11 @@ impl SledLeaseStore {
         self.tree.apply_batch(batch)
     }
 
+    /// The database, for the other trees that live beside the pool.
+    pub fn database(&self) -> &sled::Db {
+        &self.db
+    }
+
     /// Makes every change so far durable.
     pub fn flush(&self) -> sled::Result<()> {
         self.tree.flush().map(|_| ())

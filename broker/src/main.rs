@@ -12,6 +12,7 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
+use sixgate_broker::revocations::Revoked;
 use sixgate_runtime::{logging, process};
 
 #[derive(Parser)]
@@ -51,6 +52,60 @@ enum Verb {
     Site {
         #[command(subcommand)]
         verb: SiteVerb,
+    },
+    /// Manage road-warrior clients: revocation.
+    Client {
+        #[command(subcommand)]
+        verb: ClientVerb,
+    },
+}
+
+/// An identity or a certificate serial number.
+#[derive(clap::Args)]
+#[group(required = true, multiple = false)]
+struct RevocationTarget {
+    /// The client's identity (e.g. alice@example.net), in any spelling.
+    identity: Option<String>,
+    /// A certificate's serial number in hex (e.g. 10:02 or 1002).
+    #[arg(long)]
+    serial: Option<String>,
+}
+
+impl RevocationTarget {
+    fn entry(self) -> Revoked {
+        // clap requires one of the two; an empty identity is refused by
+        // the daemon with a message like any other bad identity.
+        match self.serial {
+            Some(serial) => Revoked::Serial(serial),
+            None => Revoked::Identity(self.identity.unwrap_or_default()),
+        }
+    }
+}
+
+#[derive(Subcommand)]
+enum ClientVerb {
+    /// Revoke an identity or a certificate: its tunnels end at once and it
+    /// cannot connect again until `unrevoke`.
+    Revoke {
+        #[command(flatten)]
+        target: RevocationTarget,
+        /// The configuration file of the running broker.
+        #[arg(long)]
+        config: PathBuf,
+    },
+    /// Take an identity or certificate off the revocation list.
+    Unrevoke {
+        #[command(flatten)]
+        target: RevocationTarget,
+        /// The configuration file of the running broker.
+        #[arg(long)]
+        config: PathBuf,
+    },
+    /// List the revoked identities and certificates.
+    Revoked {
+        /// The configuration file of the running broker.
+        #[arg(long)]
+        config: PathBuf,
     },
 }
 
@@ -122,6 +177,11 @@ fn main() -> ExitCode {
             | SiteVerb::Config { config, .. }
             | SiteVerb::Remove { config, .. } => config.clone(),
         },
+        Verb::Client { verb } => match verb {
+            ClientVerb::Revoke { config, .. }
+            | ClientVerb::Unrevoke { config, .. }
+            | ClientVerb::Revoked { config } => config.clone(),
+        },
     };
     if let Err(e) = cli.log.init() {
         eprintln!("sixgate-broker: {e}");
@@ -167,6 +227,15 @@ fn main() -> ExitCode {
                     SiteVerb::Remove { name, .. } => (Request::SiteRemove(name), None),
                 };
                 daemon::site_verb(&config, request, out.as_deref()).await
+            }
+            Verb::Client { verb } => {
+                use daemon::Request;
+                let request = match verb {
+                    ClientVerb::Revoke { target, .. } => Request::Revoke(target.entry()),
+                    ClientVerb::Unrevoke { target, .. } => Request::Unrevoke(target.entry()),
+                    ClientVerb::Revoked { .. } => Request::Revoked,
+                };
+                daemon::client_verb(&config, request).await
             }
         }
     })

@@ -190,6 +190,7 @@ pub async fn run(config: Config) -> Result<(), String> {
         esp: dp.esp_handler(),
         kernel_events,
         leases: None,
+        revocations: Default::default(),
     })
     .map_err(|e| format!("starting the runtime: {e}"))?;
     let listener = control::bind(&config.control_socket)
@@ -294,7 +295,7 @@ fn on_event(event: &Event, tunnel: &mut Tunnel) -> Option<DownReason> {
                 notify.describe()
             ));
         }
-        Event::IkeSaDown { sa, reason } if tunnel.sa == Some(*sa) => {
+        Event::IkeSaDown { sa, reason, .. } if tunnel.sa == Some(*sa) => {
             tunnel.sa = None;
             return Some(reason.clone());
         }

@@ -10,7 +10,7 @@ use std::collections::BTreeMap;
 use std::path::Path;
 
 use sixgate_proto::auth::{self, signed_octets};
-use sixgate_proto::cert::TrustAnchors;
+use sixgate_proto::cert::{Purpose, TrustAnchors};
 use sixgate_proto::crypto::sk::{Reassembly, SkCipher};
 use sixgate_proto::crypto::{Encryption, IkeSaKeys, Integrity, KeGroup, Legacy, Prf, Suite};
 use sixgate_proto::wire::*;
@@ -159,13 +159,14 @@ fn captured_ike_auth_decrypts_and_both_auth_payloads_verify() {
             }
         }
         let anchors = TrustAnchors::new(common::certs(&format!("{kind}/ca.pem"))).unwrap();
-        for (payloads, real_message, nonce, sk_p, expected_id) in [
+        for (payloads, real_message, nonce, sk_p, expected_id, purpose) in [
             (
                 request.expect("IKE_AUTH request"),
                 init_request,
                 &nr,
                 &derived.sk_pi,
                 "client@example.net",
+                Purpose::Client,
             ),
             (
                 response.expect("IKE_AUTH response"),
@@ -173,6 +174,7 @@ fn captured_ike_auth_decrypts_and_both_auth_payloads_verify() {
                 &ni,
                 &derived.sk_pr,
                 "broker.example.net",
+                Purpose::Server,
             ),
         ] {
             let id = payloads
@@ -200,7 +202,10 @@ fn captured_ike_auth_decrypts_and_both_auth_payloads_verify() {
                     _ => None,
                 })
                 .unwrap();
-            let leaf = anchors.validate(&certs, common::NOW).unwrap();
+            let leaf = anchors
+                .validate(&certs, common::NOW, purpose, Legacy::Refuse)
+                .unwrap()
+                .leaf;
             sixgate_proto::cert::match_identity(leaf, &id).unwrap();
             let octets = signed_octets(real_message, nonce, suite.prf, sk_p, &id.body());
             auth::verify(&auth, &octets, leaf, Legacy::Refuse)

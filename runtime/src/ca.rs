@@ -15,8 +15,6 @@ use rcgen::{
 };
 use sixgate_proto::identity::{CanonicalIdentity, IdentityKind};
 
-/// id-kp-ipsecIKE (RFC 4945 5.1.3.12).
-pub const EKU_IPSEC_IKE: [u64; 9] = [1, 3, 6, 1, 5, 5, 7, 3, 17];
 /// The "IP security IKE intermediate" EKU Windows and macOS look for on a
 /// VPN server's certificate (1.3.6.1.5.5.8.2.2).
 pub const EKU_IKE_INTERMEDIATE: [u64; 9] = [1, 3, 6, 1, 5, 5, 8, 2, 2];
@@ -24,7 +22,8 @@ pub const EKU_IKE_INTERMEDIATE: [u64; 9] = [1, 3, 6, 1, 5, 5, 8, 2, 2];
 /// What a certificate is for.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Usage {
-    /// A road warrior or a site: clientAuth and ipsecIKE.
+    /// A road warrior: clientAuth only (not id-kp-ipsecIKE, which would
+    /// make it good for a server too).
     Client,
     /// The broker: serverAuth and the IKE-intermediate EKU.
     Broker,
@@ -120,10 +119,7 @@ impl CertificateAuthority {
         params.subject_alt_names = vec![san];
         params.key_usages = vec![KeyUsagePurpose::DigitalSignature];
         params.extended_key_usages = match usage {
-            Usage::Client => vec![
-                ExtendedKeyUsagePurpose::ClientAuth,
-                ExtendedKeyUsagePurpose::Other(EKU_IPSEC_IKE.to_vec()),
-            ],
+            Usage::Client => vec![ExtendedKeyUsagePurpose::ClientAuth],
             Usage::Broker => vec![
                 ExtendedKeyUsagePurpose::ServerAuth,
                 ExtendedKeyUsagePurpose::Other(EKU_IKE_INTERMEDIATE.to_vec()),
@@ -142,22 +138,53 @@ impl CertificateAuthority {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use sixgate_proto::cert::{certificates_from_pem, match_identity, TrustAnchors};
+    use sixgate_proto::cert::{
+        certificates_from_pem, match_identity, CertError, Purpose, TrustAnchors,
+    };
+    use sixgate_proto::crypto::Legacy;
 
     #[test]
     fn issued_certificates_chain_to_the_ca_and_prove_their_identity() {
         let ca = CertificateAuthority::generate("sixgate test CA", 30).unwrap();
         let anchors =
             TrustAnchors::new(certificates_from_pem(ca.certificate().as_bytes()).unwrap()).unwrap();
-        let id = CanonicalIdentity::parse("alice@example.net").unwrap();
-        let issued = ca.issue(&id, Usage::Client, 30).unwrap();
-        let chain = certificates_from_pem(issued.certificate.as_bytes()).unwrap();
         let now = SystemTime::now()
             .duration_since(SystemTime::UNIX_EPOCH)
             .unwrap()
             .as_secs() as i64;
-        let leaf = anchors.validate(&chain, now).unwrap();
-        assert_eq!(match_identity(leaf, &id.to_wire().unwrap()).unwrap(), id);
-        sixgate_proto::auth::PrivateKey::from_pem(issued.private_key.as_bytes()).unwrap();
+        for (who, usage, purpose, other) in [
+            (
+                "alice@example.net",
+                Usage::Client,
+                Purpose::Client,
+                Purpose::Server,
+            ),
+            (
+                "vpn.example.net",
+                Usage::Broker,
+                Purpose::Server,
+                Purpose::Client,
+            ),
+        ] {
+            let id = CanonicalIdentity::parse(who).unwrap();
+            let issued = ca.issue(&id, usage, 30).unwrap();
+            let chain = certificates_from_pem(issued.certificate.as_bytes()).unwrap();
+            let valid = anchors
+                .validate(&chain, now, purpose, Legacy::Refuse)
+                .unwrap();
+            assert_eq!(
+                match_identity(valid.leaf, &id.to_wire().unwrap()).unwrap(),
+                id
+            );
+            // A client's certificate does not make a broker, nor the reverse.
+            assert_eq!(
+                anchors
+                    .validate(&chain, now, other, Legacy::Refuse)
+                    .map(|_| ()),
+                Err(CertError::ExtendedKeyUsage(other)),
+                "{who}"
+            );
+            sixgate_proto::auth::PrivateKey::from_pem(issued.private_key.as_bytes()).unwrap();
+        }
     }
 }

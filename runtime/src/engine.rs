@@ -25,6 +25,7 @@ use sixgate_dataplane::dns::ResolvConf;
 use sixgate_dataplane::udp::{Datagram, EspHandler, IkeSockets, ReceiveCounters};
 use sixgate_dataplane::userspace::SaCounters;
 use sixgate_dataplane::xfrm::KernelEvent;
+use sixgate_proto::cert::Revocations;
 use sixgate_proto::endpoint::{
     self, ChildSa, ConnectRequest, DownReason, Endpoint, Event, SaId, Stats,
 };
@@ -64,6 +65,9 @@ pub enum Command {
     Connections(oneshot::Sender<Vec<Connection>>),
     /// The counters.
     Stats(oneshot::Sender<RuntimeStats>),
+    /// Replace what is revoked; the IKE SAs it now revokes end at once
+    /// (with a Delete to each peer).
+    SetRevocations(Revocations),
     /// Delete every IKE SA, wait up to `linger` for the peers to answer,
     /// remove everything installed, and stop.
     Shutdown {
@@ -186,6 +190,8 @@ pub struct Parts {
     pub kernel_events: Option<KernelEvents>,
     /// The lease store (responders).
     pub leases: Option<Box<dyn LeaseStore>>,
+    /// What is revoked from the start (see [`Command::SetRevocations`]).
+    pub revocations: Revocations,
 }
 
 /// Kernel events and the plane's reading of them.
@@ -234,7 +240,8 @@ pub fn spawn(parts: Parts) -> io::Result<RuntimeHandle> {
         .duration_since(UNIX_EPOCH)
         .map(|d| d.as_secs() as i64)
         .unwrap_or(0);
-    let endpoint = Endpoint::new(parts.ike, Box::new(rand_core::OsRng), now, unix);
+    let mut endpoint = Endpoint::new(parts.ike, Box::new(rand_core::OsRng), now, unix);
+    endpoint.set_revocations(now, parts.revocations);
     let (ike_tx, ike_rx) = mpsc::channel(IKE_QUEUE);
     let receive = Arc::new(ReceiveCounters::default());
     parts
@@ -401,6 +408,9 @@ impl Runtime {
             Command::Stats(reply) => {
                 let _ = reply.send(self.stats());
             }
+            Command::SetRevocations(revocations) => {
+                self.endpoint.set_revocations(now, revocations);
+            }
             Command::Shutdown { linger, done } => {
                 let ids: Vec<SaId> = self.connections.keys().copied().collect();
                 for sa in ids {
@@ -528,7 +538,12 @@ impl Runtime {
                     .map_or_else(|| "a peer".to_string(), |c| c.identity.to_string());
                 tracing::warn!("tunnel of {who} refused: {}", notify.describe());
             }
-            Event::IkeSaDown { sa, reason } => self.ike_down(*sa, reason),
+            Event::IkeSaDown {
+                sa,
+                remote,
+                peer,
+                reason,
+            } => self.ike_down(*sa, *remote, peer.as_deref(), reason),
             Event::IkeSaRekeyed { sa } => tracing::debug!("IKE SA {} rekeyed", sa.0),
             _ => {}
         }
@@ -656,13 +671,17 @@ impl Runtime {
         }
     }
 
-    fn ike_down(&mut self, sa: SaId, reason: &DownReason) {
+    fn ike_down(&mut self, sa: SaId, remote: SocketAddr, peer: Option<&str>, reason: &DownReason) {
         let Some(c) = self.connections.remove(&sa) else {
-            if matches!(
-                reason,
-                DownReason::RefusedPeer(..) | DownReason::RefusedByPeer(_)
-            ) {
-                tracing::warn!("refused an attempt: {reason}");
+            let who = peer.map_or_else(String::new, |p| format!(" as {p}"));
+            match reason {
+                DownReason::RefusedPeer(..) => {
+                    tracing::warn!("refused {remote}{who}: {reason}")
+                }
+                DownReason::RefusedByPeer(_) => {
+                    tracing::warn!("{remote}{who} refused us: {reason}")
+                }
+                _ => tracing::debug!("attempt from {remote}{who} ended: {reason}"),
             }
             return;
         };

@@ -53,13 +53,13 @@ async fn a_failed_install_deletes_the_child_sa_with_the_peer() {
     .await;
     let first = connect(&client, connect_request(c_ip, b_ip)).await;
     let down = wait_event(&mut client.events, |e| matches!(e, Event::IkeSaDown { .. })).await;
-    assert_eq!(
-        down,
-        Event::IkeSaDown {
-            sa: first,
-            reason: DownReason::DeletedByPeer
-        },
-        "the client learns at once that its tunnel does not work"
+    assert!(
+        matches!(
+            &down,
+            Event::IkeSaDown { sa, peer: Some(p), reason: DownReason::DeletedByPeer, .. }
+                if *sa == first && p == "broker.example.net"
+        ),
+        "the client learns at once that its tunnel does not work: {down:?}"
     );
     assert_eq!(stats(&broker).await.install_failures, 1);
     assert!(broker_plane.installs().is_empty());
@@ -78,12 +78,12 @@ async fn a_failed_install_deletes_the_child_sa_with_the_peer() {
         ))
         .unwrap();
     let down = wait_event(&mut client.events, |e| matches!(e, Event::IkeSaDown { .. })).await;
-    assert_eq!(
-        down,
-        Event::IkeSaDown {
-            sa: second,
-            reason: DownReason::DeletedByPeer
-        }
+    assert!(
+        matches!(
+            &down,
+            Event::IkeSaDown { sa, reason: DownReason::DeletedByPeer, .. } if *sa == second
+        ),
+        "{down:?}"
     );
     assert_eq!(stats(&broker).await.install_failures, 2);
     assert_eq!(broker_plane.installs().len(), 1);

@@ -972,13 +972,14 @@ control_socket = "{dir}/{name}.sock"
             .unwrap_or_default()
     }
 
-    pub fn broker_cli(&self, verb: &str, config: &Path) -> String {
-        let out = self.broker.try_run(&[
-            workspace_bin("sixgate-broker").to_str().expect("path"),
-            verb,
-            "--config",
-            config.to_str().expect("path"),
-        ]);
+    /// `sixgate-broker ARGS... --config CONFIG` in the broker's
+    /// namespace: what it printed, stdout then stderr.
+    pub fn broker_cli(&self, args: &[&str], config: &Path) -> String {
+        let bin = workspace_bin("sixgate-broker");
+        let mut argv = vec![bin.to_str().expect("path")];
+        argv.extend_from_slice(args);
+        argv.extend(["--config", config.to_str().expect("path")]);
+        let out = self.broker.try_run(&argv);
         format!(
             "{}{}",
             String::from_utf8_lossy(&out.stdout),

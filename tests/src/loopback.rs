@@ -151,6 +151,7 @@ pub async fn runtime(
         esp: None,
         kernel_events: None,
         leases,
+        revocations: Default::default(),
     })
     .unwrap()
 }

@@ -35,7 +35,7 @@ fn strongswan_client_through_the_sixgate_broker() {
         broker.log_text()
     );
     tcp_both_ways(&lab);
-    let status = lab.broker_cli("status", &bconf);
+    let status = lab.broker_cli(&["status"], &bconf);
     assert!(status.contains("client@example.net"), "{status}");
 }
 

@@ -48,7 +48,7 @@ use std::time::{Duration, Instant};
 use rand_core::CryptoRngCore;
 
 use crate::auth::PrivateKey;
-use crate::cert::TrustAnchors;
+use crate::cert::{Revocations, TrustAnchors};
 use crate::crypto::{Encryption, EspKeys, IkeSaKeys, Integrity, Suite};
 use crate::error::InvalidMessage;
 use crate::identity::CanonicalIdentity;
@@ -247,6 +247,8 @@ pub enum DownReason {
     RefusedByPeer(NotifyType),
     /// We refused the peer, and sent it this notify.
     RefusedPeer(NotifyType, String),
+    /// The peer's identity or certificate was revoked while it was up.
+    Revoked,
 }
 
 impl std::fmt::Display for DownReason {
@@ -261,6 +263,7 @@ impl std::fmt::Display for DownReason {
             DownReason::HalfOpenTimeout => f.write_str("the handshake was not completed"),
             DownReason::RefusedByPeer(n) => write!(f, "refused by the peer: {}", n.describe()),
             DownReason::RefusedPeer(n, why) => write!(f, "refused: {why} ({})", n.describe()),
+            DownReason::Revoked => f.write_str("its certificate or identity was revoked"),
         }
     }
 }
@@ -291,6 +294,11 @@ pub enum Event {
     IkeSaDown {
         /// Which.
         sa: SaId,
+        /// The peer's address.
+        remote: SocketAddr,
+        /// The peer's identity: the one it proved, or, for an attempt
+        /// refused before that, the one it claimed (if it got that far).
+        peer: Option<String>,
         /// Why.
         reason: DownReason,
     },
@@ -392,6 +400,8 @@ pub(crate) struct Shared {
     /// ones must differ, as the data planes (and the kernel, per
     /// destination) find inbound SAs by SPI alone.
     pub(crate) inbound_spis: HashSet<u32>,
+    /// What is revoked beyond the certificates' own dates.
+    pub(crate) revocations: Revocations,
 }
 
 impl Shared {
@@ -524,6 +534,7 @@ impl Endpoint {
                 stats: Stats::default(),
                 epoch: (now, unix_time),
                 inbound_spis: HashSet::new(),
+                revocations: Revocations::new(),
             },
             sas: HashMap::new(),
             by_spi: HashMap::new(),
@@ -563,6 +574,27 @@ impl Endpoint {
     /// How many IKE SAs `identity` holds (authenticated ones).
     pub fn ike_sas_of(&self, identity: &CanonicalIdentity) -> usize {
         self.by_identity.get(identity).map_or(0, BTreeSet::len)
+    }
+
+    /// Replaces what is revoked (CRL entries and the operator's list), and
+    /// ends at once every authenticated IKE SA whose identity or
+    /// certificates it now revokes, with a Delete to the peer that is not
+    /// waited for. Returns those SAs.
+    pub fn set_revocations(&mut self, now: Instant, revocations: Revocations) -> Vec<SaId> {
+        self.shared.revocations = revocations;
+        let revoked: Vec<SaId> = self
+            .sas
+            .iter()
+            .filter(|(_, ike)| ike.revoked(&self.shared.revocations))
+            .map(|(id, _)| *id)
+            .collect();
+        for sa in &revoked {
+            if let Some(ike) = self.sas.get_mut(sa) {
+                ike.revoke(&mut self.shared, now);
+                self.after(*sa, Effects::default(), now);
+            }
+        }
+        revoked
     }
 
     fn allocate(&mut self) -> (SaId, u64) {

@@ -156,6 +156,7 @@ fn main() {
             esp: None,
             kernel_events: None,
             leases,
+            revocations: Default::default(),
         })
         .unwrap_or_else(|e| die(&format!("runtime: {e}")));
         let mut current: Option<SaId> = None;
@@ -219,7 +220,7 @@ fn main() {
                             println!("IKE_UP sa={} peer={peer_identity} suite={:?} remote={remote}", sa.0, suite);
                         }
                         Event::IkeSaRekeyed { sa } => println!("IKE_REKEYED sa={}", sa.0),
-                        Event::IkeSaDown { sa, reason } => println!("IKE_DOWN sa={} reason={reason:?}", sa.0),
+                        Event::IkeSaDown { sa, reason, .. } => println!("IKE_DOWN sa={} reason={reason:?}", sa.0),
                         Event::ChildSaUp(c) => {
                             child = Some(c.inbound_spi);
                             outbound = EspSa::new(c.outbound_spi, &c.outbound, c.esn).map(|sa| (sa, c.remote));

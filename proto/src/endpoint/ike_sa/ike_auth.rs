@@ -92,32 +92,48 @@ impl IkeSa {
         self.send_request(shared, now, ExchangeType::IKE_AUTH, &inner, Request::Auth);
     }
 
-    /// Checks the peer's certificate chain, identity and AUTH payload;
-    /// returns the identity proven, in canonical form.
+    /// Checks the peer's certificate chain (for the role it plays),
+    /// revocation, identity and AUTH payload; returns what it proved.
     fn authenticate_peer(
-        &self,
+        &mut self,
         shared: &Shared,
         now: Instant,
         id: &Identification,
         certs: &[Vec<u8>],
         auth: &Authentication,
         peer_is_initiator: bool,
-    ) -> Result<CanonicalIdentity, Error> {
+    ) -> Result<Credentials, Error> {
+        self.claimed = Some(CanonicalIdentity::from_wire(id).map_or_else(
+            |_| "an identity that does not parse".to_string(),
+            |i| i.to_string(),
+        ));
         let ex = self.exchange()?;
         let gen = &self.keyed().ok_or(LocalPolicy::TemporaryFailure)?.gen;
         let config = &shared.config;
-        let leaf = config
-            .trust_anchors
-            .validate(certs, shared.unix_time(now))?;
-        let proved = match_identity(leaf, id)?;
+        let purpose = if peer_is_initiator {
+            Purpose::Client
+        } else {
+            Purpose::Server
+        };
+        let valid = config.trust_anchors.validate(
+            certs,
+            shared.unix_time(now),
+            purpose,
+            config.ike_policy.legacy,
+        )?;
+        let identity = match_identity(valid.leaf, id)?;
+        shared.revocations.check(&valid.path, &identity)?;
         let (message, nonce, sk_p) = if peer_is_initiator {
             (&ex.request, &ex.nr, &gen.keys.sk_pi)
         } else {
             (&ex.response, &ex.ni, &gen.keys.sk_pr)
         };
         let octets = signed_octets(message, nonce, gen.suite.prf, sk_p, &id.body());
-        auth::verify(auth, &octets, leaf, config.ike_policy.legacy)?;
-        Ok(proved)
+        auth::verify(auth, &octets, valid.leaf, config.ike_policy.legacy)?;
+        Ok(Credentials {
+            identity,
+            path: valid.path,
+        })
     }
 
     /// The responder's half of IKE_AUTH: authenticate, then the first
@@ -150,7 +166,7 @@ impl IkeSa {
             ..Effects::default()
         };
         if found.notify(NotifyType::INITIAL_CONTACT).is_some() {
-            effects.replace_identity = Some(proved.clone());
+            effects.replace_identity = Some(proved.identity.clone());
         }
         let mut head: Vec<Payload> = vec![PayloadBody::IdR(config.identity.clone()).into()];
         head.extend(Self::cert_payloads(shared));
@@ -182,7 +198,7 @@ impl IkeSa {
                 }
                 shared.push_event(Event::AddressRequested {
                     sa: self.id,
-                    identity: proved,
+                    identity: proved.identity,
                 });
             }
         }
@@ -403,17 +419,8 @@ impl IkeSa {
                 // retransmission: the SA is over whether it arrives or not.
                 let reason =
                     DownReason::RefusedPeer(NotifyType::AUTHENTICATION_FAILED, e.to_string());
-                if let Some(id) = self.keyed().map(|k| k.gen.next_request_id) {
-                    let bytes = self.seal(
-                        shared,
-                        ExchangeType::INFORMATIONAL,
-                        false,
-                        id,
-                        &[notify(NotifyType::AUTHENTICATION_FAILED, Vec::new())],
-                    );
-                    self.send(shared, &bytes);
-                }
-                self.close(shared, now, reason);
+                let refusal = notify(NotifyType::AUTHENTICATION_FAILED, Vec::new());
+                self.tell_and_close(shared, now, &[refusal], reason);
                 return;
             }
         };
@@ -585,8 +592,8 @@ struct ChildInput {
 /// An IKE_AUTH request waiting for its address.
 pub(super) struct PendingAuth {
     message_id: u32,
-    /// The identity the peer proved.
-    pub(super) peer: CanonicalIdentity,
+    /// What the peer proved.
+    pub(super) peer: Credentials,
     /// IDr, CERT and AUTH: the start of the response.
     head: Vec<Payload>,
     request: ChildRequest,

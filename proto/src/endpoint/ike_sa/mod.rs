@@ -31,7 +31,7 @@ use super::nat::nat_hash;
 use super::ts::{contains, ipv6_host, narrow};
 use super::{ChildSa, ConnectRequest, DownReason, Effects, Event, SaId, Shared};
 use crate::auth::{self, hash_algorithms_notify, signed_octets, SignMode};
-use crate::cert::match_identity;
+use crate::cert::{match_identity, CertId, Purpose};
 use crate::crypto::sk::{Reassembly, SkCipher};
 use crate::crypto::{
     child_keymat, skeyseed, skeyseed_rekey, ChildSaKeys, IkeSaKeys, KeGroup, KeyExchangeSecret,
@@ -111,10 +111,21 @@ enum Phase {
     Established(Session),
 }
 
+/// What a peer proved in IKE_AUTH.
+#[derive(Clone)]
+struct Credentials {
+    identity: CanonicalIdentity,
+    /// Its certificate path below the trust anchor, for revocations that
+    /// come later.
+    path: Vec<CertId>,
+}
+
 /// An authenticated IKE SA.
 struct Session {
     /// The identity the peer proved, canonical.
     peer: CanonicalIdentity,
+    /// The certificates it proved it with.
+    path: Vec<CertId>,
     /// The address it holds (responder).
     address: Option<Ipv6Addr>,
     children: Vec<Child>,
@@ -314,6 +325,9 @@ pub(crate) struct IkeSa {
     /// the SA while it is half-open (responder) or initiating.
     init_key: (SocketAddr, u64),
     down_reported: bool,
+    /// The identity the peer claimed (IDi or IDr), before it proved it:
+    /// what a refusal is logged under.
+    claimed: Option<String>,
     /// Local SPIs of retired generations that are gone, for the endpoint
     /// to stop routing.
     forgotten_spis: Vec<u64>,
@@ -596,6 +610,7 @@ impl IkeSa {
             last_heard: now,
             init_key,
             down_reported: false,
+            claimed: None,
             forgotten_spis: Vec::new(),
             state,
         }
@@ -631,9 +646,19 @@ impl IkeSa {
     pub(crate) fn peer_identity(&self) -> Option<&CanonicalIdentity> {
         match &self.keyed()?.phase {
             Phase::Established(s) => Some(&s.peer),
-            Phase::Admitting(p) => Some(&p.peer),
+            Phase::Admitting(p) => Some(&p.peer.identity),
             _ => None,
         }
+    }
+
+    /// Whether what the peer proved is now revoked.
+    pub(crate) fn revoked(&self, revocations: &crate::cert::Revocations) -> bool {
+        let (identity, path) = match &self.keyed().map(|k| &k.phase) {
+            Some(Phase::Established(s)) => (&s.peer, &s.path),
+            Some(Phase::Admitting(p)) => (&p.peer.identity, &p.peer.path),
+            _ => return false,
+        };
+        revocations.check(path, identity).is_err()
     }
 
     /// (initiator's address, SPIi): the key of the endpoint's half-open
@@ -1012,15 +1037,20 @@ impl IkeSa {
         &mut self,
         shared: &mut Shared,
         now: Instant,
-        peer: CanonicalIdentity,
+        peer: Credentials,
         address: Option<Ipv6Addr>,
     ) -> Option<Phase> {
         let rekey_at = now + self.rekey_delay(shared, shared.config.ike_lifetime);
         let remote = self.path.remote;
         let id = self.id;
         let k = self.keyed_mut()?;
+        let Credentials {
+            identity: peer,
+            path,
+        } = peer;
         let session = Session {
             peer: peer.clone(),
+            path,
             address,
             children: Vec::new(),
             ike_rekey_at: Some(rekey_at),
@@ -1087,6 +1117,7 @@ impl IkeSa {
     /// the SA lingers (with its keys) to answer retransmissions of the
     /// request it answered last.
     pub(crate) fn close(&mut self, shared: &mut Shared, now: Instant, reason: DownReason) {
+        let mut peer_identity = None;
         let state = std::mem::replace(
             &mut self.state,
             State::Closed {
@@ -1102,6 +1133,9 @@ impl IkeSa {
             State::InitSent(_) => None,
             State::Keyed(k) => {
                 let Keyed { gen, phase, .. } = *k;
+                if let Phase::Established(s) = &phase {
+                    peer_identity = Some(s.peer.to_string());
+                }
                 if let Phase::Established(s) = phase {
                     for c in s.children {
                         shared.push_event(Event::ChildSaDown {
@@ -1125,6 +1159,8 @@ impl IkeSa {
             self.down_reported = true;
             shared.push_event(Event::IkeSaDown {
                 sa: self.id,
+                remote: self.path.remote,
+                peer: peer_identity.or_else(|| self.claimed.take()),
                 reason,
             });
         }
@@ -1133,6 +1169,43 @@ impl IkeSa {
             until: now + if answered { LINGER } else { Duration::ZERO },
             gen: gen.filter(|_| answered).map(Box::new),
         };
+    }
+
+    /// Sends `payloads` in one INFORMATIONAL request, never retransmitted,
+    /// and closes the SA without waiting for an answer: for when the SA
+    /// is over whether the peer hears it or not.
+    fn tell_and_close(
+        &mut self,
+        shared: &mut Shared,
+        now: Instant,
+        payloads: &[Payload],
+        reason: DownReason,
+    ) {
+        if let Some(id) = self.keyed().map(|k| k.gen.next_request_id) {
+            let bytes = self.seal(shared, ExchangeType::INFORMATIONAL, false, id, payloads);
+            self.send(shared, &bytes);
+        }
+        self.close(shared, now, reason);
+    }
+
+    /// Ends an IKE SA whose peer's credentials were revoked: a Delete, and
+    /// gone at once, since revocation must not wait on the peer.
+    pub(crate) fn revoke(&mut self, shared: &mut Shared, now: Instant) {
+        if matches!(self.state, State::Closed { .. }) {
+            return;
+        }
+        let delete: Payload = PayloadBody::Delete(Delete {
+            protocol: ProtocolId::IKE,
+            spi_size: 0,
+            spis: Vec::new(),
+        })
+        .into();
+        let established = self.keyed().and_then(Keyed::session).is_some();
+        if established {
+            self.tell_and_close(shared, now, &[delete], DownReason::Revoked);
+        } else {
+            self.close(shared, now, DownReason::Revoked);
+        }
     }
 
     pub(crate) fn start_delete(&mut self, shared: &mut Shared, now: Instant) {

@@ -1,18 +1,29 @@
 //! X.509 certificates: loading them, validating a peer's chain against the
-//! configured trust anchors, and checking that the peer's IKE identity is
-//! one the certificate vouches for.
+//! configured trust anchors, revocation, and checking that the peer's IKE
+//! identity is one the certificate vouches for.
 //!
-//! Validation is deliberately small and strict: each certificate on the
-//! path must be signed by the next, be valid at the time the caller passes
-//! in (this crate has no clock), and every issuer must carry
-//! basicConstraints CA:TRUE. Each reason for refusal is its own
-//! [`CertError`] variant so logs say why a peer was turned away.
+//! Validation is deliberately small and strict. Each certificate on the
+//! path must be signed by the next and valid at the time the caller passes
+//! in (this crate has no clock); every issuer must be a CA (basicConstraints
+//! CA:TRUE, keyCertSign if it has a keyUsage), within its pathLenConstraint
+//! and the name constraints above it; no certificate may carry a critical
+//! extension we do not understand; SHA-1 signatures and RSA keys under 2048
+//! bits are refused unless `legacy` allows them; and the leaf must be fit
+//! for IKE as a client or as a server ([`Purpose`]). Each reason for refusal
+//! is its own [`CertError`] variant, so logs say why a peer was turned away.
+
+mod policy;
+mod revocation;
+
+pub use policy::{Purpose, MIN_RSA_BITS};
+pub use revocation::{crl_from_file, parse_serial, CrlSummary, Revocations};
 
 use x509_parser::certificate::X509Certificate;
 use x509_parser::extensions::GeneralName;
 use x509_parser::prelude::FromDer;
 use x509_parser::time::ASN1Time;
 
+use crate::crypto::Legacy;
 use crate::identity::{rfc822_matches, CanonicalIdentity};
 use crate::wire::{Identification, Identity};
 
@@ -35,7 +46,8 @@ pub enum CertError {
     /// A certificate on the path is not valid yet.
     #[error("certificate not yet valid")]
     NotYetValid,
-    /// An issuer on the path is not a CA (no basicConstraints CA:TRUE).
+    /// An issuer on the path is not a CA (no basicConstraints CA:TRUE, or
+    /// a keyUsage without keyCertSign).
     #[error("issuer is not a CA")]
     NotACa,
     /// A signature on the path does not verify.
@@ -50,6 +62,38 @@ pub enum CertError {
     /// No certificate was given.
     #[error("no certificate")]
     Missing,
+    /// The leaf's keyUsage does not allow digitalSignature.
+    #[error("certificate's keyUsage does not allow signatures")]
+    KeyUsage,
+    /// The leaf's extendedKeyUsage allows neither IKE nor the role.
+    #[error("certificate's extendedKeyUsage allows neither IKE nor {}", match .0 {
+        Purpose::Client => "clientAuth",
+        Purpose::Server => "serverAuth",
+    })]
+    ExtendedKeyUsage(Purpose),
+    /// A CA on the path has more intermediates below it than its
+    /// pathLenConstraint allows.
+    #[error("certificate chain longer than a CA's pathLenConstraint allows")]
+    PathLenExceeded,
+    /// A name in a certificate is outside the name constraints of a CA
+    /// above it.
+    #[error("certificate names outside a CA's name constraints")]
+    NameConstraints,
+    /// A certificate carries a critical extension we do not enforce.
+    #[error("certificate has an unknown critical extension {0}")]
+    UnknownCriticalExtension(String),
+    /// A signature on the path uses SHA-1 (allowed only with `legacy`).
+    #[error("certificate signed with SHA-1 (only `legacy = true` accepts it)")]
+    WeakSignature,
+    /// An RSA key on the path is too short (allowed only with `legacy`).
+    #[error("certificate has a {0}-bit RSA key (under 2048 bits only `legacy = true` accepts it)")]
+    WeakKey(usize),
+    /// A certificate on the path is on its CA's revocation list.
+    #[error("certificate revoked by its CA's CRL")]
+    RevokedByCrl,
+    /// The identity or the certificate was revoked on the broker.
+    #[error("certificate or identity revoked by the broker's operator")]
+    Revoked,
 }
 
 /// Reads every certificate in a PEM file, in order, as DER.
@@ -75,6 +119,37 @@ fn parse(der: &[u8]) -> Result<X509Certificate<'_>, CertError> {
     }
 }
 
+/// A certificate's place in revocation: its issuer's name (DER) and its
+/// serial number (octets without leading zeros).
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub struct CertId {
+    issuer: Vec<u8>,
+    serial: Vec<u8>,
+}
+
+impl CertId {
+    fn of(cert: &X509Certificate<'_>) -> CertId {
+        CertId {
+            issuer: cert.issuer().as_raw().to_vec(),
+            serial: revocation::normalise_serial(cert.raw_serial()),
+        }
+    }
+
+    /// The serial number, in hex, as `client revoke --serial` takes it.
+    pub fn serial_hex(&self) -> String {
+        self.serial.iter().map(|b| format!("{b:02x}")).collect()
+    }
+}
+
+/// A chain that validated.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Validated<'c> {
+    /// The leaf, DER.
+    pub leaf: &'c [u8],
+    /// Every certificate on the path below the trust anchor, leaf first.
+    pub path: Vec<CertId>,
+}
+
 /// The CA certificates a peer's chain must lead to.
 #[derive(Debug, Clone, Default)]
 pub struct TrustAnchors {
@@ -89,7 +164,7 @@ impl TrustAnchors {
         let mut certreq = Vec::new();
         for der in &cas {
             let cert = parse(der)?;
-            if !is_ca(&cert) {
+            if !policy::is_ca(&cert) {
                 return Err(CertError::NotACa);
             }
             let hash = ring::digest::digest(
@@ -106,49 +181,83 @@ impl TrustAnchors {
         &self.cas
     }
 
+    /// The anchors, parsed (each parsed when it was added).
+    fn parsed(&self) -> impl Iterator<Item = X509Certificate<'_>> {
+        self.cas.iter().filter_map(|d| parse(d).ok())
+    }
+
     /// The SHA-1 hashes of the anchors' SubjectPublicKeyInfo, as a CERTREQ
     /// payload carries them (RFC 7296 3.7).
     pub fn certreq_hashes(&self) -> &[u8] {
         &self.certreq
     }
 
-    /// Validates `chain` (leaf first, then any intermediates) at `now`
-    /// (seconds since the Unix epoch), returning the leaf's DER.
-    pub fn validate<'c>(&self, chain: &'c [Vec<u8>], now: i64) -> Result<&'c [u8], CertError> {
+    /// Validates `chain` (leaf first, then any intermediates in any order)
+    /// at `now` (seconds since the Unix epoch) for `purpose`;
+    /// [`Legacy::Allow`] lets SHA-1 signatures and short RSA keys through.
+    pub fn validate<'c>(
+        &self,
+        chain: &'c [Vec<u8>],
+        now: i64,
+        purpose: Purpose,
+        legacy: Legacy,
+    ) -> Result<Validated<'c>, CertError> {
         let leaf_der = chain.first().ok_or(CertError::Missing)?;
         let now = ASN1Time::from_timestamp(now).map_err(|_| CertError::Malformed)?;
         let parsed: Vec<X509Certificate<'_>> =
             chain.iter().map(|d| parse(d)).collect::<Result<_, _>>()?;
-        let anchors: Vec<X509Certificate<'_>> = self
-            .cas
-            .iter()
-            .map(|d| parse(d))
-            .collect::<Result<_, _>>()?;
+        let anchors: Vec<X509Certificate<'_>> = self.parsed().collect();
 
-        let mut current = &parsed[0];
-        for _ in 0..MAX_CHAIN_LEN {
+        // Build the path first (leaf, intermediates..., anchor), checking
+        // each link's signature; then check the path as a whole.
+        let mut path: Vec<&X509Certificate<'_>> = vec![&parsed[0]];
+        let anchor = loop {
+            let current = path[path.len() - 1];
             check_time(current, now)?;
             if let Some(anchor) = anchors.iter().find(|a| issued_by(current, a)) {
                 check_time(anchor, now)?;
-                return Ok(leaf_der);
+                break anchor;
+            }
+            if path.len() == MAX_CHAIN_LEN {
+                return Err(CertError::ChainTooLong);
             }
             // Not signed by an anchor: continue through an intermediate the
-            // peer sent (never through the certificate itself).
-            let Some(next) = parsed[1..]
-                .iter()
-                .find(|c| !std::ptr::eq(*c, current) && c.subject() == current.issuer())
-            else {
+            // peer sent (never through one already on the path).
+            let Some(next) = parsed[1..].iter().find(|c| {
+                c.subject() == current.issuer() && !path.iter().any(|p| std::ptr::eq(*p, *c))
+            }) else {
                 return Err(CertError::UnknownIssuer);
             };
             if current.verify_signature(Some(next.public_key())).is_err() {
                 return Err(CertError::BadSignature);
             }
-            if !is_ca(next) {
+            if !policy::is_ca(next) {
                 return Err(CertError::NotACa);
             }
-            current = next;
+            path.push(next);
+        };
+
+        for cert in &path {
+            policy::check_critical_extensions(cert)?;
+            policy::check_algorithms(cert, true, legacy)?;
         }
-        Err(CertError::ChainTooLong)
+        // The anchor's own signature is not relied on; its key is.
+        policy::check_algorithms(anchor, false, legacy)?;
+        let issuers: Vec<&X509Certificate<'_>> =
+            path[1..].iter().copied().chain([anchor]).collect();
+        for (i, issuer) in issuers.iter().enumerate() {
+            // Below issuer i (at path index i + 1) are the intermediates
+            // at path indexes 1..=i.
+            policy::check_path_len(issuer, i)?;
+            for cert in &path[..=i] {
+                policy::check_name_constraints(issuer, cert)?;
+            }
+        }
+        policy::check_leaf_usage(&parsed[0], purpose)?;
+        Ok(Validated {
+            leaf: leaf_der,
+            path: path.iter().map(|c| CertId::of(c)).collect(),
+        })
     }
 }
 
@@ -157,10 +266,6 @@ impl TrustAnchors {
 /// copy names, not keys.
 fn issued_by(cert: &X509Certificate<'_>, issuer: &X509Certificate<'_>) -> bool {
     cert.issuer() == issuer.subject() && cert.verify_signature(Some(issuer.public_key())).is_ok()
-}
-
-fn is_ca(cert: &X509Certificate<'_>) -> bool {
-    matches!(cert.basic_constraints(), Ok(Some(bc)) if bc.value.ca)
 }
 
 fn check_time(cert: &X509Certificate<'_>, now: ASN1Time) -> Result<(), CertError> {
