@@ -31,6 +31,43 @@ pub struct File {
     pub control: Control,
     /// `[sites]`: DMZ sites over WireGuard, if any.
     pub sites: Option<Sites>,
+    /// `[limits]`: what one identity, IKE SA or source may hold.
+    #[serde(default)]
+    pub limits: Limits,
+}
+
+/// What one identity, one IKE SA and one source address may hold; the
+/// defaults suit road warriors.
+#[derive(Debug, Deserialize, Clone)]
+#[serde(deny_unknown_fields, default)]
+pub struct Limits {
+    /// Live IKE SAs per identity (2: a reconnect may overlap the old SA).
+    pub ike_sas_per_identity: usize,
+    /// Child SAs per IKE SA, rekeyed ones not yet deleted included.
+    pub child_sas_per_ike_sa: usize,
+    /// Traffic selectors per side of a Child SA.
+    pub traffic_selectors_per_child_sa: usize,
+    /// Half-open IKE SAs one address may hold once it returns cookies
+    /// (a CGNAT puts many clients behind one address).
+    pub half_open_per_source: usize,
+    /// Half-open IKE SAs in all.
+    pub half_open: usize,
+    /// Seconds after a peer's rekey before we delete the Child SA it
+    /// replaced, if the peer has not.
+    pub rekey_grace: u64,
+}
+
+impl Default for Limits {
+    fn default() -> Limits {
+        Limits {
+            ike_sas_per_identity: 2,
+            child_sas_per_ike_sa: 2,
+            traffic_selectors_per_child_sa: 16,
+            half_open_per_source: 1024,
+            half_open: 4096,
+            rekey_grace: 30,
+        }
+    }
 }
 
 /// Which WireGuard implementation carries the sites.
@@ -292,6 +329,34 @@ impl Config {
                 return Err(bad("sites.peer_timeout", "at least 3 seconds".into()));
             }
         }
+        let limits = &file.limits;
+        for (key, value, least) in [
+            (
+                "limits.ike_sas_per_identity",
+                limits.ike_sas_per_identity,
+                1,
+            ),
+            (
+                "limits.child_sas_per_ike_sa",
+                limits.child_sas_per_ike_sa,
+                2,
+            ),
+            (
+                "limits.traffic_selectors_per_child_sa",
+                limits.traffic_selectors_per_child_sa,
+                1,
+            ),
+            (
+                "limits.half_open_per_source",
+                limits.half_open_per_source,
+                1,
+            ),
+            ("limits.half_open", limits.half_open, 1),
+        ] {
+            if value < least {
+                return Err(bad(key, format!("must be at least {least}")));
+            }
+        }
         let control_socket = match &mut file.control.socket {
             Some(p) => {
                 common::resolve(path, p);
@@ -423,6 +488,18 @@ path = "state"
                 "identity = \"broker example\"",
                 "ike.identity",
                 "neither",
+            ),
+            (
+                "[storage]",
+                "[limits]\nchild_sas_per_ike_sa = 1\n[storage]",
+                "limits.child_sas_per_ike_sa",
+                "at least 2",
+            ),
+            (
+                "[storage]",
+                "[limits]\nike_sas_per_identity = -1\n[storage]",
+                "limits.ike_sas_per_identity",
+                "invalid value",
             ),
         ];
         for (from, to, key, problem) in cases {

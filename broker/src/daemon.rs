@@ -121,6 +121,13 @@ pub async fn run(config: Config) -> Result<(), String> {
     ike.rekey_jitter = ike.child_lifetime.min(ike.ike_lifetime) / 10;
     ike.force_udp_encapsulation =
         dp.forces_udp_encapsulation() || f.dataplane.force_udp_encapsulation;
+    let limits = &f.limits;
+    ike.ike_sas_per_identity = limits.ike_sas_per_identity;
+    ike.child_sas_per_ike_sa = limits.child_sas_per_ike_sa;
+    ike.traffic_selectors_per_child_sa = limits.traffic_selectors_per_child_sa;
+    ike.half_open_share = limits.half_open_per_source;
+    ike.max_half_open = limits.half_open;
+    ike.rekey_grace = Duration::from_secs(limits.rekey_grace);
     let kernel_events = plane::kernel_events(&dp, kernel_events);
     let mut runtime = engine::spawn(Parts {
         ike: Arc::new(ike),

@@ -110,9 +110,16 @@ pub enum LocalPolicy {
     /// A road warrior must ask for an address.
     #[error("the Child SA needs an address request (CP)")]
     FailedCpRequired,
-    /// We create Child SAs only in IKE_AUTH and by rekeying.
+    /// We create Child SAs only in IKE_AUTH and by rekeying, up to the
+    /// limit per IKE SA.
     #[error("no additional Child SAs")]
     NoAdditionalSas,
+    /// The identity holds as many IKE SAs as it may.
+    #[error("the identity already holds {0} IKE SAs (`[limits] ike_sas_per_identity`)")]
+    TooManyIkeSas(usize),
+    /// More traffic selectors than a Child SA may have.
+    #[error("{0} traffic selectors; at most {1} are accepted (`[limits] traffic_selectors_per_child_sa`)")]
+    TooManyTrafficSelectors(usize, usize),
     /// An exchange collides with one of ours, or arrives before the SA can
     /// take it: the peer should try again later.
     #[error("busy; try again")]
@@ -183,8 +190,12 @@ impl Error {
                 NotifyType::AUTHENTICATION_FAILED
             }
             LocalPolicy(self::LocalPolicy::CertificateRefused(_))
-            | LocalPolicy(self::LocalPolicy::WrongIdentity(_)) => NotifyType::AUTHENTICATION_FAILED,
-            LocalPolicy(self::LocalPolicy::TsUnacceptable) => NotifyType::TS_UNACCEPTABLE,
+            | LocalPolicy(self::LocalPolicy::WrongIdentity(_))
+            | LocalPolicy(self::LocalPolicy::TooManyIkeSas(_)) => NotifyType::AUTHENTICATION_FAILED,
+            LocalPolicy(self::LocalPolicy::TsUnacceptable)
+            | LocalPolicy(self::LocalPolicy::TooManyTrafficSelectors(..)) => {
+                NotifyType::TS_UNACCEPTABLE
+            }
             LocalPolicy(self::LocalPolicy::InternalAddressFailure) => {
                 NotifyType::INTERNAL_ADDRESS_FAILURE
             }
@@ -223,6 +234,7 @@ impl Error {
             Error::PeerIncompatible(PeerIncompatible::NoProposalChosen)
                 | Error::LocalPolicy(
                     LocalPolicy::TsUnacceptable
+                        | LocalPolicy::TooManyTrafficSelectors(..)
                         | LocalPolicy::InternalAddressFailure
                         | LocalPolicy::FailedCpRequired
                         | LocalPolicy::NoAdditionalSas

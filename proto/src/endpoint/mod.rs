@@ -108,6 +108,22 @@ pub struct Config {
     pub max_half_open: usize,
     /// How long a half-open SA may wait for its IKE_AUTH.
     pub half_open_timeout: Duration,
+    /// Half-open SAs one address may hold even with valid cookies, so
+    /// that one source cannot take the whole table; large enough for a
+    /// CGNAT with many clients behind one address.
+    pub half_open_share: usize,
+    /// Live IKE SAs one identity may hold (a reconnect may overlap the
+    /// old SA); a further one is refused with AUTHENTICATION_FAILED.
+    pub ike_sas_per_identity: usize,
+    /// Child SAs one IKE SA may hold, rekeyed ones not yet deleted
+    /// included; a rekey beyond it is refused with NO_ADDITIONAL_SAS.
+    pub child_sas_per_ike_sa: usize,
+    /// Traffic selectors per side of a Child SA; more are refused with
+    /// TS_UNACCEPTABLE (each one becomes kernel policies).
+    pub traffic_selectors_per_child_sa: usize,
+    /// A Child SA the peer replaced by a rekey is deleted by us this long
+    /// after, if the peer has not deleted it.
+    pub rekey_grace: Duration,
     /// The traffic our side of a Child SA covers as a responder.
     pub responder_local_ts: Vec<TrafficSelector>,
     /// Internal DNS servers to hand to clients that ask for them.
@@ -155,6 +171,11 @@ impl Config {
             half_open_per_source: 8,
             max_half_open: 4096,
             half_open_timeout: Duration::from_secs(30),
+            half_open_share: 1024,
+            ike_sas_per_identity: 2,
+            child_sas_per_ike_sa: 2,
+            traffic_selectors_per_child_sa: 16,
+            rekey_grace: Duration::from_secs(30),
             responder_local_ts: vec![ts::ipv6_any()],
             dns: Vec::new(),
             key_log: None,
@@ -402,6 +423,8 @@ pub(crate) struct Shared {
     pub(crate) inbound_spis: HashSet<u32>,
     /// What is revoked beyond the certificates' own dates.
     pub(crate) revocations: Revocations,
+    /// The live (not closed) IKE SAs of each authenticated identity.
+    pub(crate) by_identity: HashMap<CanonicalIdentity, BTreeSet<SaId>>,
 }
 
 impl Shared {
@@ -446,9 +469,8 @@ pub struct Endpoint {
     /// Half-open responder SAs by (initiator address, SPIi), to answer a
     /// retransmitted IKE_SA_INIT from the cache.
     by_init: HashMap<(SocketAddr, u64), SaId>,
-    /// The IKE SAs of each authenticated identity.
-    by_identity: HashMap<CanonicalIdentity, BTreeSet<SaId>>,
-    /// The identity each authenticated SA is filed under there.
+    /// The identity each live authenticated SA is filed under in
+    /// [`Shared::by_identity`].
     identity_of: HashMap<SaId, CanonicalIdentity>,
     cookies: CookieJar,
     half_open: HalfOpen,
@@ -535,11 +557,11 @@ impl Endpoint {
                 epoch: (now, unix_time),
                 inbound_spis: HashSet::new(),
                 revocations: Revocations::new(),
+                by_identity: HashMap::new(),
             },
             sas: HashMap::new(),
             by_spi: HashMap::new(),
             by_init: HashMap::new(),
-            by_identity: HashMap::new(),
             identity_of: HashMap::new(),
             cookies,
             half_open: HalfOpen::default(),
@@ -573,7 +595,10 @@ impl Endpoint {
 
     /// How many IKE SAs `identity` holds (authenticated ones).
     pub fn ike_sas_of(&self, identity: &CanonicalIdentity) -> usize {
-        self.by_identity.get(identity).map_or(0, BTreeSet::len)
+        self.shared
+            .by_identity
+            .get(identity)
+            .map_or(0, BTreeSet::len)
     }
 
     /// Replaces what is revoked (CRL entries and the operator's list), and
@@ -708,7 +733,9 @@ impl Endpoint {
         header: &Header,
     ) {
         self.cookies.maybe_rotate(now, &mut *self.shared.rng);
-        if self.half_open.total() >= self.shared.config.max_half_open {
+        if self.half_open.total() >= self.shared.config.max_half_open
+            || self.half_open.count_from(remote.ip()) >= self.shared.config.half_open_share
+        {
             self.shared.stats.half_open_dropped += 1;
             return;
         }
@@ -752,9 +779,12 @@ impl Endpoint {
                 self.by_spi.remove(&spi);
             }
         }
-        if !self.identity_of.contains_key(&id) {
+        if sa.is_closed() {
+            self.unfile(id);
+        } else if !self.identity_of.contains_key(&id) {
             if let Some(identity) = sa.peer_identity().cloned() {
-                self.by_identity
+                self.shared
+                    .by_identity
                     .entry(identity.clone())
                     .or_default()
                     .insert(id);
@@ -763,6 +793,7 @@ impl Endpoint {
         }
         if let Some(identity) = effects.replace_identity {
             let others: Vec<SaId> = self
+                .shared
                 .by_identity
                 .get(&identity)
                 .map(|ids| ids.iter().copied().filter(|o| *o != id).collect())
@@ -794,18 +825,23 @@ impl Endpoint {
         }
     }
 
+    /// Takes a closed SA out of its identity's live SAs.
+    fn unfile(&mut self, id: SaId) {
+        if let Some(identity) = self.identity_of.remove(&id) {
+            if let Some(ids) = self.shared.by_identity.get_mut(&identity) {
+                ids.remove(&id);
+                if ids.is_empty() {
+                    self.shared.by_identity.remove(&identity);
+                }
+            }
+        }
+    }
+
     /// Forgets a finished SA and every index entry that leads to it.
     fn remove(&mut self, id: SaId) {
         self.leave_half_open(id);
         self.timers.set(id, None);
-        if let Some(identity) = self.identity_of.remove(&id) {
-            if let Some(ids) = self.by_identity.get_mut(&identity) {
-                ids.remove(&id);
-                if ids.is_empty() {
-                    self.by_identity.remove(&identity);
-                }
-            }
-        }
+        self.unfile(id);
         if let Some(sa) = self.sas.remove(&id) {
             for spi in sa.local_spis() {
                 if self.by_spi.get(&spi) == Some(&id) {

@@ -145,6 +145,9 @@ pub struct Lab {
     pub link: Link,
     /// Datagrams to nodes with these IPs are dropped (a dead peer).
     pub blackhole: Vec<IpAddr>,
+    /// Datagrams for which this holds are dropped (a peer that never
+    /// sends some message).
+    pub drop_if: Option<fn(&Transmit) -> bool>,
     /// Datagrams that exceeded the MTU.
     pub too_big: usize,
     rng: rand_chacha::ChaCha20Rng,
@@ -178,6 +181,7 @@ impl Lab {
             nodes,
             link: Link::default(),
             blackhole: Vec::new(),
+            drop_if: None,
             too_big: 0,
             rng: super::rng(seed),
             wire: VecDeque::new(),
@@ -276,7 +280,10 @@ impl Lab {
                 self.too_big += 1;
                 continue;
             }
-            if self.chance(self.link.loss) || self.blackhole.contains(&t.remote.ip()) {
+            if self.chance(self.link.loss)
+                || self.blackhole.contains(&t.remote.ip())
+                || self.drop_if.is_some_and(|f| f(&t))
+            {
                 continue;
             }
             let at = self.now;
@@ -365,4 +372,16 @@ impl Lab {
 
 pub fn count(events: &[Event], f: impl Fn(&Event) -> bool) -> usize {
     events.iter().filter(|e| f(e)).count()
+}
+
+/// The IKE header's exchange type and whether it is a request, read from
+/// the cleartext header of a datagram (port 500, or 4500 after the
+/// non-ESP marker).
+pub fn exchange_of(t: &Transmit) -> Option<(u8, bool)> {
+    let ike = if t.remote.port() == 4500 {
+        t.payload.get(4..)?
+    } else {
+        &t.payload[..]
+    };
+    Some((*ike.get(18)?, ike.get(19)? & 0x20 == 0))
 }

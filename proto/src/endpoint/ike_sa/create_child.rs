@@ -121,8 +121,15 @@ impl IkeSa {
             .map(u32::from_be_bytes)
             .ok_or(LocalPolicy::NoAdditionalSas)?;
         let old = self
-            .child(|c| c.sa.outbound_spi == old_outbound && !c.superseded)
+            .child(|c| c.sa.outbound_spi == old_outbound && c.superseded.is_none())
             .ok_or(PeerMisbehaved::ChildSaNotFound(old_outbound))?;
+        let held = self
+            .keyed()
+            .and_then(Keyed::session)
+            .map_or(0, |s| s.children.len());
+        if held >= config.child_sas_per_ike_sa {
+            return Err(LocalPolicy::NoAdditionalSas.into());
+        }
         let choice = config
             .esp_policy
             .select(&sa.proposals, found.ke.map(|k| k.group))?;
@@ -198,7 +205,9 @@ impl IkeSa {
         now: Instant,
         old_inbound_spi: u32,
     ) {
-        let Some(old) = self.child(|c| c.sa.inbound_spi == old_inbound_spi && !c.superseded) else {
+        let Some(old) =
+            self.child(|c| c.sa.inbound_spi == old_inbound_spi && c.superseded.is_none())
+        else {
             return;
         };
         let config = shared.config.clone();

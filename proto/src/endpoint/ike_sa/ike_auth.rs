@@ -160,12 +160,20 @@ impl IkeSa {
             }
         }
         let proved = self.authenticate_peer(shared, now, idi, &found.certs, auth, true)?;
+        let replaces = found.notify(NotifyType::INITIAL_CONTACT).is_some();
+        let live = shared
+            .by_identity
+            .get(&proved.identity)
+            .map_or(0, |ids| ids.len());
+        if !replaces && live >= config.ike_sas_per_identity {
+            return Err(LocalPolicy::TooManyIkeSas(live).into());
+        }
         let our_auth = self.our_auth(shared)?;
         let mut effects = Effects {
             left_half_open: true,
             ..Effects::default()
         };
-        if found.notify(NotifyType::INITIAL_CONTACT).is_some() {
+        if replaces {
             effects.replace_identity = Some(proved.identity.clone());
         }
         let mut head: Vec<Payload> = vec![PayloadBody::IdR(config.identity.clone()).into()];
@@ -477,6 +485,8 @@ impl IkeSa {
         {
             return Err(LocalPolicy::TsUnacceptable.into());
         }
+        check_selector_count(&config, &tsi.selectors)?;
+        check_selector_count(&config, &tsr.selectors)?;
         if request.request_address {
             let cp = found
                 .cp
@@ -563,7 +573,10 @@ impl ChildRequest {
             return Err(LocalPolicy::FailedCpRequired.into());
         }
         let choice = config.esp_policy.select(&sa.proposals, None)?;
+        // TSi is narrowed to the client's own address, whatever it asked;
+        // TSr must be few enough to install.
         let local_ts = narrow(&tsr.selectors, &config.responder_local_ts);
+        check_selector_count(config, &local_ts)?;
         if local_ts.is_empty()
             || !tsi
                 .selectors
@@ -579,6 +592,19 @@ impl ChildRequest {
             wanted,
         })
     }
+}
+
+/// Refuses more traffic selectors than `[limits]` allows on one side of a
+/// Child SA: each becomes kernel policies.
+pub(super) fn check_selector_count(
+    config: &crate::endpoint::Config,
+    ts: &[TrafficSelector],
+) -> Result<(), Error> {
+    let limit = config.traffic_selectors_per_child_sa;
+    if ts.len() > limit {
+        return Err(LocalPolicy::TooManyTrafficSelectors(ts.len(), limit).into());
+    }
+    Ok(())
 }
 
 /// A Child SA to make: the request, the address, the nonces of IKE_AUTH.

@@ -278,8 +278,9 @@ struct KeymatInput<'a> {
 struct Child {
     sa: ChildSa,
     rekey_at: Instant,
-    /// Replaced by a rekey; waiting for its delete.
-    superseded: bool,
+    /// Replaced by a rekey; waiting for its delete, which we send
+    /// ourselves at this time if the peer has not.
+    superseded: Option<Instant>,
 }
 
 /// The initiator's IKE_SA_INIT state, until the response arrives.
@@ -677,6 +678,10 @@ impl IkeSa {
             }
             State::Closed { gen, .. } => gen.iter().map(|g| g.local_spi()).collect(),
         }
+    }
+
+    pub(crate) fn is_closed(&self) -> bool {
+        matches!(self.state, State::Closed { .. })
     }
 
     pub(crate) fn is_finished(&self, now: Instant) -> bool {
@@ -1080,7 +1085,7 @@ impl IkeSa {
         match replaces {
             Some(old) => {
                 if let Some(c) = s.children.iter_mut().find(|c| c.sa.inbound_spi == old) {
-                    c.superseded = true;
+                    c.superseded = Some(now + shared.config.rekey_grace);
                 }
                 shared.push_event(Event::ChildSaRekeyed {
                     old_inbound_spi: old,
@@ -1092,7 +1097,7 @@ impl IkeSa {
         s.children.push(Child {
             sa: child,
             rekey_at,
-            superseded: false,
+            superseded: None,
         });
     }
 
@@ -1326,8 +1331,7 @@ impl IkeSa {
                 at(s.ike_rekey_at);
                 at(s.children
                     .iter()
-                    .filter(|c| !c.superseded)
-                    .map(|c| c.rekey_at)
+                    .map(|c| c.superseded.unwrap_or(c.rekey_at))
                     .min());
             }
             Phase::Established(_) => {}
@@ -1407,14 +1411,20 @@ impl IkeSa {
             s.ike_rekey_at = None;
             due.push(Task::RekeyIke);
         }
-        for c in s
-            .children
-            .iter_mut()
-            .filter(|c| !c.superseded && c.rekey_at <= now)
-        {
-            // Not again until this rekey had its chance.
-            c.rekey_at = now + REKEY_PENDING;
-            due.push(Task::RekeyChild(c.sa.inbound_spi));
+        for c in &mut s.children {
+            match c.superseded {
+                None if c.rekey_at <= now => {
+                    // Not again until this rekey had its chance.
+                    c.rekey_at = now + REKEY_PENDING;
+                    due.push(Task::RekeyChild(c.sa.inbound_spi));
+                }
+                Some(at) if at <= now => {
+                    // The peer rekeyed it and never deleted it.
+                    c.superseded = Some(now + REKEY_PENDING);
+                    due.push(Task::DeleteChild(c.sa.inbound_spi));
+                }
+                _ => {}
+            }
         }
         for task in due {
             self.queue(task);
