@@ -9,6 +9,7 @@ use std::net::{IpAddr, Ipv6Addr};
 use std::path::{Path, PathBuf};
 
 use serde::Deserialize;
+use sixgate_dataplane::nft::Service;
 use sixgate_runtime::config::{
     self as common, ConfigError, DataplaneSection, HostPort, Identity, InterfaceName, Net4, Net6,
 };
@@ -206,6 +207,25 @@ pub struct Pool {
     /// `[pool.static]`: identity = address.
     #[serde(default, rename = "static")]
     pub reservations: BTreeMap<Identity, Ipv6Addr>,
+    /// Services on the broker itself that clients may use, as
+    /// `PROTOCOL/PORT` (`["udp/53", "tcp/53"]`); ICMPv6 always.
+    #[serde(default)]
+    pub broker_services: Vec<BrokerService>,
+    /// Whether clients may reach each other through the broker.
+    #[serde(default)]
+    pub client_to_client: bool,
+}
+
+/// A service on the broker, `udp/53`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(try_from = "String")]
+pub struct BrokerService(pub Service);
+
+impl TryFrom<String> for BrokerService {
+    type Error = String;
+    fn try_from(text: String) -> Result<Self, String> {
+        text.parse().map(BrokerService)
+    }
 }
 
 /// The broker's default device (TUN or XFRM interface).
@@ -488,6 +508,12 @@ path = "state"
                 "identity = \"broker example\"",
                 "ike.identity",
                 "neither",
+            ),
+            (
+                "[dataplane]",
+                "broker_services = [\"udp/53\", \"icmp/1\"]\n[dataplane]",
+                "pool.broker_services",
+                "not udp or tcp",
             ),
             (
                 "[storage]",

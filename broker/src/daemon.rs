@@ -7,6 +7,7 @@ use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
 use serde::{Deserialize, Serialize};
+use sixgate_dataplane::nft::{RoadWarriorRules, Service, ROAD_WARRIORS};
 use sixgate_dataplane::plane::DataPlane;
 use sixgate_dataplane::udp::IkeSockets;
 use sixgate_dataplane::xfrm::Owner;
@@ -111,6 +112,21 @@ pub async fn run(config: Config) -> Result<(), String> {
     if let Err(e) = netconf::enable_ipv6_forwarding() {
         tracing::warn!("enabling IPv6 forwarding: {e}");
     }
+    let services: Vec<Service> = f.pool.broker_services.iter().map(|s| s.0).collect();
+    let ingress = dp.ingress();
+    let rules = RoadWarriorRules {
+        ingress: &ingress,
+        pool: &f.pool.prefix.to_string(),
+        services: &services,
+        client_to_client: f.pool.client_to_client,
+    };
+    if let Err(e) = ROAD_WARRIORS.replace(&rules.render()) {
+        dp.stop();
+        return Err(format!(
+            "the road warriors' firewall table {}: {e}",
+            ROAD_WARRIORS.0
+        ));
+    }
 
     let mut ike = endpoint::Config::new(identity, chain, Arc::new(key), anchors.clone());
     ike.dns = f.pool.dns.clone();
@@ -149,7 +165,7 @@ pub async fn run(config: Config) -> Result<(), String> {
                 cfg.hold_down,
             )
             .map_err(|e| e.to_string())?;
-            Some(SiteNet::start(cfg, store)?)
+            Some(SiteNet::start(cfg, store, f.pool.prefix.to_string())?)
         }
         None => None,
     };
@@ -228,6 +244,9 @@ pub async fn run(config: Config) -> Result<(), String> {
     runtime.shutdown(Duration::from_secs(2)).await;
     let _ = std::fs::remove_file(&config.control_socket);
     dp.stop();
+    if let Err(e) = ROAD_WARRIORS.remove() {
+        tracing::warn!("removing the firewall table {}: {e}", ROAD_WARRIORS.0);
+    }
     Ok(())
 }
 

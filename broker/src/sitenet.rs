@@ -66,6 +66,8 @@ pub struct SiteNet {
     routed: HashSet<String>,
     /// Last received octet count of each site, and when it last grew.
     heard: HashMap<String, (u64, Instant)>,
+    /// The road warriors' pool, which sites may reach.
+    road_warriors: String,
 }
 
 fn peer(site: &Site) -> Result<Peer, String> {
@@ -85,7 +87,8 @@ impl SiteNet {
     /// sled is what the kernel gets) and the routes, rules and nftables,
     /// after removing what a killed run left: its routes and rules (by
     /// their protocol number), its device or wireguard-go, its table.
-    pub fn start(cfg: &Sites, store: SiteStore) -> Result<SiteNet, String> {
+    /// Sites may reach the road warriors of `road_warriors` (the pool).
+    pub fn start(cfg: &Sites, store: SiteStore, road_warriors: String) -> Result<SiteNet, String> {
         let key = store.broker_key().map_err(|e| e.to_string())?;
         store
             .release_expired(now_secs())
@@ -121,6 +124,7 @@ impl SiteNet {
             key,
             routed: HashSet::new(),
             heard: HashMap::new(),
+            road_warriors,
         };
         if let Err(e) = net.install() {
             net.stop();
@@ -245,6 +249,7 @@ impl SiteNet {
             uplink: &self.cfg.uplink,
             sources6: &sources,
             transfer4: &format!("{net4}/{len4}"),
+            road_warriors: Some(&self.road_warriors),
         };
         SITES.replace(&rules.render()).map_err(io)
     }

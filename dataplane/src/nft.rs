@@ -13,6 +13,8 @@ pub struct Table(pub &'static str);
 
 /// The DMZ sites' table on the broker.
 pub const SITES: Table = Table("sixgate_sites");
+/// The road warriors' table on the broker.
+pub const ROAD_WARRIORS: Table = Table("sixgate_rw");
 
 impl Table {
     /// Replaces the table with one of these chains (nft syntax, the
@@ -67,16 +69,22 @@ pub struct SitesRules<'a> {
     pub sources6: &'a [String],
     /// The IPv4 transfer network (NAT'd out of the uplink).
     pub transfer4: &'a str,
+    /// The road warriors' pool, if the broker has one: sites may reach
+    /// its clients (they are hosts on the internet like any other).
+    pub road_warriors: Option<&'a str>,
 }
 
 impl SitesRules<'_> {
     /// The chains: MSS clamped to the route's MTU both ways, sites may
-    /// only send from their own addresses and only out of the uplink (and
-    /// the replies to what reached them come back), and their IPv4 is
-    /// masqueraded out of the uplink.
+    /// only send from their own addresses and only out of the uplink or
+    /// to the road warriors (and the replies to what reached them come
+    /// back), and their IPv4 is masqueraded out of the uplink.
     pub fn render(&self) -> String {
         let (wg, up, net4) = (self.wireguard, self.uplink, self.transfer4);
         let sources = self.sources6.join(", ");
+        let to_road_warriors = self.road_warriors.map_or_else(String::new, |pool| {
+            format!("        iifname \"{wg}\" ip6 daddr {pool} accept\n")
+        });
         format!(
             r#"    chain forward {{
         type filter hook forward priority filter; policy accept;
@@ -85,11 +93,106 @@ impl SitesRules<'_> {
         iifname "{wg}" ip6 saddr != {{ {sources} }} drop
         iifname "{wg}" ip saddr != {net4} drop
         iifname "{wg}" ct state established,related accept
-        iifname "{wg}" oifname != "{up}" drop
+{to_road_warriors}        iifname "{wg}" oifname != "{up}" drop
     }}
     chain postrouting {{
         type nat hook postrouting priority srcnat; policy accept;
         oifname "{up}" ip saddr {net4} masquerade
+    }}
+"#
+        )
+    }
+}
+
+/// How decrypted road-warrior traffic enters the broker's stack.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Ingress {
+    /// Through an interface of its own (the TUN device, or an XFRM
+    /// interface).
+    Interface(String),
+    /// Policy-based IPsec: on the uplink, marked as having been decrypted.
+    Decrypted,
+}
+
+/// A service on the broker itself that road warriors may use.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Service {
+    /// `udp` or `tcp`.
+    pub protocol: &'static str,
+    /// The port.
+    pub port: u16,
+}
+
+impl std::str::FromStr for Service {
+    type Err = String;
+    /// `udp/53`, `tcp/22`.
+    fn from_str(text: &str) -> Result<Service, String> {
+        let (protocol, port) = text
+            .split_once('/')
+            .ok_or_else(|| format!("`{text}` is not PROTOCOL/PORT (e.g. udp/53)"))?;
+        let protocol = match protocol {
+            "udp" => "udp",
+            "tcp" => "tcp",
+            other => return Err(format!("`{other}` is not udp or tcp")),
+        };
+        let port = port
+            .parse::<u16>()
+            .ok()
+            .filter(|p| *p != 0)
+            .ok_or_else(|| format!("`{port}` is not a port"))?;
+        Ok(Service { protocol, port })
+    }
+}
+
+/// What road warriors may do on and through the broker.
+#[derive(Debug, Clone)]
+pub struct RoadWarriorRules<'a> {
+    /// How their traffic arrives.
+    pub ingress: &'a Ingress,
+    /// The pool their addresses come from.
+    pub pool: &'a str,
+    /// The broker's services they may use (ICMPv6 always).
+    pub services: &'a [Service],
+    /// Whether they may reach each other.
+    pub client_to_client: bool,
+}
+
+impl RoadWarriorRules<'_> {
+    /// The chains. Whatever comes from a road warrior must be IPv6 from
+    /// the pool (a second check behind the data plane's own); to the
+    /// broker itself it may send ICMPv6, the listed services and replies;
+    /// through it, anything but traffic to other road warriors, unless
+    /// allowed. Each drop is counted.
+    pub fn render(&self) -> String {
+        let from = match self.ingress {
+            Ingress::Interface(name) => format!("iifname \"{name}\""),
+            Ingress::Decrypted => "meta ipsec exists".to_string(),
+        };
+        let pool = self.pool;
+        let services: String = self
+            .services
+            .iter()
+            .map(|s| format!("        {from} {} dport {} accept\n", s.protocol, s.port))
+            .collect();
+        let peers = if self.client_to_client {
+            "accept"
+        } else {
+            "counter drop"
+        };
+        format!(
+            r#"    chain input {{
+        type filter hook input priority filter; policy accept;
+        {from} meta nfproto ipv4 counter drop
+        {from} ip6 saddr != {pool} counter drop
+        {from} meta l4proto ipv6-icmp accept
+        {from} ct state established,related accept
+{services}        {from} counter drop
+    }}
+    chain forward {{
+        type filter hook forward priority filter; policy accept;
+        {from} meta nfproto ipv4 counter drop
+        {from} ip6 saddr != {pool} counter drop
+        {from} ip6 daddr {pool} {peers}
     }}
 "#
         )
@@ -111,6 +214,7 @@ mod tests {
             uplink: "eth0",
             sources6: &sources,
             transfer4: "100.64.0.0/24",
+            road_warriors: Some("2001:db8:100::/64"),
         }
         .render();
         assert!(
@@ -124,5 +228,45 @@ mod tests {
             "{r}"
         );
         assert!(r.contains("ct state established,related accept"), "{r}");
+        let to_rw = r
+            .find(r#"iifname "sgwg0" ip6 daddr 2001:db8:100::/64 accept"#)
+            .expect("sites reach the road warriors");
+        assert!(to_rw < r.find(r#"oifname != "eth0" drop"#).unwrap(), "{r}");
+    }
+
+    #[test]
+    fn road_warriors_are_confined_as_configured() {
+        let services = ["udp/53".parse().unwrap(), "tcp/853".parse().unwrap()];
+        let tun = Ingress::Interface("sgb0".into());
+        let r = RoadWarriorRules {
+            ingress: &tun,
+            pool: "2001:db8:100::/64",
+            services: &services,
+            client_to_client: false,
+        }
+        .render();
+        for line in [
+            r#"iifname "sgb0" ip6 saddr != 2001:db8:100::/64 counter drop"#,
+            r#"iifname "sgb0" udp dport 53 accept"#,
+            r#"iifname "sgb0" tcp dport 853 accept"#,
+            r#"iifname "sgb0" ip6 daddr 2001:db8:100::/64 counter drop"#,
+        ] {
+            assert!(r.contains(line), "{line}\n{r}");
+        }
+        let r = RoadWarriorRules {
+            ingress: &Ingress::Decrypted,
+            pool: "2001:db8:100::/64",
+            services: &[],
+            client_to_client: true,
+        }
+        .render();
+        assert!(
+            r.contains("meta ipsec exists ip6 daddr 2001:db8:100::/64 accept"),
+            "{r}"
+        );
+        assert!(!r.contains("dport"), "no services: {r}");
+        for bad in ["udp", "udp/", "udp/0", "sctp/9", "udp/70000"] {
+            assert!(bad.parse::<Service>().is_err(), "{bad}");
+        }
     }
 }

@@ -201,6 +201,16 @@ impl DataPlane {
         matches!(self.backend, Backend::Userspace(_))
     }
 
+    /// How decrypted traffic from the peers enters the stack, for the
+    /// firewall rules that confine it.
+    pub fn ingress(&self) -> crate::nft::Ingress {
+        if self.owns_link {
+            crate::nft::Ingress::Interface(self.link.clone())
+        } else {
+            crate::nft::Ingress::Decrypted
+        }
+    }
+
     /// A short description for the start-up line.
     pub fn describe(&self) -> String {
         match &self.backend {

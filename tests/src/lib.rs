@@ -738,6 +738,11 @@ impl TunnelLab {
             "netns",
             &broker.name,
         ]));
+        // No duplicate address detection on the inet link, for the
+        // link-local addresses either: neighbour discovery works at once,
+        // and a test's first packet is not lost to a tentative address.
+        inet.run(&["sysctl", "-qw", &format!("net.ipv6.conf.{ia}.accept_dad=0")]);
+        broker.run(&["sysctl", "-qw", &format!("net.ipv6.conf.{ib}.accept_dad=0")]);
         inet.run(&[
             "ip",
             "addr",
@@ -816,29 +821,13 @@ path = "{dir}/broker-state"
         key: &str,
         extra: &str,
     ) -> PathBuf {
-        let certs = certs_dir();
-        let text = format!(
-            r#"broker = "192.0.2.1"
-broker_identity = "broker.example.net"
-identity = "{who}@example.net"
-certificate = "{c}/{cert}"
-private_key = "{c}/{key}"
-ca = ["{c}/ecdsa/ca.pem"]
-dpd_interval = 1
-retransmit_timeout_ms = 300
-retransmit_tries = 3
-control_socket = "{dir}/{name}.sock"
-{extra}
-[dataplane]
-{dataplane}
-"#,
-            c = certs.display(),
-            dir = self.dir.path().display(),
-            dataplane = self.dataplane,
-        );
-        let path = self.dir.path().join(format!("{name}.toml"));
-        std::fs::write(&path, text).expect("write");
-        path
+        write_client_config(
+            self.dir.path(),
+            name,
+            &format!("identity = \"{who}@example.net\"\ncertificate = \"{c}/{cert}\"\nprivate_key = \"{c}/{key}\"\n{extra}",
+                c = certs_dir().display()),
+            &self.dataplane,
+        )
     }
 
     /// The configuration of `who` (client, client2, client3) with its
@@ -945,13 +934,7 @@ control_socket = "{dir}/{name}.sock"
 
     /// Waits until the client reports the tunnel up; returns its address.
     pub fn wait_up(&self, _i: usize, config: &Path, limit: Duration) -> Option<String> {
-        wait_for(limit, || {
-            let s = self.client_status(config);
-            if s["state"] != "up" {
-                return None;
-            }
-            s["address"].as_str().map(str::to_string)
-        })
+        wait_client_up(config, limit)
     }
 
     /// The broker's connections from its control socket.
@@ -1062,6 +1045,45 @@ control_socket = "{dir}/{name}.sock"
             .status
             .success()
     }
+}
+
+/// Writes `DIR/NAME.toml`, a client configuration for the labs' broker
+/// (192.0.2.1, the example ECDSA CA, quick liveness checks) with
+/// `credentials` (identity, certificate and key lines) and `dataplane`
+/// (the `[dataplane]` lines); its control socket is `DIR/NAME.sock`.
+pub fn write_client_config(dir: &Path, name: &str, credentials: &str, dataplane: &str) -> PathBuf {
+    let text = format!(
+        r#"broker = "192.0.2.1"
+broker_identity = "broker.example.net"
+{credentials}
+ca = ["{c}/ecdsa/ca.pem"]
+dpd_interval = 1
+retransmit_timeout_ms = 300
+retransmit_tries = 3
+control_socket = "{dir}/{name}.sock"
+[dataplane]
+{dataplane}
+"#,
+        c = certs_dir().display(),
+        dir = dir.display(),
+    );
+    let path = dir.join(format!("{name}.toml"));
+    std::fs::write(&path, text).expect("write");
+    path
+}
+
+/// The state and address of the client whose configuration is `config`
+/// (as [`write_client_config`] writes it), once it reports `up`.
+pub fn wait_client_up(config: &Path, limit: Duration) -> Option<String> {
+    let socket = config.with_extension("sock");
+    wait_for(limit, || {
+        std::os::unix::net::UnixStream::connect(&socket).ok()?;
+        let s = control_request(&socket, &serde_json::json!("Status"))["Status"].clone();
+        if s["state"] != "up" {
+            return None;
+        }
+        s["address"].as_str().map(str::to_string)
+    })
 }
 
 /// Sends one JSON request line to a daemon's control socket and returns

@@ -343,6 +343,32 @@ fn a_dmz_site_from_the_generated_files_alone() {
             broker.log_text()
         );
         assert!(ping6(&lab.inet, &addr), "inet to DMZ host");
+        // A road warrior behind the same home NAT: it and the DMZ host
+        // reach each other both ways (sites are public hosts).
+        let rw_config = sixgate_tests::write_client_config(
+            lab.dir.path(),
+            "rw",
+            &format!(
+                "identity = \"client@example.net\"\ncertificate = \"{c}/client.pem\"\nprivate_key = \"{c}/client.key\"",
+                c = sixgate_tests::certs_dir().join("ecdsa").display()
+            ),
+            "backend = \"userspace\"\ntun = \"sgrw0\"",
+        );
+        let _rw = Daemon::spawn(
+            &lab.homehost,
+            &workspace_bin("sixgate-client"),
+            &["up", "--config", rw_config.to_str().unwrap()],
+            lab.dir.path().join("rw.log"),
+        );
+        let rw_addr = sixgate_tests::wait_client_up(&rw_config, Duration::from_secs(30))
+            .unwrap_or_else(|| {
+                panic!(
+                    "road warrior not up:\n{}",
+                    std::fs::read_to_string(lab.dir.path().join("rw.log")).unwrap_or_default()
+                )
+            });
+        assert!(ping6(&lab.dmzhost, &rw_addr), "DMZ host to road warrior");
+        assert!(ping6(&lab.homehost, &addr), "road warrior to DMZ host");
         // IPv4 through the broker's NAT, but not to the home network.
         // IPv4 by DHCP from the generated dnsmasq.conf (busybox udhcpc,
         // with a hook script that applies the lease).

@@ -580,3 +580,102 @@ fn revocation_by_crl_and_by_the_operators_list() {
     assert_eq!(address.as_deref(), Some(pair.address.as_str()));
     assert!(lab.ping(0, 2));
 }
+
+/// Whether a TCP connection from client `i` to `addr`:`port` opens within
+/// 3 s.
+fn tcp_opens(lab: &TunnelLab, i: usize, addr: &str, port: u16) -> bool {
+    lab.clients[i]
+        .try_run(&[
+            "timeout",
+            "3",
+            "bash",
+            "-c",
+            &format!("exec 3<>/dev/tcp/{addr}/{port}"),
+        ])
+        .status
+        .success()
+}
+
+/// The broker's firewall for road warriors: ICMPv6 and the listed
+/// `broker_services` on the broker itself, nothing else there; other
+/// clients only with `client_to_client`.
+#[test]
+fn client_isolation_and_broker_services_as_configured() {
+    let lab = TunnelLab::new(2);
+    let base = lab.broker_config("2001:db8:100::100/120", &[], "");
+    let text = std::fs::read_to_string(&base).unwrap();
+    let with = |pool_lines: &str| {
+        std::fs::write(
+            &base,
+            text.replace("[pool]\n", &format!("[pool]\n{pool_lines}\n")),
+        )
+        .unwrap();
+        base.clone()
+    };
+    let mut servers = Vec::new();
+    for port in ["5201", "5202"] {
+        let mut s = lab.broker.command("iperf3");
+        s.args(["-s", "-p", port])
+            .stdout(Stdio::null())
+            .stderr(Stdio::null());
+        servers.push(s.spawn().unwrap());
+    }
+    let broker = lab.start_broker(&with("broker_services = [\"tcp/5201\"]"));
+    let configs = [
+        lab.ecdsa_client_config("c0", "client", ""),
+        lab.ecdsa_client_config("c1", "client2", ""),
+    ];
+    let _clients: Vec<_> = (0..2).map(|i| lab.start_client(i, &configs[i])).collect();
+    let addrs: Vec<String> = (0..2)
+        .map(|i| {
+            lab.wait_up(i, &configs[i], UP)
+                .unwrap_or_else(|| panic!("client {i} not up:\n{}", broker.log_text()))
+        })
+        .collect();
+
+    let pinged = wait_for(Duration::from_secs(10), || lab.ping(0, 1).then_some(()));
+
+    assert!(
+        pinged.is_some(),
+        "the internet, yes\n{}\n{:?}\n{}",
+        lab.broker.run(&["nft", "list", "ruleset"]),
+        lab.broker_status(),
+        broker.log_text()
+    );
+    let ping = |i: usize, to: &str| {
+        lab.clients[i]
+            .try_run(&["ping", "-6", "-c", "1", "-W", "2", to])
+            .status
+            .success()
+    };
+    assert!(ping(0, "2001:db8:ffff::1"), "ICMPv6 to the broker");
+    assert!(
+        tcp_opens(&lab, 0, "2001:db8:ffff::1", 5201),
+        "a listed service"
+    );
+    assert!(
+        !tcp_opens(&lab, 0, "2001:db8:ffff::1", 5202),
+        "an unlisted service on the broker"
+    );
+    assert!(!ping(0, &addrs[1]), "another client, not by default");
+    assert!(!ping(1, &addrs[0]), "nor the other way");
+
+    drop(broker);
+    let broker = lab.start_broker(&with("client_to_client = true"));
+    let back = wait_for(UP, || {
+        (ping(0, &addrs[1]) && ping(1, &addrs[0])).then_some(())
+    });
+    assert!(
+        back.is_some(),
+        "clients reach each other when allowed\n{}",
+        broker.log_text()
+    );
+    assert!(
+        !tcp_opens(&lab, 0, "2001:db8:ffff::1", 5201),
+        "no services unless listed"
+    );
+    for mut s in servers {
+        let _ = s.kill();
+        let _ = s.wait();
+    }
+}
