@@ -7,14 +7,14 @@ use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
 use serde::{Deserialize, Serialize};
-use sixgate_dataplane::nft::{RoadWarriorRules, Service, ROAD_WARRIORS};
+use sixgate_dataplane::nft::{self, RoadWarriorRules, Service, ROAD_WARRIORS};
 use sixgate_dataplane::plane::DataPlane;
 use sixgate_dataplane::udp::IkeSockets;
 use sixgate_dataplane::xfrm::Owner;
 use sixgate_dataplane::{netconf, secrets};
 use sixgate_proto::endpoint;
 use sixgate_runtime::control::{self, Incoming};
-use sixgate_runtime::engine::{self, Command, Connection, Parts, Role};
+use sixgate_runtime::engine::{self, Command, Connection, Parts, Role, RuntimeStats};
 use sixgate_runtime::{pki, plane};
 use tokio::signal::unix::{signal, SignalKind};
 use tokio::sync::oneshot;
@@ -45,6 +45,19 @@ pub enum Request {
     Revoke(Revoked),
     Unrevoke(Revoked),
     Revoked,
+    Stats,
+}
+
+/// The broker's counters, for `stats`.
+#[derive(Debug, Serialize, Deserialize)]
+pub struct BrokerStats {
+    /// The runtime's and the engine's.
+    pub runtime: RuntimeStats,
+    /// Packets the road warriors' firewall table dropped (not IPv6 from
+    /// the pool; a service or a client they may not reach).
+    pub firewall_dropped: Option<u64>,
+    /// Decrypted packets the kernel's policies refused (kernel plane).
+    pub kernel_policy_dropped: Option<u64>,
 }
 
 #[derive(Debug, Serialize, Deserialize)]
@@ -55,6 +68,7 @@ pub enum Response {
     Sites(Vec<SiteState>),
     Files(Vec<(String, String)>),
     Revoked(Vec<RevokedEntry>),
+    Stats(BrokerStats),
     Done(String),
     Error(String),
 }
@@ -203,6 +217,18 @@ pub async fn run(config: Config) -> Result<(), String> {
                     Request::Revoked => revoked
                         .list()
                         .map_or_else(Response::Error, Response::Revoked),
+                    Request::Stats => {
+                        let (tx, rx) = oneshot::channel();
+                        let _ = runtime.commands.send(Command::Stats(tx));
+                        match rx.await {
+                            Ok(runtime) => Response::Stats(BrokerStats {
+                                runtime,
+                                firewall_dropped: nft::dropped_packets(ROAD_WARRIORS).ok(),
+                                kernel_policy_dropped: dp.kernel_policy_drops(),
+                            }),
+                            Err(_) => Response::Error("the runtime stopped".into()),
+                        }
+                    }
                     request => site_request(sites.as_mut(), request),
                 };
                 let _ = reply.send(response);
@@ -388,6 +414,41 @@ pub async fn print_status(config: &Config) -> Result<(), String> {
                     r.child_sas.len(),
                     r.traffic.dropped_spoofed
                 );
+            }
+            Ok(())
+        }
+        other => Err(format!("unexpected answer {other:?}")),
+    }
+}
+
+/// `stats`: the broker's counters.
+pub async fn print_stats(config: &Config) -> Result<(), String> {
+    match ask(config, &Request::Stats).await? {
+        Response::Stats(s) => {
+            let r = &s.runtime;
+            let opt = |v: Option<u64>| v.map_or_else(|| "-".to_string(), |n| n.to_string());
+            for (name, value) in [
+                (
+                    "IKE datagrams dropped, queue full",
+                    r.ike_queue_full.to_string(),
+                ),
+                ("ESP without a data plane", r.esp_unclaimed.to_string()),
+                (
+                    "Child SAs that failed to install",
+                    r.install_failures.to_string(),
+                ),
+                ("leases made durable", r.leases_assigned.to_string()),
+                ("lease store flushes", r.lease_flushes.to_string()),
+                (
+                    "IKE retransmissions sent",
+                    r.ike.retransmits_sent.to_string(),
+                ),
+                ("half-open SAs dropped", r.ike.half_open_dropped.to_string()),
+                ("datagrams for unknown SPIs", r.ike.unknown_spi.to_string()),
+                ("firewall drops", opt(s.firewall_dropped)),
+                ("kernel policy drops", opt(s.kernel_policy_dropped)),
+            ] {
+                println!("{name:<40} {value}");
             }
             Ok(())
         }

@@ -48,6 +48,12 @@ enum Verb {
         #[arg(long)]
         config: PathBuf,
     },
+    /// Print the broker's counters (drops, retransmissions, leases).
+    Stats {
+        /// The configuration file of the running broker.
+        #[arg(long)]
+        config: PathBuf,
+    },
     /// Manage DMZ sites (delegated prefixes over WireGuard).
     Site {
         #[command(subcommand)]
@@ -169,7 +175,10 @@ enum SiteVerb {
 fn main() -> ExitCode {
     let cli = Cli::parse();
     let path = match &cli.command {
-        Verb::Run { config } | Verb::Leases { config } | Verb::Status { config } => config.clone(),
+        Verb::Run { config }
+        | Verb::Leases { config }
+        | Verb::Status { config }
+        | Verb::Stats { config } => config.clone(),
         Verb::Site { verb } => match verb {
             SiteVerb::Add { config, .. }
             | SiteVerb::List { config }
@@ -199,6 +208,7 @@ fn main() -> ExitCode {
             Verb::Run { .. } => daemon::run(config).await,
             Verb::Leases { .. } => daemon::print_leases(&config).await,
             Verb::Status { .. } => daemon::print_status(&config).await,
+            Verb::Stats { .. } => daemon::print_stats(&config).await,
             Verb::Site { verb } => {
                 use daemon::Request;
                 let (request, out) = match verb {

@@ -159,10 +159,11 @@ pub struct RoadWarriorRules<'a> {
 
 impl RoadWarriorRules<'_> {
     /// The chains. Whatever comes from a road warrior must be IPv6 from
-    /// the pool (a second check behind the data plane's own); to the
-    /// broker itself it may send ICMPv6, the listed services and replies;
-    /// through it, anything but traffic to other road warriors, unless
-    /// allowed. Each drop is counted.
+    /// the pool, checked as it arrives (a second check behind the data
+    /// plane's own, and the only one the kernel path has for IPv4); to
+    /// the broker itself it may send ICMPv6, the listed services and
+    /// replies; through it, anything but traffic to other road warriors,
+    /// unless allowed. Each drop is counted ([`dropped_packets`]).
     pub fn render(&self) -> String {
         let from = match self.ingress {
             Ingress::Interface(name) => format!("iifname \"{name}\""),
@@ -180,23 +181,52 @@ impl RoadWarriorRules<'_> {
             "counter drop"
         };
         format!(
-            r#"    chain input {{
-        type filter hook input priority filter; policy accept;
+            r#"    chain prerouting {{
+        type filter hook prerouting priority raw; policy accept;
         {from} meta nfproto ipv4 counter drop
         {from} ip6 saddr != {pool} counter drop
+    }}
+    chain input {{
+        type filter hook input priority filter; policy accept;
         {from} meta l4proto ipv6-icmp accept
         {from} ct state established,related accept
 {services}        {from} counter drop
     }}
     chain forward {{
         type filter hook forward priority filter; policy accept;
-        {from} meta nfproto ipv4 counter drop
-        {from} ip6 saddr != {pool} counter drop
         {from} ip6 daddr {pool} {peers}
     }}
 "#
         )
     }
+}
+
+/// The packets a table's counted `drop` rules have dropped, as `nft list
+/// table` prints them.
+pub fn dropped_packets(table: Table) -> io::Result<u64> {
+    let out = Command::new("nft")
+        .args(["list", "table", "inet", table.0])
+        .output()?;
+    if !out.status.success() {
+        return Err(io::Error::other(format!(
+            "nft: {}",
+            String::from_utf8_lossy(&out.stderr).trim()
+        )));
+    }
+    Ok(counted_packets(&String::from_utf8_lossy(&out.stdout)))
+}
+
+/// The sum of `packets N` over the `counter ... drop` rules of a listing.
+fn counted_packets(listing: &str) -> u64 {
+    listing
+        .lines()
+        .filter(|l| l.trim_end().ends_with("drop"))
+        .filter_map(|l| {
+            let words: Vec<&str> = l.split_whitespace().collect();
+            let i = words.iter().position(|w| *w == "packets")?;
+            words.get(i + 1)?.parse::<u64>().ok()
+        })
+        .sum()
 }
 
 #[cfg(test)]
@@ -265,6 +295,10 @@ mod tests {
             "{r}"
         );
         assert!(!r.contains("dport"), "no services: {r}");
+        let listing = "\t\tiifname \"sgb0\" meta nfproto ipv4 counter packets 2 bytes 56 drop\n\
+                       \t\tiifname \"sgb0\" ip6 saddr != 2001:db8:100::/64 counter packets 3 bytes 9 drop\n\
+                       \t\tiifname \"sgb0\" tcp dport 53 accept\n";
+        assert_eq!(counted_packets(listing), 5);
         for bad in ["udp", "udp/", "udp/0", "sctp/9", "udp/70000"] {
             assert!(bad.parse::<Service>().is_err(), "{bad}");
         }

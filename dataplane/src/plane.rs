@@ -211,6 +211,20 @@ impl DataPlane {
         }
     }
 
+    /// Decrypted packets the kernel dropped because no inbound policy
+    /// allows them (kernel plane: a source outside the SA's selectors, a
+    /// family it does not carry), from this namespace's
+    /// /proc/net/xfrm_stat; `None` for the userspace plane, which counts
+    /// them per SA instead.
+    pub fn kernel_policy_drops(&self) -> Option<u64> {
+        match &self.backend {
+            Backend::Userspace(_) => None,
+            Backend::Xfrm(_) => std::fs::read_to_string("/proc/net/xfrm_stat")
+                .ok()
+                .map(|text| crate::xfrm::policy_drops(&text)),
+        }
+    }
+
     /// A short description for the start-up line.
     pub fn describe(&self) -> String {
         match &self.backend {

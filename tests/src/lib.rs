@@ -87,6 +87,130 @@ impl Netns {
         c.args(&argv[1..]);
         c.output().expect("spawn")
     }
+
+    /// A counter of the packets that match `rule` (an nft match
+    /// expression) at `hook` (prerouting: what arrives; output: what the
+    /// namespace itself sends), in a table of its own.
+    pub fn packet_counter(&self, hook: &str, rule: &str) -> impl Fn() -> u64 + '_ {
+        let chain = unique("c").replace('-', "_");
+        self.run(&["nft", "add", "table", "inet", "sgcount"]);
+        self.run(&[
+            "nft",
+            &format!("add chain inet sgcount {chain} {{ type filter hook {hook} priority -300; }}"),
+        ]);
+        self.run(&[
+            "nft",
+            &format!("add rule inet sgcount {chain} {rule} counter"),
+        ]);
+        move || {
+            let out = self.run(&["nft", "list", "chain", "inet", "sgcount", &chain]);
+            out.lines()
+                .find_map(|l| {
+                    let f: Vec<&str> = l.split_whitespace().collect();
+                    let i = f.iter().position(|w| *w == "packets")?;
+                    f.get(i + 1)?.parse().ok()
+                })
+                .unwrap_or_else(|| panic!("no counter in {out}"))
+        }
+    }
+}
+
+/// The Internet checksum (RFC 1071) of `data`, starting from `sum`.
+fn internet_checksum(mut sum: u32, data: &[u8]) -> u16 {
+    for pair in data.chunks(2) {
+        sum += u32::from(u16::from_be_bytes([pair[0], *pair.get(1).unwrap_or(&0)]));
+    }
+    while sum > 0xffff {
+        sum = (sum & 0xffff) + (sum >> 16);
+    }
+    !(sum as u16)
+}
+
+/// A valid ICMPv6 echo request from `src` to `dst` (an IPv6 packet, hex),
+/// for `ike-peer send-esp 41`.
+pub fn icmpv6_echo_hex(src: &str, dst: &str) -> String {
+    let (src, dst): (std::net::Ipv6Addr, std::net::Ipv6Addr) =
+        (src.parse().expect("src"), dst.parse().expect("dst"));
+    let mut icmp = vec![128u8, 0, 0, 0, 0, 1, 0, 1];
+    let mut pseudo = Vec::new();
+    pseudo.extend(src.octets());
+    pseudo.extend(dst.octets());
+    pseudo.extend((icmp.len() as u32).to_be_bytes());
+    pseudo.extend([0, 0, 0, 58]);
+    pseudo.extend(&icmp);
+    icmp[2..4].copy_from_slice(&internet_checksum(0, &pseudo).to_be_bytes());
+    let mut p = vec![0x60u8, 0, 0, 0, 0, icmp.len() as u8, 58, 64];
+    p.extend(src.octets());
+    p.extend(dst.octets());
+    p.extend(icmp);
+    hex::encode(p)
+}
+
+/// A valid ICMPv4 echo request from `src` to `dst` (an IPv4 packet, hex),
+/// for `ike-peer send-esp 4`.
+pub fn icmpv4_echo_hex(src: &str, dst: &str) -> String {
+    let (src, dst): (std::net::Ipv4Addr, std::net::Ipv4Addr) =
+        (src.parse().expect("src"), dst.parse().expect("dst"));
+    let mut icmp = vec![8u8, 0, 0, 0, 0, 1, 0, 1];
+    let sum = internet_checksum(0, &icmp);
+    icmp[2..4].copy_from_slice(&sum.to_be_bytes());
+    let mut p = vec![0x45u8, 0, 0, 20 + icmp.len() as u8, 0, 1, 0, 0, 64, 1, 0, 0];
+    p.extend(src.octets());
+    p.extend(dst.octets());
+    let sum = internet_checksum(0, &p);
+    p[10..12].copy_from_slice(&sum.to_be_bytes());
+    p.extend(icmp);
+    hex::encode(p)
+}
+
+#[cfg(test)]
+mod packet_tests {
+    #[test]
+    fn the_crafted_packets_carry_valid_checksums() {
+        // A valid header or message sums to zero.
+        let v4 = hex::decode(super::icmpv4_echo_hex("192.0.2.100", "192.0.2.1")).unwrap();
+        assert_eq!(super::internet_checksum(0, &v4[..20]), 0);
+        assert_eq!(super::internet_checksum(0, &v4[20..]), 0);
+        let v6 = hex::decode(super::icmpv6_echo_hex("2001:db8::1", "2001:db8::2")).unwrap();
+        let mut pseudo = v6[8..40].to_vec();
+        pseudo.extend([0, 0, 0, 8, 0, 0, 0, 58]);
+        pseudo.extend(&v6[40..]);
+        assert_eq!(super::internet_checksum(0, &pseudo), 0);
+    }
+}
+
+/// An authenticated peer that seals whatever it is told into ESP: an
+/// `ike-peer` initiator in client namespace `i` (at `ip`) with the
+/// certificate of `who`, ESP in UDP. Returns it once its Child SA is up,
+/// with the address it leased.
+pub fn spoofing_peer(lab: &TunnelLab, i: usize, ip: &str, who: &str) -> (LinePeer, String) {
+    let peer = LinePeer::spawn({
+        let mut c = lab.clients[i].command(workspace_bin("ike-peer").to_str().expect("path"));
+        c.args([
+            "--role",
+            "initiator",
+            "--local",
+            ip,
+            "--remote",
+            "192.0.2.1",
+            "--who",
+            who,
+            "--force-encap",
+        ]);
+        c
+    });
+    let limit = Duration::from_secs(90);
+    let address = peer
+        .wait("ADDRESS ", limit)
+        .unwrap_or_else(|| panic!("ike-peer not up: {:?}", peer.lines()));
+    let leased = address
+        .split_whitespace()
+        .nth(1)
+        .and_then(|a| a.split('/').next())
+        .expect("address")
+        .to_string();
+    peer.wait("CHILD_UP", limit).expect("child");
+    (peer, leased)
 }
 
 impl Drop for Netns {

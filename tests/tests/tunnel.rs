@@ -337,31 +337,6 @@ fn a_bad_configuration_is_refused_at_start() {
     );
 }
 
-/// A counter of what arrives in a namespace: `nft` counts the packets that
-/// match `rule` (an nft match expression) at prerouting.
-fn arrival_counter<'a>(ns: &'a sixgate_tests::Netns, rule: &str) -> impl Fn() -> u64 + 'a {
-    let chain = sixgate_tests::unique("c").replace('-', "_");
-    ns.run(&["nft", "add", "table", "inet", "sgcount"]);
-    ns.run(&[
-        "nft",
-        &format!("add chain inet sgcount {chain} {{ type filter hook prerouting priority -300; }}"),
-    ]);
-    ns.run(&[
-        "nft",
-        &format!("add rule inet sgcount {chain} {rule} counter"),
-    ]);
-    move || {
-        let out = ns.run(&["nft", "list", "chain", "inet", "sgcount", &chain]);
-        out.lines()
-            .find_map(|l| {
-                let f: Vec<&str> = l.split_whitespace().collect();
-                let i = f.iter().position(|w| *w == "packets")?;
-                f.get(i + 1)?.parse().ok()
-            })
-            .unwrap_or_else(|| panic!("no counter in {out}"))
-    }
-}
-
 /// The broker's SPOOFED count for one identity, from the control socket.
 fn spoofed_drops(lab: &TunnelLab, identity: &str) -> u64 {
     let sock = lab.dir.path().join("broker-state/broker.sock");
@@ -381,8 +356,12 @@ fn spoofed_drops(lab: &TunnelLab, identity: &str) -> u64 {
 fn spoofed_sources_and_ipv4_inside_esp_reach_nothing() {
     let lab = TunnelLab::new(2);
     let pair = lab.start_pair("", "", UP);
-    let spoofed_at_inet = arrival_counter(&lab.inet, "ip6 saddr 2001:db8:dead::/48");
-    let v4_from_tunnel = arrival_counter(&lab.broker, "iifname \"sgb0\" meta nfproto ipv4");
+    let spoofed_at_inet = lab
+        .inet
+        .packet_counter("prerouting", "ip6 saddr 2001:db8:dead::/48");
+    let v4_from_tunnel = lab
+        .broker
+        .packet_counter("prerouting", "iifname \"sgb0\" meta nfproto ipv4");
 
     // The sixgate client, with an address of its own choosing on its TUN.
     lab.clients[0].run(&[
@@ -429,51 +408,16 @@ fn spoofed_sources_and_ipv4_inside_esp_reach_nothing() {
         spoofed_drops(&lab, "client@example.net")
     );
 
-    // A peer of its own (client2), sealing whatever it likes into ESP.
-    let mut peer = sixgate_tests::LinePeer::spawn({
-        let mut c = lab.clients[1].command(
-            sixgate_tests::workspace_bin("ike-peer")
-                .to_str()
-                .expect("path"),
-        );
-        c.args([
-            "--role",
-            "initiator",
-            "--local",
-            "192.0.2.3",
-            "--remote",
-            "192.0.2.1",
-            "--who",
-            "client2",
-            "--force-encap",
-        ]);
-        c
-    });
-    let address = peer
-        .wait("ADDRESS ", UP)
-        .unwrap_or_else(|| panic!("ike-peer not up: {:?}", peer.lines()));
-    let leased = address
-        .split_whitespace()
-        .nth(1)
-        .and_then(|a| a.split('/').next())
-        .expect("address");
-    peer.wait("CHILD_UP", UP).expect("child");
-    // An ICMPv4 echo to 192.0.2.1 inside ESP (next header 4), and an
-    // IPv6 echo with a version-4 first nibble, and a spoofed IPv6 one.
-    let ipv4_echo = "4500001c0001000040017dc5c0000264c000020108000000000000000000";
-    peer.send(&format!("send-esp 4 {ipv4_echo}"));
-    let v6 = |src: &str| -> String {
-        let mut p = vec![0x60u8, 0, 0, 0, 0, 8, 58, 64];
-        p.extend(src.parse::<std::net::Ipv6Addr>().unwrap().octets());
-        p.extend(
-            "2001:db8:ffff::2"
-                .parse::<std::net::Ipv6Addr>()
-                .unwrap()
-                .octets(),
-        );
-        p.extend([128, 0, 0, 0, 0, 1, 0, 1]);
-        hex::encode(p)
-    };
+    // A peer of its own (client2), sealing whatever it likes into ESP:
+    // an ICMPv4 echo to 192.0.2.1 inside ESP (next header 4), an IPv6
+    // echo with a version-4 first nibble, and a spoofed IPv6 one.
+    let (mut peer, leased) = sixgate_tests::spoofing_peer(&lab, 1, "192.0.2.3", "client2");
+    let leased = leased.as_str();
+    let v6 = |src: &str| sixgate_tests::icmpv6_echo_hex(src, "2001:db8:ffff::2");
+    peer.send(&format!(
+        "send-esp 4 {}",
+        sixgate_tests::icmpv4_echo_hex("192.0.2.100", "192.0.2.1")
+    ));
     let mut wrong_version = v6(leased);
     wrong_version.replace_range(0..1, "4");
     peer.send(&format!("send-esp 41 {wrong_version}"));
@@ -493,8 +437,8 @@ fn spoofed_sources_and_ipv4_inside_esp_reach_nothing() {
     assert_eq!(spoofed_at_inet(), 0);
     // Its own address still works for it.
     peer.send(&format!("send-esp 41 {}", v6(leased)));
-    let arrived = arrival_counter(
-        &lab.inet,
+    let arrived = lab.inet.packet_counter(
+        "prerouting",
         &format!("ip6 saddr {leased} icmpv6 type echo-request"),
     );
     peer.send(&format!("send-esp 41 {}", v6(leased)));
