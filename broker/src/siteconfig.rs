@@ -3,7 +3,9 @@
 //! network, and a dnsmasq configuration that announces the delegated
 //! prefix on the DMZ LAN.
 
-use std::net::{Ipv4Addr, Ipv6Addr};
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
+
+use sixgate_runtime::config::HostPort;
 
 use crate::sites::Site;
 
@@ -16,8 +18,8 @@ pub struct SiteFiles<'a> {
     pub site: &'a Site,
     /// The broker's WireGuard public key (base64).
     pub broker_public_key: &'a str,
-    /// Where the site connects to, "HOST:PORT".
-    pub endpoint: &'a str,
+    /// Where the site connects to.
+    pub endpoint: &'a HostPort,
     /// The transfer networks' prefix lengths (IPv6 is a /64).
     pub transfer4_length: u8,
     /// Seconds between keepalives.
@@ -37,17 +39,44 @@ impl SiteFiles<'_> {
         Ipv6Addr::from(u128::from(self.site.prefix) | 1)
     }
 
-    fn endpoint_parts(&self) -> (&str, &str) {
-        self.endpoint
-            .rsplit_once(':')
-            .unwrap_or((self.endpoint, "51820"))
+    /// The PostUp and PreDown lines that keep the tunnel's own packets on
+    /// the router's original default route (no loop through the tunnel),
+    /// for an endpoint of either family or a name (looked up as it comes
+    /// up).
+    fn endpoint_route(&self) -> (String, String) {
+        let host = &self.endpoint.host;
+        let (family, address, len) = match host.parse::<IpAddr>() {
+            Ok(IpAddr::V4(a)) => ("-4", a.to_string(), 32),
+            Ok(IpAddr::V6(a)) => ("-6", a.to_string(), 128),
+            Err(_) => (
+                "-4",
+                format!("$(getent ahostsv4 {host} | awk 'NR == 1 {{ print $1 }}')"),
+                32,
+            ),
+        };
+        (
+            format!(
+                "PostUp = ip {family} route replace {address}/{len} $(ip {family} route show default | grep -o 'via [^ ]* dev [^ ]*' | head -n 1)"
+            ),
+            format!("PreDown = ip {family} route del {address}/{len}"),
+        )
+    }
+
+    /// The nftables match for packets to the endpoint.
+    fn endpoint_match(&self) -> String {
+        let port = self.endpoint.port;
+        match self.endpoint.host.parse::<IpAddr>() {
+            Ok(IpAddr::V4(a)) => format!("ip daddr {a} udp dport {port}"),
+            Ok(IpAddr::V6(a)) => format!("ip6 daddr {a} udp dport {port}"),
+            // A name may resolve to any address: the port alone.
+            Err(_) => format!("udp dport {port}"),
+        }
     }
 
     /// `wg-sixgate.conf`.
     pub fn wg_quick(&self) -> String {
         let s = self.site;
-        let (ep_host, _) = self.endpoint_parts();
-        let ep_host = ep_host.trim_start_matches('[').trim_end_matches(']');
+        let (route_up, route_down) = self.endpoint_route();
         let private = match &s.private_key {
             Some(k) => format!("PrivateKey = {k}"),
             None => format!(
@@ -69,7 +98,7 @@ Table = off
 # The tunnel endpoint keeps going through the router's own gateway (no loop),
 # then all IPv4 and IPv6 goes through the tunnel, beside (not instead of)
 # the original default route.
-PostUp = ip -4 route replace {ep_host}/32 $(ip -4 route show default | grep -o 'via [^ ]* dev [^ ]*' | head -n 1)
+{route_up}
 PostUp = ip -4 route replace 0.0.0.0/1 dev %i
 PostUp = ip -4 route replace 128.0.0.0/1 dev %i
 PostUp = ip -6 route replace ::/1 dev %i
@@ -83,7 +112,7 @@ PreDown = ip -6 route del 8000::/1 dev %i
 PreDown = ip -6 route del ::/1 dev %i
 PreDown = ip -4 route del 128.0.0.0/1 dev %i
 PreDown = ip -4 route del 0.0.0.0/1 dev %i
-PreDown = ip -4 route del {ep_host}/32
+{route_down}
 
 [Peer]
 PublicKey = {broker}
@@ -110,7 +139,7 @@ PersistentKeepalive = {keepalive}
     /// itself sends nothing home but the tunnel and what PMTUD and
     /// neighbour discovery need.
     pub fn nftables(&self) -> String {
-        let (ep_host, ep_port) = self.endpoint_parts();
+        let to_endpoint = self.endpoint_match();
         let (lan, up, wg) = (self.lan, self.uplink, WG_INTERFACE);
         format!(
             r#"# sixgate site "{name}": DMZ isolation for the DMZ router. nft -f dmz.nft
@@ -136,7 +165,7 @@ table inet sixgate_dmz {{
     chain output {{
         type filter hook output priority filter; policy accept;
         oifname != "{up}" accept
-        ip daddr {ep_host} udp dport {ep_port} accept
+        {to_endpoint} accept
         ct state established,related accept
         icmp type {{ destination-unreachable, time-exceeded }} accept
         icmpv6 type {{ packet-too-big, nd-neighbor-solicit, nd-neighbor-advert, nd-router-solicit }} accept
@@ -185,5 +214,76 @@ dhcp-option=option:router,{router}
             ("dmz.nft".into(), self.nftables()),
             ("dnsmasq.conf".into(), self.dnsmasq()),
         ]
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn example_site() -> Site {
+        Site {
+            name: "home".into(),
+            prefix: "2001:db8:1000:1::".parse().unwrap(),
+            prefix_length: 64,
+            transfer6: "2001:db8:1000::2".parse().unwrap(),
+            transfer4: "192.168.3.2".parse().unwrap(),
+            public_key: "x".into(),
+            private_key: None,
+            preshared_key: "y".into(),
+            created: 0,
+        }
+    }
+
+    fn files_for(endpoint: &str) -> (String, String) {
+        let site = example_site();
+        let endpoint = HostPort::parse(endpoint, Some(51820)).unwrap();
+        let files = SiteFiles {
+            site: &site,
+            broker_public_key: "z",
+            endpoint: &endpoint,
+            transfer4_length: 24,
+            keepalive: 25,
+            uplink: "eth0",
+            lan: "eth1",
+        };
+        (files.wg_quick(), files.nftables())
+    }
+
+    #[test]
+    fn the_endpoint_is_written_for_its_family() {
+        let (wg, nft) = files_for("192.0.2.1:51820");
+        assert!(
+            nft.contains("ip daddr 192.0.2.1 udp dport 51820 accept"),
+            "{nft}"
+        );
+        assert!(
+            wg.contains("PostUp = ip -4 route replace 192.0.2.1/32 $(ip -4 route"),
+            "{wg}"
+        );
+        assert!(wg.contains("Endpoint = 192.0.2.1:51820"), "{wg}");
+
+        let (wg, nft) = files_for("[2001:db8::1]:4500");
+        assert!(
+            nft.contains("ip6 daddr 2001:db8::1 udp dport 4500 accept"),
+            "{nft}"
+        );
+        assert!(
+            !nft.contains("ip daddr [") && !nft.contains("ip daddr 2001"),
+            "{nft}"
+        );
+        assert!(
+            wg.contains("PostUp = ip -6 route replace 2001:db8::1/128 $(ip -6 route"),
+            "{wg}"
+        );
+        assert!(
+            wg.contains("PreDown = ip -6 route del 2001:db8::1/128"),
+            "{wg}"
+        );
+        assert!(wg.contains("Endpoint = [2001:db8::1]:4500"), "{wg}");
+
+        let (wg, nft) = files_for("vpn.example.org:51820");
+        assert!(nft.contains("\n        udp dport 51820 accept"), "{nft}");
+        assert!(wg.contains("getent ahostsv4 vpn.example.org"), "{wg}");
     }
 }

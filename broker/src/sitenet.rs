@@ -17,7 +17,7 @@ use sixgate_dataplane::wireguard::{self, key_hex, Device, Peer, PeerStats};
 
 use crate::config::{Sites, WireGuardBackend};
 use crate::siteconfig::SiteFiles;
-use crate::sites::{check_public_key, Site, SiteStore};
+use crate::sites::{check_public_key, decode_key, Site, SiteStore};
 
 /// Metric of the unreachable routes: below every real route.
 const UNREACHABLE_METRIC: u32 = 4_000_000_000;
@@ -73,7 +73,7 @@ pub struct SiteNet {
 fn peer(site: &Site) -> Result<Peer, String> {
     Ok(Peer {
         public_key: check_public_key(&site.public_key).map_err(|e| e.to_string())?,
-        preshared_key: check_public_key(&site.preshared_key).map_err(|e| e.to_string())?,
+        preshared_key: decode_key(&site.preshared_key).map_err(|e| e.to_string())?,
         allowed_ips: vec![
             (IpAddr::V6(site.prefix), site.prefix_length),
             (IpAddr::V6(site.transfer6), 128),
@@ -318,7 +318,7 @@ impl SiteNet {
         let files = SiteFiles {
             site: &site,
             broker_public_key: &broker,
-            endpoint: &self.cfg.endpoint.0.to_string(),
+            endpoint: &self.cfg.endpoint.0,
             transfer4_length: self.store.transfer4_net().1,
             keepalive: (self.cfg.peer_timeout / 3).clamp(1, 25),
             uplink,

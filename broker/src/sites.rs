@@ -58,7 +58,7 @@ impl Site {
 pub enum SiteError {
     /// Not 1 to 32 of a-z, 0-9 and -.
     InvalidName(String),
-    /// Not base64 of 32 octets, or the zero key.
+    /// Not base64 of 32 octets, or a point of small order.
     InvalidPublicKey(String),
     /// The name is taken.
     DuplicateName(String),
@@ -118,16 +118,61 @@ fn b64(bytes: &[u8]) -> String {
     base64::engine::general_purpose::STANDARD.encode(bytes)
 }
 
-/// Checks a WireGuard public key: base64 of 32 octets, not a low-order point.
-pub fn check_public_key(text: &str) -> Result<[u8; 32], SiteError> {
+/// The Curve25519 points of small order (u-coordinates, little-endian),
+/// and the non-canonical encodings of 0 and 1 (p and p + 1) that X25519
+/// implementations reduce to them: a Diffie-Hellman with any of them gives
+/// a shared secret the peer knows in advance, as libsodium's
+/// `has_small_order` list has it. The top bit is ignored, as X25519 does.
+const LOW_ORDER_POINTS: [[u8; 32]; 7] = [
+    [0; 32],
+    {
+        let mut one = [0; 32];
+        one[0] = 1;
+        one
+    },
+    [
+        0xe0, 0xeb, 0x7a, 0x7c, 0x3b, 0x41, 0xb8, 0xae, 0x16, 0x56, 0xe3, 0xfa, 0xf1, 0x9f, 0xc4,
+        0x6a, 0xda, 0x09, 0x8d, 0xeb, 0x9c, 0x32, 0xb1, 0xfd, 0x86, 0x62, 0x05, 0x16, 0x5f, 0x49,
+        0xb8, 0x00,
+    ],
+    [
+        0x5f, 0x9c, 0x95, 0xbc, 0xa3, 0x50, 0x8c, 0x24, 0xb1, 0xd0, 0xb1, 0x55, 0x9c, 0x83, 0xef,
+        0x5b, 0x04, 0x44, 0x5c, 0xc4, 0x58, 0x1c, 0x8e, 0x86, 0xd8, 0x22, 0x4e, 0xdd, 0xd0, 0x9f,
+        0x11, 0x57,
+    ],
+    field_element_near_p(0xec),
+    field_element_near_p(0xed),
+    field_element_near_p(0xee),
+];
+
+/// p - 1, p or p + 1 (p = 2^255 - 19), by their lowest octet.
+const fn field_element_near_p(low: u8) -> [u8; 32] {
+    let mut x = [0xff; 32];
+    x[0] = low;
+    x[31] = 0x7f;
+    x
+}
+
+/// Decodes a WireGuard key: base64 of 32 octets.
+pub fn decode_key(text: &str) -> Result<[u8; 32], SiteError> {
     let bytes = base64::engine::general_purpose::STANDARD
         .decode(text.trim())
         .map_err(|e| SiteError::InvalidPublicKey(e.to_string()))?;
-    let key: [u8; 32] = bytes
+    bytes
         .try_into()
-        .map_err(|b: Vec<u8>| SiteError::InvalidPublicKey(format!("{} octets, not 32", b.len())))?;
-    if key == [0; 32] {
-        return Err(SiteError::InvalidPublicKey("the all-zero key".into()));
+        .map_err(|b: Vec<u8>| SiteError::InvalidPublicKey(format!("{} octets, not 32", b.len())))
+}
+
+/// Checks a WireGuard public key: base64 of 32 octets, not a point of
+/// small order (see [`LOW_ORDER_POINTS`]).
+pub fn check_public_key(text: &str) -> Result<[u8; 32], SiteError> {
+    let key = decode_key(text)?;
+    let mut masked = key;
+    masked[31] &= 0x7f;
+    if LOW_ORDER_POINTS.contains(&masked) {
+        return Err(SiteError::InvalidPublicKey(
+            "a point of small order (any shared secret with it is known in advance)".into(),
+        ));
     }
     Ok(key)
 }
@@ -465,6 +510,19 @@ mod tests {
     }
 
     #[test]
+    fn the_low_order_points_give_a_secret_known_in_advance() {
+        // X25519 with any of them, whatever our secret, yields zero: the
+        // list is what it says.
+        for seed in [1u8, 7, 200] {
+            let secret = x25519_dalek::StaticSecret::from([seed; 32]);
+            for point in LOW_ORDER_POINTS {
+                let shared = secret.diffie_hellman(&x25519_dalek::PublicKey::from(point));
+                assert_eq!(shared.as_bytes(), &[0; 32], "{point:02x?}");
+            }
+        }
+    }
+
+    #[test]
     fn mixed_lengths_never_overlap_and_survive_reopening() {
         let dir = tempfile::tempdir().unwrap();
         let sites = {
@@ -590,6 +648,22 @@ mod tests {
             s.add("x", Some("AAAA"), 64, 0),
             Err(SiteError::InvalidPublicKey(_))
         ));
+        // Every point of small order, and with the top bit set (which
+        // X25519 ignores), is refused; the all-zero PSK-like key too.
+        for point in LOW_ORDER_POINTS {
+            for top in [0, 0x80] {
+                let mut p = point;
+                p[31] |= top;
+                let text = b64(&p);
+                assert!(
+                    matches!(
+                        s.add("x", Some(&text), 64, 0),
+                        Err(SiteError::InvalidPublicKey(why)) if why.contains("small order")
+                    ),
+                    "{text}"
+                );
+            }
+        }
         assert_eq!(
             s.add("x", None, 48, 0),
             Err(SiteError::UnsupportedLength(48))

@@ -584,3 +584,46 @@ fn kernel_wireguard_passes_the_site_test_in_a_vm() {
         "in the VM:\n{text}"
     );
 }
+
+/// `dmz.nft` loads into nftables for an endpoint of either family and for
+/// a name (nft refuses `ip daddr` with an IPv6 address).
+#[test]
+fn dmz_rules_load_for_every_kind_of_endpoint() {
+    use sixgate_broker::siteconfig::SiteFiles;
+    use sixgate_broker::sites::Site;
+    use sixgate_runtime::config::HostPort;
+    let ns = Netns::new("sgsn");
+    let dir = TempDir::new("sgsn");
+    let site = Site {
+        name: "home".into(),
+        prefix: "2001:db8:1000:1::".parse().unwrap(),
+        prefix_length: 64,
+        transfer6: "2001:db8:1000::2".parse().unwrap(),
+        transfer4: "192.168.3.2".parse().unwrap(),
+        public_key: String::new(),
+        private_key: None,
+        preshared_key: String::new(),
+        created: 0,
+    };
+    for endpoint in ["192.0.2.1:51820", "[2001:db8::1]:51820", "localhost:51820"] {
+        let endpoint = HostPort::parse(endpoint, None).unwrap();
+        let files = SiteFiles {
+            site: &site,
+            broker_public_key: "",
+            endpoint: &endpoint,
+            transfer4_length: 24,
+            keepalive: 25,
+            uplink: "eth0",
+            lan: "eth1",
+        };
+        let path = dir.path().join("dmz.nft");
+        std::fs::write(&path, files.nftables()).unwrap();
+        let out = ns.try_run(&["nft", "-f", path.to_str().unwrap()]);
+        assert!(
+            out.status.success(),
+            "{endpoint}: {}\n{}",
+            String::from_utf8_lossy(&out.stderr),
+            files.nftables()
+        );
+    }
+}

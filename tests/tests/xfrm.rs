@@ -272,7 +272,11 @@ fn in_vm_a_soft_expire_and_an_acquire_rekey_the_child_sa() {
 fn broker_drops(lab: &TunnelLab) -> u64 {
     let socket = lab.dir.path().join("broker-state/broker.sock");
     let stats = sixgate_tests::control_request(&socket, &serde_json::json!("Stats"));
-    let n = |key: &str| stats["Stats"][key].as_u64().unwrap_or_else(|| panic!("{key} in {stats}"));
+    let n = |key: &str| {
+        stats["Stats"][key]
+            .as_u64()
+            .unwrap_or_else(|| panic!("{key} in {stats}"))
+    };
     n("firewall_dropped") + n("kernel_policy_dropped")
 }
 
