@@ -510,8 +510,8 @@ path = "state"
                 "neither",
             ),
             (
-                "[dataplane]",
-                "broker_services = [\"udp/53\", \"icmp/1\"]\n[dataplane]",
+                "[pool.static]",
+                "broker_services = [\"udp/53\", \"icmp/1\"]\n[pool.static]",
                 "pool.broker_services",
                 "not udp or tcp",
             ),

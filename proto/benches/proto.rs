@@ -112,7 +112,13 @@ fn key_exchange(c: &mut Criterion) {
     let mut rng = rand_chacha::ChaCha20Rng::seed_from_u64(2);
     let mut g = c.benchmark_group("key exchange");
     g.sample_size(20);
-    for group in [KeGroup::Curve25519, KeGroup::Ecp256, KeGroup::Modp2048] {
+    for group in [
+        KeGroup::Curve25519,
+        KeGroup::Ecp256,
+        KeGroup::Ecp384,
+        KeGroup::Modp2048,
+        KeGroup::Modp3072,
+    ] {
         let peer = KeyExchangeSecret::generate(group, &mut rng).public_value();
         g.bench_function(format!("{group:?} generate+public+agree"), |b| {
             b.iter_batched(

@@ -208,6 +208,22 @@ fn ke_for(
 type Score = (bool, bool, usize, usize, usize);
 
 impl IkePolicy {
+    /// The cheapest key exchange we accept among those the initiator
+    /// offers, if it is cheaper than `chosen`: what a responder under
+    /// load asks for (INVALID_KE_PAYLOAD) before it computes an
+    /// expensive exchange for a peer that has not authenticated.
+    pub fn cheaper_group(&self, offered: &[Proposal], chosen: KeGroup) -> Option<KeGroup> {
+        offered
+            .iter()
+            .filter(|p| p.protocol == ProtocolId::IKE)
+            .flat_map(|p| p.transforms.iter())
+            .filter(|t| t.ty == TransformType::KE)
+            .filter_map(|t| KeGroup::from_id(t.id, self.legacy))
+            .filter(|g| self.ke.contains(g))
+            .min_by_key(|g| g.cost())
+            .filter(|g| g.cost() < chosen.cost())
+    }
+
     /// Picks from the initiator's proposals. `ke_hint` is the group of the
     /// KE payload that came with them.
     pub fn select(

@@ -1375,3 +1375,82 @@ pub fn run_in_vm(script: &str) -> (bool, String) {
     );
     (out.status.success(), text)
 }
+
+/// An IKE_SA_INIT flood from Debian's `ike-scan`, run in client namespace
+/// `i` of a lab: IKEv2 requests to the broker from random IPv4 source
+/// addresses, as fast as the machine goes. The broker's answers to those
+/// addresses leave by a default route into a namespace that drops them,
+/// as they would towards the internet.
+pub struct Flood {
+    scanner: Child,
+    _sink: Netns,
+}
+
+impl Flood {
+    pub fn start(lab: &TunnelLab, i: usize, requests: usize) -> Flood {
+        let sink = Netns::new("sgsink");
+        let (out, sunk) = (unique("sgo"), unique("sgk"));
+        let made = Command::new("ip")
+            .args([
+                "link",
+                "add",
+                &out,
+                "netns",
+                &lab.broker.name,
+                "type",
+                "veth",
+            ])
+            .args(["peer", "name", &sunk, "netns", &sink.name])
+            .status()
+            .expect("ip");
+        assert!(made.success(), "veth into the sink");
+        sink.run(&["ip", "link", "set", &sunk, "up"]);
+        lab.broker
+            .run(&["ip", "link", "set", &out, "arp", "off", "up"]);
+        lab.broker
+            .run(&["ip", "route", "add", "default", "dev", &out]);
+        let hosts = lab.dir.path().join("flood-hosts");
+        std::fs::write(&hosts, "192.0.2.1\n".repeat(requests)).expect("hosts file");
+        let mut scan = lab.clients[i].command("ike-scan");
+        scan.args([
+            "--ikev2",
+            "--sourceip=random",
+            "--retry=1",
+            "-B",
+            "1000M",
+            "-f",
+        ])
+        .arg(&hosts)
+        .stdout(Stdio::null())
+        .stderr(Stdio::null());
+        Flood {
+            scanner: scan.spawn().expect("ike-scan"),
+            _sink: sink,
+        }
+    }
+
+    /// Whether ike-scan is still sending.
+    pub fn running(&mut self) -> bool {
+        self.scanner.try_wait().expect("ike-scan").is_none()
+    }
+}
+
+impl Drop for Flood {
+    fn drop(&mut self) {
+        let _ = self.scanner.kill();
+        let _ = self.scanner.wait();
+    }
+}
+
+/// CPU time (user and system) a process has used so far, from
+/// /proc/PID/stat in clock ticks of 100 Hz (Linux's USER_HZ).
+pub fn cpu_time(pid: u32) -> Duration {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).expect("/proc/PID/stat");
+    // The command name, in parentheses, may hold spaces: count after it.
+    let fields: Vec<&str> = stat[stat.rfind(')').expect("stat") + 2..]
+        .split(' ')
+        .collect();
+    let ticks: u64 =
+        fields[11].parse::<u64>().expect("utime") + fields[12].parse::<u64>().expect("stime");
+    Duration::from_millis(ticks * 10)
+}

@@ -72,6 +72,21 @@ impl KeGroup {
         }
     }
 
+    /// What one exchange costs the responder (key generation, public
+    /// value, agreement), in microseconds as `cargo bench -p sixgate-proto
+    /// -- generate` measured them on the development machine: only the
+    /// order matters, to find the cheapest of several groups.
+    pub fn cost(self) -> u32 {
+        match self {
+            KeGroup::Curve25519 => 115,
+            KeGroup::Ecp256 => 440,
+            KeGroup::Modp1024 => 1_500,
+            KeGroup::Ecp384 => 1_900,
+            KeGroup::Modp2048 => 5_700,
+            KeGroup::Modp3072 => 12_800,
+        }
+    }
+
     /// Whether this is an elliptic-curve method.
     pub fn is_ecc(self) -> bool {
         matches!(

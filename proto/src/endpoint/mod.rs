@@ -397,10 +397,18 @@ pub struct Stats {
     pub integrity_failed: u64,
     /// Retransmitted requests answered from the response cache.
     pub retransmits_answered: u64,
+    /// Retransmitted requests not answered again so soon (a replay).
+    pub retransmits_rate_limited: u64,
+    /// IKE_SA_INITs under load answered with INVALID_KE_PAYLOAD for a
+    /// cheaper group than the one they sent.
+    pub cheaper_group_asked: u64,
     /// Requests we retransmitted.
     pub retransmits_sent: u64,
     /// Cookies demanded.
     pub cookies_sent: u64,
+    /// IKE_SA_INIT requests refused with a notify (no proposal we accept,
+    /// a wrong group, a malformed request), statelessly.
+    pub inits_refused: u64,
     /// IKE_SA_INIT requests dropped because of the half-open hard limit.
     pub half_open_dropped: u64,
     /// IKE_AUTH retransmissions dropped while their address was written.

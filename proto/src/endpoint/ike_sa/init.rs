@@ -157,6 +157,7 @@ impl IkeSa {
                     shared.stats.invalid += 1;
                 }
                 if let Some(ty) = e.notify() {
+                    shared.stats.inits_refused += 1;
                     init_error(shared, header, remote, local, ty, e.notify_data());
                 }
                 None
@@ -198,6 +199,14 @@ impl IkeSa {
         let suite = choice.suite;
         if suite.ke.id() != ke.group {
             return Err(PeerIncompatible::InvalidKePayload(suite.ke.id()).into());
+        }
+        // Under load (cookies demanded), an expensive exchange is worth a
+        // round trip: ask for the cheapest group the peer offered.
+        if cookies.is_some() {
+            if let Some(cheaper) = config.ike_policy.cheaper_group(&sa.proposals, suite.ke) {
+                shared.stats.cheaper_group_asked += 1;
+                return Err(PeerIncompatible::InvalidKePayload(cheaper.id()).into());
+            }
         }
         let secret = KeyExchangeSecret::generate(suite.ke, &mut *shared.rng);
         let shared_secret = secret.agree(&ke.data)?;

@@ -29,7 +29,7 @@ use std::time::{Duration, Instant};
 
 use super::nat::nat_hash;
 use super::ts::{contains, ipv6_host, narrow};
-use super::{ChildSa, ConnectRequest, DownReason, Effects, Event, SaId, Shared};
+use super::{ChildSa, ConnectRequest, DownReason, Effects, Event, SaId, Shared, Stats};
 use crate::auth::{self, hash_algorithms_notify, signed_octets, SignMode};
 use crate::cert::{match_identity, CertId, Purpose};
 use crate::crypto::sk::{Reassembly, SkCipher};
@@ -52,6 +52,9 @@ const LINGER: Duration = Duration::from_secs(20);
 const MAX_INIT_RETRIES: u32 = 4;
 /// Our nonce length: twice the strength of the strongest PRF we use.
 const NONCE_LEN: usize = 32;
+/// A retransmitted request is answered at most this often (a peer's own
+/// retransmission timer is seconds; a burst of copies is a replay).
+const RETRANSMIT_ANSWER_INTERVAL: Duration = Duration::from_millis(500);
 /// A Child SA whose rekey is under way is not rekeyed again before this.
 const REKEY_PENDING: Duration = Duration::from_secs(3600 * 24 * 365);
 
@@ -157,6 +160,8 @@ struct Generation {
     next_request_id: u32,
     expected_peer_id: u32,
     last_response: Option<(u32, Vec<Vec<u8>>)>,
+    /// When we last sent `last_response` again for a retransmission.
+    last_answered: Option<Instant>,
     /// Fragments of the peer's request, and of the response to ours, kept
     /// apart (RFC 7383 2.6: reassembly is per message).
     requests_in: Reassembly,
@@ -199,9 +204,27 @@ impl Generation {
             next_request_id: 0,
             expected_peer_id: 0,
             last_response: None,
+            last_answered: None,
             requests_in: Reassembly::default(),
             responses_in: Reassembly::default(),
         })
+    }
+
+    /// The cached response, to send again for a retransmitted request; at
+    /// most one per [`RETRANSMIT_ANSWER_INTERVAL`], so that replayed
+    /// requests cannot turn us into a loudspeaker. Counted either way.
+    fn answer_retransmission(&mut self, now: Instant, stats: &mut Stats) -> Option<Vec<Vec<u8>>> {
+        let (_, cached) = self.last_response.as_ref()?;
+        if self
+            .last_answered
+            .is_some_and(|t| now < t + RETRANSMIT_ANSWER_INTERVAL)
+        {
+            stats.retransmits_rate_limited += 1;
+            return None;
+        }
+        self.last_answered = Some(now);
+        stats.retransmits_answered += 1;
+        Some(cached.clone())
     }
 
     fn local_spi(&self) -> u64 {
@@ -808,12 +831,11 @@ impl IkeSa {
             }
             // A retransmitted IKE_SA_INIT request: the cached response.
             let cached = self
-                .keyed()
-                .and_then(|k| k.gen.last_response.as_ref())
-                .filter(|(id, _)| *id == 0)
-                .map(|(_, d)| d.clone());
+                .keyed_mut()
+                .map(|k| &mut k.gen)
+                .filter(|g| g.last_response.as_ref().is_some_and(|(id, _)| *id == 0))
+                .and_then(|g| g.answer_retransmission(now, &mut shared.stats));
             if let Some(cached) = cached {
-                shared.stats.retransmits_answered += 1;
                 self.send(shared, &cached);
             }
             return Effects::default();
@@ -844,14 +866,13 @@ impl IkeSa {
                 return Effects::default();
             }
             State::Closed { gen: Some(gen), .. } => {
-                let gen = &**gen;
+                let gen = &mut **gen;
                 if header.message_id.wrapping_add(1) == gen.expected_peer_id
                     && header.spi_i == gen.spi_i
                     && header.spi_r == gen.spi_r
                     && gen.sk_in.open(datagram).is_ok()
                 {
-                    if let Some((_, cached)) = gen.last_response.clone() {
-                        shared.stats.retransmits_answered += 1;
+                    if let Some(cached) = gen.answer_retransmission(now, &mut shared.stats) {
                         self.send(shared, &cached);
                     }
                 } else {
@@ -894,8 +915,7 @@ impl IkeSa {
         };
         if retransmission {
             if opened.fragment.is_none_or(|(n, _)| n == 1) {
-                if let Some((_, cached)) = gen.last_response.clone() {
-                    shared.stats.retransmits_answered += 1;
+                if let Some(cached) = gen.answer_retransmission(now, &mut shared.stats) {
                     self.send(shared, &cached);
                 }
             }
