@@ -10,9 +10,12 @@ use std::path::{Path, PathBuf};
 
 use serde::Deserialize;
 use sixgate_dataplane::nft::Service;
+use sixgate_proto::crypto::Legacy;
+use sixgate_proto::proposal::{EspPolicy, IkePolicy};
 use sixgate_runtime::config::{
     self as common, ConfigError, DataplaneSection, HostPort, Identity, InterfaceName, Net4, Net6,
 };
+use sixgate_runtime::privileges::ProcessSection;
 
 /// The configuration as written.
 #[derive(Debug, Deserialize)]
@@ -35,6 +38,9 @@ pub struct File {
     /// `[limits]`: what one identity, IKE SA or source may hold.
     #[serde(default)]
     pub limits: Limits,
+    /// `[process]`: the user to run as.
+    #[serde(default)]
+    pub process: ProcessSection,
 }
 
 /// What one identity, one IKE SA and one source address may hold; the
@@ -177,6 +183,22 @@ pub struct Ike {
     /// IKE SA lifetime before rekeying, seconds.
     #[serde(default = "default_ike_lifetime")]
     pub ike_lifetime: u64,
+    /// IKE proposals in strongSwan's syntax (`aes256-sha256-modp2048`);
+    /// `default` stands for sixgate's defaults.
+    #[serde(default = "default_proposals")]
+    pub proposals: Vec<String>,
+    /// ESP proposals in strongSwan's syntax (`aes256gcm16`, `aes256-sha1`).
+    #[serde(default = "default_proposals")]
+    pub esp_proposals: Vec<String>,
+    /// SHA-1 (in proposals, AUTH and certificate chains), MODP-1024 and
+    /// short RSA keys, for clients that need them (Windows' defaults, iOS
+    /// and macOS with RSA certificates).
+    #[serde(default)]
+    pub legacy: bool,
+}
+
+fn default_proposals() -> Vec<String> {
+    vec!["default".into()]
 }
 
 fn default_child_lifetime() -> u64 {
@@ -260,6 +282,10 @@ pub struct Config {
     pub pool_size: u64,
     /// Where the control socket is.
     pub control_socket: PathBuf,
+    /// What IKE SAs may use.
+    pub ike_policy: IkePolicy,
+    /// What Child SAs may use.
+    pub esp_policy: EspPolicy,
 }
 
 impl Config {
@@ -377,6 +403,15 @@ impl Config {
                 return Err(bad(key, format!("must be at least {least}")));
             }
         }
+        let legacy = if file.ike.legacy {
+            Legacy::Allow
+        } else {
+            Legacy::Refuse
+        };
+        let ike_policy = IkePolicy::from_strongswan(&file.ike.proposals, legacy)
+            .map_err(|e| bad("ike.proposals", e.to_string()))?;
+        let esp_policy = EspPolicy::from_strongswan(&file.ike.esp_proposals, legacy)
+            .map_err(|e| bad("ike.esp_proposals", e.to_string()))?;
         let control_socket = match &mut file.control.socket {
             Some(p) => {
                 common::resolve(path, p);
@@ -390,6 +425,8 @@ impl Config {
             pool_base,
             pool_size,
             control_socket,
+            ike_policy,
+            esp_policy,
         })
     }
 }
@@ -514,6 +551,18 @@ path = "state"
                 "broker_services = [\"udp/53\", \"icmp/1\"]\n[pool.static]",
                 "pool.broker_services",
                 "not udp or tcp",
+            ),
+            (
+                "identity = \"broker.example.net\"",
+                "identity = \"broker.example.net\"\nproposals = [\"aes256-sha1-modp1024\"]",
+                "ike.proposals",
+                "`sha1` in `aes256-sha1-modp1024` needs `legacy = true`",
+            ),
+            (
+                "identity = \"broker.example.net\"",
+                "identity = \"broker.example.net\"\nesp_proposals = [\"blowfish\"]",
+                "ike.esp_proposals",
+                "not an algorithm",
             ),
             (
                 "[storage]",

@@ -11,11 +11,12 @@ use sixgate_dataplane::nft::{self, RoadWarriorRules, Service, ROAD_WARRIORS};
 use sixgate_dataplane::plane::DataPlane;
 use sixgate_dataplane::udp::IkeSockets;
 use sixgate_dataplane::xfrm::Owner;
-use sixgate_dataplane::{netconf, secrets};
-use sixgate_proto::endpoint;
+use sixgate_dataplane::{netconf, secrets, wireguard};
 use sixgate_runtime::control::{self, Incoming};
 use sixgate_runtime::engine::{self, Command, Connection, Parts, Role, RuntimeStats};
-use sixgate_runtime::{pki, plane};
+use sixgate_runtime::pki::Credentials;
+use sixgate_runtime::plane;
+use sixgate_runtime::privileges::{self, RunAs};
 use tokio::signal::unix::{signal, SignalKind};
 use tokio::sync::oneshot;
 
@@ -73,16 +74,46 @@ pub enum Response {
     Error(String),
 }
 
-pub async fn run(config: Config) -> Result<(), String> {
+/// What the broker does as root, before any thread exists: read its
+/// credentials, make its state directory private (and its user's), turn
+/// on forwarding, and give up everything but CAP_NET_ADMIN and
+/// CAP_NET_BIND_SERVICE.
+pub fn prepare(config: &Config) -> Result<Credentials, String> {
     secrets::restrict_umask();
     let f = &config.file;
-    let chain = pki::load_chain(&f.ike.certificate)?;
-    let identity = pki::own_identity(&f.ike.identity.to_string(), &chain)
-        .map_err(|e| format!("{}: key `ike.identity`: {e}", config.path.display()))?;
-    let key = pki::load_key(&f.ike.private_key)?;
-    pki::check_key_matches(&chain, &key)
-        .map_err(|e| format!("{}: {e}", f.ike.private_key.display()))?;
-    let anchors = pki::load_anchors(&f.ike.ca)?;
+    let credentials = Credentials::load(
+        &f.ike.identity.to_string(),
+        &f.ike.certificate,
+        &f.ike.private_key,
+        &f.ike.ca,
+    )
+    .map_err(|e| format!("{}: {e}", config.path.display()))?;
+    // Leases, the WireGuard private key and the site keys live here.
+    secrets::private_dir(&f.storage.path)
+        .map_err(|e| format!("{}: {e}", f.storage.path.display()))?;
+    // Written through /proc/sys, which only root may: now or never.
+    if let Err(e) = netconf::enable_ipv6_forwarding() {
+        tracing::warn!("enabling IPv6 forwarding: {e}");
+    }
+    if f.sites.is_some() {
+        netconf::enable_ipv4_forwarding()
+            .map_err(|e| format!("enabling IPv4 forwarding for the sites' NAT: {e}"))?;
+    }
+    let run_as = f.process.user.as_deref().map(RunAs::lookup).transpose()?;
+    if let Some(user) = &run_as {
+        user.own_tree(&f.storage.path)?;
+        if f.sites.is_some() {
+            // wireguard-go, run as the same user, puts its socket there.
+            user.share_dir(std::path::Path::new(wireguard::SOCKET_DIR))?;
+        }
+    }
+    privileges::drop_privileges(run_as.as_ref(), &privileges::KEPT)?;
+    Ok(credentials)
+}
+
+pub async fn run(config: Config, credentials: Credentials) -> Result<(), String> {
+    let f = &config.file;
+    let anchors = credentials.anchors.clone();
     let (mut crls, warnings) = revocations::load_crls(&f.ike.crl, &anchors, unix_now())?;
     for w in warnings {
         tracing::warn!("{w}");
@@ -93,9 +124,6 @@ pub async fn run(config: Config) -> Result<(), String> {
         .iter()
         .map(|(id, addr)| (id.0.clone(), *addr))
         .collect();
-    // Leases, the WireGuard private key and the site keys live here.
-    secrets::private_dir(&f.storage.path)
-        .map_err(|e| format!("{}: {e}", f.storage.path.display()))?;
     let store = Arc::new(
         SledLeaseStore::open(
             &f.storage.path,
@@ -123,9 +151,6 @@ pub async fn run(config: Config) -> Result<(), String> {
     );
     let (dp, kernel_events) = DataPlane::start(&plane, nat_t)?;
     let dp = Arc::new(dp);
-    if let Err(e) = netconf::enable_ipv6_forwarding() {
-        tracing::warn!("enabling IPv6 forwarding: {e}");
-    }
     let services: Vec<Service> = f.pool.broker_services.iter().map(|s| s.0).collect();
     let ingress = dp.ingress();
     let rules = RoadWarriorRules {
@@ -142,8 +167,10 @@ pub async fn run(config: Config) -> Result<(), String> {
         ));
     }
 
-    let mut ike = endpoint::Config::new(identity, chain, Arc::new(key), anchors.clone());
+    let mut ike = credentials.endpoint_config();
     ike.dns = f.pool.dns.clone();
+    ike.ike_policy = config.ike_policy.clone();
+    ike.esp_policy = config.esp_policy.clone();
     ike.dpd_interval = Duration::from_secs(f.ike.dpd_interval);
     ike.fragment_size = f.ike.fragment_size;
     ike.child_lifetime = child_lifetime;
@@ -444,6 +471,8 @@ pub async fn print_stats(config: &Config) -> Result<(), String> {
                     r.ike.retransmits_sent.to_string(),
                 ),
                 ("half-open SAs dropped", r.ike.half_open_dropped.to_string()),
+                ("IKE_SA_INITs refused", r.ike.inits_refused.to_string()),
+                ("cookies demanded", r.ike.cookies_sent.to_string()),
                 ("datagrams for unknown SPIs", r.ike.unknown_spi.to_string()),
                 ("firewall drops", opt(s.firewall_dropped)),
                 ("kernel policy drops", opt(s.kernel_policy_dropped)),

@@ -203,9 +203,17 @@ fn main() -> ExitCode {
             return ExitCode::from(2);
         }
     };
+    // Root's work first, while this process has one thread.
+    let credentials = match &cli.command {
+        Verb::Run { .. } => match daemon::prepare(&config) {
+            Ok(c) => Some(c),
+            Err(e) => return process::exit("sixgate-broker", Err(e)),
+        },
+        _ => None,
+    };
     process::run("sixgate-broker", async {
         match cli.command {
-            Verb::Run { .. } => daemon::run(config).await,
+            Verb::Run { .. } => daemon::run(config, credentials.expect("prepared")).await,
             Verb::Leases { .. } => daemon::print_leases(&config).await,
             Verb::Status { .. } => daemon::print_status(&config).await,
             Verb::Stats { .. } => daemon::print_stats(&config).await,

@@ -10,7 +10,6 @@ use std::collections::{HashMap, HashSet};
 use std::net::{IpAddr, Ipv6Addr};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
-use sixgate_dataplane::netconf;
 use sixgate_dataplane::nft::{SitesRules, SITES};
 use sixgate_dataplane::rtnl::{Route, RouteTarget, Rtnl, Rule, RT_TABLE_MAIN, SITES_PROTOCOL};
 use sixgate_dataplane::wireguard::{self, key_hex, Device, Peer, PeerStats};
@@ -161,8 +160,6 @@ impl SiteNet {
         self.rtnl
             .replace_address(self.link, IpAddr::V4(broker4), len4)
             .map_err(io)?;
-        netconf::enable_ipv6_forwarding().map_err(io)?;
-        netconf::enable_ipv4_forwarding().map_err(io)?;
         for site in &sites {
             self.install_site(site)?;
         }

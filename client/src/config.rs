@@ -7,6 +7,7 @@ use std::path::{Path, PathBuf};
 
 use serde::Deserialize;
 use sixgate_runtime::config::{self as common, ConfigError, DataplaneSection, HostPort, Identity};
+use sixgate_runtime::privileges::ProcessSection;
 
 /// The broker: a host name or an address, with the IKE port (500 unless
 /// given); a name is resolved at each connection attempt.
@@ -52,6 +53,9 @@ pub struct Config {
     pub control_socket: PathBuf,
     #[serde(default)]
     pub dataplane: DataplaneSection,
+    /// `[process]`: the user to run as.
+    #[serde(default)]
+    pub process: ProcessSection,
 }
 
 fn default_dpd() -> u64 {

@@ -14,10 +14,12 @@ use sixgate_dataplane::plane::DataPlane;
 use sixgate_dataplane::secrets;
 use sixgate_dataplane::udp::IkeSockets;
 use sixgate_dataplane::xfrm::Owner;
-use sixgate_proto::endpoint::{self, ts, ConnectRequest, DownReason, Event, SaId};
+use sixgate_proto::endpoint::{ts, ConnectRequest, DownReason, Event, SaId};
 use sixgate_runtime::control::{self, Incoming};
 use sixgate_runtime::engine::{self, Command, Parts, Role, RuntimeHandle, Traffic};
-use sixgate_runtime::{pki, plane};
+use sixgate_runtime::pki::Credentials;
+use sixgate_runtime::plane;
+use sixgate_runtime::privileges::{self, Capability, RunAs};
 use tokio::signal::unix::{signal, SignalKind};
 use tokio::sync::oneshot;
 
@@ -46,6 +48,8 @@ struct Status {
     connected_secs: Option<u64>,
     reconnects: u64,
     last_error: Option<String>,
+    /// Seconds until the next attempt, while waiting for one.
+    next_attempt_secs: Option<u64>,
 }
 
 /// The tunnel as the reconnect policy sees it.
@@ -57,6 +61,33 @@ struct Tunnel {
     last_error: Option<String>,
     /// Why the broker refused the last attempt, if it did.
     refusal: Option<String>,
+    /// Attempts in a row refused for a reason a retry will not change.
+    permanent_refusals: u32,
+    next_attempt: Option<tokio::time::Instant>,
+}
+
+/// Refusals in a row after which the client stops trying every few
+/// seconds: a wrong certificate or proposal does not fix itself, and a
+/// broker should not see the same refused attempt every 30 s forever.
+const PERMANENT_REFUSALS: u32 = 3;
+/// How long it then waits between attempts (an operator may still fix
+/// the broker's side: a CA, a revocation, a proposal).
+const PERMANENT_BACKOFF: Duration = Duration::from_secs(300);
+
+/// Whether another attempt soon would be refused again for the same reason:
+/// authentication or proposals refused by either side, or a revocation.
+fn is_permanent(reason: &DownReason) -> bool {
+    use sixgate_proto::wire::NotifyType;
+    match reason {
+        DownReason::RefusedByPeer(n) | DownReason::RefusedPeer(n, _) => matches!(
+            *n,
+            NotifyType::AUTHENTICATION_FAILED
+                | NotifyType::NO_PROPOSAL_CHOSEN
+                | NotifyType::TS_UNACCEPTABLE
+        ),
+        DownReason::Revoked => true,
+        _ => false,
+    }
 }
 
 /// The local address the kernel would use towards the broker.
@@ -134,14 +165,39 @@ pub fn detach(path: &Path, config: &Config, log_level: &str) -> Result<(), Strin
     Err(format!("the daemon did not start; see {}", log.display()))
 }
 
-pub async fn run(config: Config) -> Result<(), String> {
+/// What the client does as root, before any thread exists: read its
+/// credentials, make its run directory its user's, and give up everything
+/// but CAP_NET_ADMIN and CAP_NET_BIND_SERVICE (and, to rewrite
+/// /etc/resolv.conf as another user than root, CAP_DAC_OVERRIDE).
+pub fn prepare(config: &Config) -> Result<Credentials, String> {
     secrets::restrict_umask();
-    let chain = pki::load_chain(&config.certificate)?;
-    let identity = pki::own_identity(&config.identity.to_string(), &chain)?;
-    let key = pki::load_key(&config.private_key)?;
-    pki::check_key_matches(&chain, &key)
-        .map_err(|e| format!("{}: {e}", config.private_key.display()))?;
-    let anchors = pki::load_anchors(&config.ca)?;
+    let credentials = Credentials::load(
+        &config.identity.to_string(),
+        &config.certificate,
+        &config.private_key,
+        &config.ca,
+    )?;
+    let run_as = config
+        .process
+        .user
+        .as_deref()
+        .map(RunAs::lookup)
+        .transpose()?;
+    let mut keep = privileges::KEPT.to_vec();
+    if let Some(user) = &run_as {
+        if let Some(dir) = config.control_socket.parent() {
+            secrets::private_dir(dir).map_err(|e| format!("{}: {e}", dir.display()))?;
+            user.own_tree(dir)?;
+        }
+        if config.resolv_conf {
+            keep.push(Capability::CAP_DAC_OVERRIDE);
+        }
+    }
+    privileges::drop_privileges(run_as.as_ref(), &keep)?;
+    Ok(credentials)
+}
+
+pub async fn run(config: Config, credentials: Credentials) -> Result<(), String> {
     let local = match config.local {
         Some(a) => a,
         None => local_address(resolve_broker(&config)?.ip())?,
@@ -173,7 +229,7 @@ pub async fn run(config: Config) -> Result<(), String> {
         }
     }
 
-    let mut ike = endpoint::Config::new(identity, chain, Arc::new(key), anchors);
+    let mut ike = credentials.endpoint_config();
     ike.force_udp_encapsulation =
         dp.forces_udp_encapsulation() || config.dataplane.force_udp_encapsulation;
     ike.dpd_interval = Duration::from_secs(config.dpd_interval);
@@ -210,6 +266,7 @@ pub async fn run(config: Config) -> Result<(), String> {
                 None => std::future::pending().await,
             }
         };
+        tunnel.next_attempt = retry_at;
         tokio::select! {
             () = retry => {
                 retry_at = None;
@@ -250,10 +307,25 @@ pub async fn run(config: Config) -> Result<(), String> {
                     if tunnel.up_since.take().is_some() {
                         backoff = Duration::from_secs(1);
                     }
-                    let wait = backoff;
+                    let mut wait = backoff;
                     backoff = (backoff * 2).min(Duration::from_secs(30));
                     tunnel.reconnects += 1;
-                    tracing::info!("tunnel down ({reason}); reconnecting in {}s", wait.as_secs());
+                    if is_permanent(&reason) {
+                        tunnel.permanent_refusals += 1;
+                    } else {
+                        tunnel.permanent_refusals = 0;
+                    }
+                    if tunnel.permanent_refusals >= PERMANENT_REFUSALS {
+                        wait = PERMANENT_BACKOFF;
+                        tracing::warn!(
+                            "refused {} times in a row ({reason}), which retrying will not \
+                             change; trying again in {}s",
+                            tunnel.permanent_refusals,
+                            wait.as_secs()
+                        );
+                    } else {
+                        tracing::info!("tunnel down ({reason}); reconnecting in {}s", wait.as_secs());
+                    }
                     retry_at = Some(tokio::time::Instant::now() + wait);
                 }
             }
@@ -288,6 +360,7 @@ fn on_event(event: &Event, tunnel: &mut Tunnel) -> Option<DownReason> {
         Event::AddressAssigned { .. } => {
             tunnel.up_since = Some(SystemTime::now());
             tunnel.last_error = None;
+            tunnel.permanent_refusals = 0;
         }
         Event::ChildSaRefused { notify, .. } => {
             tunnel.refusal = Some(format!(
@@ -332,6 +405,13 @@ async fn current_status(config: &Config, tunnel: &Tunnel, runtime: &RuntimeHandl
             .map(|d| d.as_secs()),
         reconnects: tunnel.reconnects,
         last_error: tunnel.last_error.clone(),
+        next_attempt_secs: tunnel
+            .next_attempt
+            .filter(|_| tunnel.sa.is_none())
+            .map(|t| {
+                t.saturating_duration_since(tokio::time::Instant::now())
+                    .as_secs()
+            }),
     }
 }
 
@@ -388,6 +468,9 @@ pub async fn print_status(config: &Config) -> Result<(), String> {
             println!("reconnects: {}", s.reconnects);
             if let Some(e) = s.last_error {
                 println!("last error: {e}");
+            }
+            if let Some(t) = s.next_attempt_secs {
+                println!("next try:   in {t}s");
             }
             Ok(())
         }

@@ -73,9 +73,17 @@ fn main() -> ExitCode {
             daemon::detach(&path, &config, &cli.log.log_level),
         );
     }
+    // Root's work first, while this process has one thread.
+    let credentials = match &cli.command {
+        Verb::Up { .. } => match daemon::prepare(&config) {
+            Ok(c) => Some(c),
+            Err(e) => return process::exit("sixgate-client", Err(e)),
+        },
+        _ => None,
+    };
     process::run("sixgate-client", async {
         match cli.command {
-            Verb::Up { .. } => daemon::run(config).await,
+            Verb::Up { .. } => daemon::run(config, credentials.expect("prepared")).await,
             Verb::Down { .. } => daemon::down(&config).await,
             Verb::Status { .. } => daemon::print_status(&config).await,
         }

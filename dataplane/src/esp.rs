@@ -331,38 +331,10 @@ fn aad(spi: u32, seq: u64, esn: bool) -> Aad {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use sixgate_proto::crypto::Integrity;
-
-    fn all_keys() -> Vec<EspKeys> {
-        vec![
-            EspKeys::AesGcm16 {
-                key: vec![1; 16],
-                salt: [2; 4],
-            },
-            EspKeys::AesGcm16 {
-                key: vec![1; 32],
-                salt: [2; 4],
-            },
-            EspKeys::ChaCha20Poly1305 {
-                key: vec![3; 32],
-                salt: [4; 4],
-            },
-            EspKeys::AesCbcHmac {
-                enc_key: vec![5; 16],
-                integ: Integrity::HmacSha256_128,
-                auth_key: vec![6; 32],
-            },
-            EspKeys::AesCbcHmac {
-                enc_key: vec![5; 32],
-                integ: Integrity::HmacSha512_256,
-                auth_key: vec![6; 64],
-            },
-        ]
-    }
 
     #[test]
     fn seal_then_open_for_every_algorithm_with_and_without_esn() {
-        for keys in all_keys() {
+        for keys in crate::fuzzing::every_algorithm() {
             for esn in [false, true] {
                 let mut tx = EspSa::new(0x1234, &keys, esn).unwrap();
                 let mut rx = EspSa::new(0x1234, &keys, esn).unwrap();
@@ -381,7 +353,7 @@ mod tests {
 
     #[test]
     fn replays_forgeries_and_wrong_keys_are_refused() {
-        for keys in all_keys() {
+        for keys in crate::fuzzing::every_algorithm() {
             let mut tx = EspSa::new(7, &keys, false).unwrap();
             let mut rx = EspSa::new(7, &keys, false).unwrap();
             let mut buf = Vec::new();
@@ -447,7 +419,7 @@ mod tests {
         assert_eq!(w.infer(10, false), 10);
 
         // End to end: a sender past 2^32 packets with ESN.
-        let keys = &all_keys()[0];
+        let keys = &crate::fuzzing::every_algorithm()[0];
         let mut tx = EspSa::new(9, keys, true).unwrap();
         let mut rx = EspSa::new(9, keys, true).unwrap();
         tx.seq = (1 << 32) - 2;
@@ -468,7 +440,7 @@ mod tests {
 
     #[test]
     fn truncated_and_garbage_packets_are_refused() {
-        let mut rx = EspSa::new(7, &all_keys()[3], false).unwrap();
+        let mut rx = EspSa::new(7, &crate::fuzzing::every_algorithm()[3], false).unwrap();
         for len in 0..80 {
             let mut p: Vec<u8> = (0..len).map(|i| (i * 7) as u8).collect();
             if len >= 8 {

@@ -15,6 +15,7 @@
 
 pub mod dns;
 pub mod esp;
+pub mod fuzzing;
 pub mod netconf;
 pub mod netlink;
 pub mod nft;

@@ -24,6 +24,12 @@ pub type Range = (Ipv6Addr, Ipv6Addr);
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct Ranges(Vec<Range>);
 
+impl From<Vec<Range>> for Ranges {
+    fn from(ranges: Vec<Range>) -> Ranges {
+        Ranges(ranges)
+    }
+}
+
 impl Ranges {
     /// Whether `addr` falls in one of the ranges.
     pub fn contains(&self, addr: Ipv6Addr) -> bool {

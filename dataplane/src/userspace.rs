@@ -153,9 +153,32 @@ fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
 }
 
 /// The receiving side of a Child SA: its ESP state and what it may carry.
-struct Inbound {
-    sa: EspSa,
-    selectors: Selectors,
+pub struct Inbound {
+    /// Its ESP state (keys, replay window, counters).
+    pub sa: EspSa,
+    /// What the peer may send through it.
+    pub selectors: Selectors,
+}
+
+impl Inbound {
+    /// Opens an ESP packet for this SA in place and returns the inner
+    /// packet if it authenticated and is one the peer may send; refusals
+    /// are counted in the SA's counters.
+    pub fn receive<'a>(&mut self, packet: &'a mut [u8]) -> Option<&'a [u8]> {
+        let (inner, next_header) = self.sa.open(packet).ok()?;
+        // Authenticated is not authorised: the peer may send only IPv6
+        // from its own selectors (its leased address, on the broker).
+        if self.selectors.check(inner, next_header).is_err() {
+            self.sa.counters.spoofed += 1;
+            return None;
+        }
+        Some(inner)
+    }
+}
+
+/// The SPI of an ESP packet: the inbound SA to open it with.
+pub fn esp_spi(packet: &[u8]) -> Option<u32> {
+    Some(u32::from_be_bytes(packet.get(..4)?.try_into().ok()?))
 }
 
 struct Shared {
@@ -169,21 +192,14 @@ struct Shared {
 
 impl EspHandler for Shared {
     fn esp(&self, _local: SocketAddr, _remote: SocketAddr, packet: &mut [u8]) {
-        let spi = u32::from_be_bytes([packet[0], packet[1], packet[2], packet[3]]);
         let mut inbound = lock(&self.inbound);
-        let Some(child) = inbound.get_mut(&spi) else {
+        let Some(child) = esp_spi(packet).and_then(|spi| inbound.get_mut(&spi)) else {
             self.no_sa.fetch_add(1, Ordering::Relaxed);
             return;
         };
-        let Ok((inner, next_header)) = child.sa.open(packet) else {
+        let Some(inner) = child.receive(packet) else {
             return;
         };
-        // Authenticated is not authorised: the peer may send only IPv6
-        // from its own selectors (its leased address, on the broker).
-        if child.selectors.check(inner, next_header).is_err() {
-            child.sa.counters.spoofed += 1;
-            return;
-        }
         drop(inbound);
         // A TUN write takes the packet or drops it; it does not block.
         let _ = (&self.tun_writer).write(inner);

@@ -79,8 +79,11 @@ pub enum Backend {
 
 /// The UAPI socket of device `name`.
 fn socket_path(name: &str) -> PathBuf {
-    PathBuf::from(format!("/var/run/wireguard/{name}.sock"))
+    PathBuf::from(format!("{SOCKET_DIR}/{name}.sock"))
 }
+
+/// Where wireguard-go puts its UAPI sockets.
+pub const SOCKET_DIR: &str = "/var/run/wireguard";
 
 /// A userspace WireGuard device: a wireguard-go process and its socket.
 pub struct UserspaceDevice {
@@ -497,14 +500,25 @@ impl Device {
 /// stale socket, and the link itself.
 pub fn remove_leftovers(name: &str, rtnl: &mut Rtnl) -> io::Result<()> {
     let path = socket_path(name);
-    if let Ok(stream) = UnixStream::connect(&path) {
-        if let Ok(cred) = rustix::net::sockopt::socket_peercred(&stream) {
-            let pid = cred.pid.as_raw_nonzero().get() as u32;
-            tracing::info!("stopping the wireguard-go (pid {pid}) an earlier run left for {name}");
-            drop(stream);
-            let proc_dir = PathBuf::from(format!("/proc/{pid}"));
-            stop_process(pid, &mut || !proc_dir.exists() || is_zombie(pid));
+    match UnixStream::connect(&path) {
+        Ok(stream) => {
+            if let Ok(cred) = rustix::net::sockopt::socket_peercred(&stream) {
+                let pid = cred.pid.as_raw_nonzero().get() as u32;
+                tracing::info!(
+                    "stopping the wireguard-go (pid {pid}) an earlier run left for {name}"
+                );
+                drop(stream);
+                let proc_dir = PathBuf::from(format!("/proc/{pid}"));
+                stop_process(pid, &mut || !proc_dir.exists() || is_zombie(pid));
+            }
         }
+        // Another user's (a run as root, before `[process] user`): not
+        // ours to signal, but removing its link below ends it.
+        Err(e) if e.kind() == io::ErrorKind::PermissionDenied => tracing::info!(
+            "stopping the wireguard-go of another user an earlier run left for {name}, \
+             by removing its link"
+        ),
+        Err(_) => {}
     }
     let _ = std::fs::remove_file(&path);
     if rtnl.link_exists(name)? {

@@ -82,6 +82,11 @@ pub enum PeerIncompatible {
     /// None of the offered proposals is acceptable.
     #[error("no acceptable proposal")]
     NoProposalChosen,
+    /// The only acceptable proposals need MODP-1024 or SHA-1.
+    #[error(
+        "no acceptable proposal: only MODP-1024 or SHA-1 ones, which `legacy = true` would accept"
+    )]
+    OnlyLegacyProposals,
     /// The KE payload uses another group than the one chosen; the initiator
     /// should retry with `0`.
     #[error("KE payload uses the wrong group; {0:?} wanted")]
@@ -180,7 +185,8 @@ impl Error {
                 NotifyType::CHILD_SA_NOT_FOUND
             }
             PeerMisbehaved(_) => NotifyType::INVALID_SYNTAX,
-            PeerIncompatible(self::PeerIncompatible::NoProposalChosen) => {
+            PeerIncompatible(self::PeerIncompatible::NoProposalChosen)
+            | PeerIncompatible(self::PeerIncompatible::OnlyLegacyProposals) => {
                 NotifyType::NO_PROPOSAL_CHOSEN
             }
             PeerIncompatible(self::PeerIncompatible::InvalidKePayload(_)) => {
@@ -231,15 +237,16 @@ impl Error {
     pub fn ends_ike_sa(&self) -> bool {
         !matches!(
             self,
-            Error::PeerIncompatible(PeerIncompatible::NoProposalChosen)
-                | Error::LocalPolicy(
-                    LocalPolicy::TsUnacceptable
-                        | LocalPolicy::TooManyTrafficSelectors(..)
-                        | LocalPolicy::InternalAddressFailure
-                        | LocalPolicy::FailedCpRequired
-                        | LocalPolicy::NoAdditionalSas
-                        | LocalPolicy::TemporaryFailure
-                )
+            Error::PeerIncompatible(
+                PeerIncompatible::NoProposalChosen | PeerIncompatible::OnlyLegacyProposals
+            ) | Error::LocalPolicy(
+                LocalPolicy::TsUnacceptable
+                    | LocalPolicy::TooManyTrafficSelectors(..)
+                    | LocalPolicy::InternalAddressFailure
+                    | LocalPolicy::FailedCpRequired
+                    | LocalPolicy::NoAdditionalSas
+                    | LocalPolicy::TemporaryFailure
+            )
         )
     }
 }

@@ -16,6 +16,34 @@ use crate::wire::{
     PayloadBody, Udp4500,
 };
 
+/// The inputs a fuzzing run kept for `target` (`fuzz/corpus/TARGET` of
+/// the workspace whose member `crate_dir` is), sorted; panics when there
+/// are fewer than ten, as a replay of nothing would prove nothing.
+pub fn stored_corpus(
+    crate_dir: &std::path::Path,
+    target: &str,
+) -> Vec<(std::path::PathBuf, Vec<u8>)> {
+    let dir = crate_dir.join("../fuzz/corpus").join(target);
+    let mut files: Vec<_> = std::fs::read_dir(&dir)
+        .unwrap_or_else(|e| panic!("{}: {e}", dir.display()))
+        .map(|e| e.expect("a corpus entry").path())
+        .collect();
+    files.sort();
+    assert!(
+        files.len() >= 10,
+        "{} holds only {} inputs",
+        dir.display(),
+        files.len()
+    );
+    files
+        .into_iter()
+        .map(|p| {
+            let d = std::fs::read(&p).unwrap_or_else(|e| panic!("{}: {e}", p.display()));
+            (p, d)
+        })
+        .collect()
+}
+
 /// Parses `data` as an IKE message (and as a port-4500 datagram); whatever
 /// parses must emit to bytes that parse to the same message.
 pub fn parse_message(data: &[u8]) {
@@ -153,4 +181,24 @@ pub fn responder(config: Arc<Config>, data: &[u8]) {
         while ep.poll_event().is_some() {}
         assert!(ep.ike_sa_count() <= max, "half-open SAs exceed their bound");
     }
+}
+
+/// A CRL file as an operator might drop into `[ike] crl` (PEM or DER),
+/// checked against `anchors` at `now` and, when it is accepted, used to
+/// check an identity: no panic, and a CRL revokes something only when it
+/// was accepted and lists something, never an identity.
+pub fn crl(anchors: &crate::cert::TrustAnchors, now: i64, data: &[u8]) {
+    use crate::cert::Revocations;
+    use crate::identity::CanonicalIdentity;
+    let Ok(der) = crate::cert::crl_from_file(data) else {
+        return;
+    };
+    let mut revocations = Revocations::new();
+    let Ok(summary) = revocations.add_crl(anchors, &der, now) else {
+        assert!(revocations.is_empty(), "a refused CRL revoked something");
+        return;
+    };
+    assert_eq!(revocations.is_empty(), summary.revoked == 0);
+    let nobody = CanonicalIdentity::parse("nobody@example.net").expect("an identity");
+    assert!(revocations.check(&[], &nobody).is_ok());
 }

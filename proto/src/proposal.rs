@@ -10,6 +10,10 @@
 //! ranks another group of that proposal higher (an INVALID_KE_PAYLOAD
 //! retry costs more than the difference between two acceptable groups).
 
+mod syntax;
+
+pub use syntax::ProposalSyntaxError;
+
 use crate::crypto::{Encryption, Integrity, KeGroup, Legacy, Prf, Suite};
 use crate::error::PeerIncompatible;
 use crate::wire::{
@@ -44,7 +48,9 @@ pub struct EspPolicy {
     pub pfs: Vec<KeGroup>,
     /// Whether extended sequence numbers may be used.
     pub esn: bool,
-    /// Whether SHA-1 may be chosen.
+    /// Whether MODP-1024 may be chosen for PFS. HMAC-SHA1-96 is chosen
+    /// when `integ` lists it, as by default: RFC 8221 keeps it for ESP,
+    /// and Windows offers nothing else there.
     pub legacy: Legacy,
 }
 
@@ -87,7 +93,7 @@ impl Default for EspPolicy {
     fn default() -> Self {
         EspPolicy {
             encr: AEADS_AND_CBC.to_vec(),
-            integ: SHA2_INTEG.to_vec(),
+            integ: [&SHA2_INTEG[..], &[Integrity::HmacSha1_96]].concat(),
             pfs: Vec::new(),
             esn: true,
             legacy: Legacy::Refuse,
@@ -265,9 +271,26 @@ impl IkePolicy {
                 ));
             }
         }
-        best_choice
-            .map(|(_, c)| c)
-            .ok_or(PeerIncompatible::NoProposalChosen)
+        best_choice.map(|(_, c)| c).ok_or_else(|| {
+            // Say so when `legacy` is what stands in the way (Windows'
+            // default MODP-1024): the operator's fix is one line.
+            if self.legacy == Legacy::Refuse && self.with_legacy().select(offered, ke_hint).is_ok()
+            {
+                PeerIncompatible::OnlyLegacyProposals
+            } else {
+                PeerIncompatible::NoProposalChosen
+            }
+        })
+    }
+
+    /// This policy with SHA-1 and MODP-1024 allowed as well.
+    pub(crate) fn with_legacy(&self) -> IkePolicy {
+        let mut p = self.clone();
+        p.legacy = Legacy::Allow;
+        p.integ.push(Integrity::HmacSha1_96);
+        p.prf.push(Prf::HmacSha1);
+        p.ke.push(KeGroup::Modp1024);
+        p
     }
 
     /// The proposals an initiator sends: one with the AEADs, one with the
@@ -368,7 +391,7 @@ impl EspPolicy {
                 }
             };
             for (encr_rank, encr) in encr_candidates(p, &self.encr).into_iter().flatten() {
-                let Some(integ) = integ_for(p, encr, &self.integ, self.legacy) else {
+                let Some(integ) = integ_for(p, encr, &self.integ, Legacy::Allow) else {
                     continue;
                 };
                 let score = (!encr.is_aead(), false, encr_rank, 0, 0);

@@ -4,27 +4,7 @@
 use std::path::PathBuf;
 
 fn corpus(target: &str) -> Vec<(PathBuf, Vec<u8>)> {
-    let dir = PathBuf::from(env!("CARGO_MANIFEST_DIR"))
-        .join("../fuzz/corpus")
-        .join(target);
-    let mut files: Vec<_> = std::fs::read_dir(&dir)
-        .unwrap_or_else(|e| panic!("{}: {e}", dir.display()))
-        .map(|e| e.unwrap().path())
-        .collect();
-    files.sort();
-    assert!(
-        files.len() >= 10,
-        "{} holds only {} inputs",
-        dir.display(),
-        files.len()
-    );
-    files
-        .into_iter()
-        .map(|p| {
-            let d = std::fs::read(&p).unwrap();
-            (p, d)
-        })
-        .collect()
+    sixgate_proto::fuzzing::stored_corpus(&PathBuf::from(env!("CARGO_MANIFEST_DIR")), target)
 }
 
 #[test]
@@ -65,5 +45,17 @@ fn responder_corpus() {
     let config = Arc::new(config);
     for (_, data) in corpus("responder") {
         sixgate_proto::fuzzing::responder(config.clone(), &data);
+    }
+}
+
+#[test]
+fn crl_corpus() {
+    use sixgate_proto::cert::{certificates_from_pem, TrustAnchors};
+    let ca = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../certs-example/ecdsa/ca.pem");
+    let anchors =
+        TrustAnchors::new(certificates_from_pem(&std::fs::read(ca).unwrap()).unwrap()).unwrap();
+    // The same time as the fuzz target: the policy fixtures' CRLs in force.
+    for (_, data) in corpus("crl") {
+        sixgate_proto::fuzzing::crl(&anchors, 1_780_272_000, &data);
     }
 }

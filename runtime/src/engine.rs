@@ -545,6 +545,9 @@ impl Runtime {
                 reason,
             } => self.ike_down(*sa, *remote, peer.as_deref(), reason),
             Event::IkeSaRekeyed { sa } => tracing::debug!("IKE SA {} rekeyed", sa.0),
+            Event::InitRefused { remote, reason } => {
+                tracing::warn!("refused IKE_SA_INIT from {remote}: {reason}")
+            }
             _ => {}
         }
     }

@@ -19,4 +19,5 @@ pub mod engine;
 pub mod logging;
 pub mod pki;
 pub mod plane;
+pub mod privileges;
 pub mod process;

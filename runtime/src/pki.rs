@@ -69,3 +69,49 @@ pub fn check_key_matches(chain: &[Vec<u8>], key: &PrivateKey) -> Result<(), Stri
         Err("the private key does not belong to the certificate".into())
     }
 }
+
+/// What a daemon proves itself with and trusts, read at start (before it
+/// gives up the right to read root's files).
+pub struct Credentials {
+    /// The identity we claim (IDi or IDr), one the leaf certifies.
+    pub identity: Identification,
+    /// Our certificate chain, leaf first, DER.
+    pub chain: Vec<Vec<u8>>,
+    /// The leaf's private key.
+    pub key: PrivateKey,
+    /// The CAs we accept the peer's chain from.
+    pub anchors: TrustAnchors,
+}
+
+impl Credentials {
+    /// Reads the chain, the key (which must match the chain's leaf) and the
+    /// trust anchors; `identity` must be one the leaf certifies.
+    pub fn load(
+        identity: &str,
+        certificate: &Path,
+        private_key: &Path,
+        ca: &[impl AsRef<Path>],
+    ) -> Result<Credentials, String> {
+        let chain = load_chain(certificate)?;
+        let identity = own_identity(identity, &chain)?;
+        let key = load_key(private_key)?;
+        check_key_matches(&chain, &key).map_err(|e| format!("{}: {e}", private_key.display()))?;
+        Ok(Credentials {
+            identity,
+            chain,
+            key,
+            anchors: load_anchors(ca)?,
+        })
+    }
+
+    /// An engine configuration with these credentials and defaults
+    /// otherwise.
+    pub fn endpoint_config(self) -> sixgate_proto::endpoint::Config {
+        sixgate_proto::endpoint::Config::new(
+            self.identity,
+            self.chain,
+            std::sync::Arc::new(self.key),
+            self.anchors,
+        )
+    }
+}

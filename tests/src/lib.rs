@@ -286,6 +286,11 @@ pub struct SwanConnection<'a> {
     pub fragmentation: &'a str,
     /// ESP in UDP even without NAT (what kernel-libipsec needs).
     pub encap: bool,
+    /// The client's virtual IP requests (`::`, or `0.0.0.0, ::` as the
+    /// stock clients ask).
+    pub vips: &'a str,
+    /// More connection options (e.g. `send_certreq = no`).
+    pub extra: &'a str,
 }
 
 impl Default for SwanConnection<'_> {
@@ -295,6 +300,8 @@ impl Default for SwanConnection<'_> {
             esp: "default",
             fragmentation: "yes",
             encap: true,
+            vips: "::",
+            extra: "",
         }
     }
 }
@@ -303,7 +310,10 @@ impl SwanConnection<'_> {
     /// swanctl.conf of the client side.
     pub fn client(&self) -> String {
         self.conf(
-            "local_addrs = 192.0.2.2\n    remote_addrs = 192.0.2.1\n    vips = ::",
+            &format!(
+                "local_addrs = 192.0.2.2\n    remote_addrs = 192.0.2.1\n    vips = {}",
+                self.vips
+            ),
             ("client.pem", "client@example.net", "broker.example.net"),
             "remote_ts = ::/0",
             "",
@@ -330,6 +340,7 @@ impl SwanConnection<'_> {
     encap = {encap}
     fragmentation = {frag}
     proposals = {ike}
+    {extra}
     local {{
       auth = pubkey
       certs = {cert}
@@ -352,6 +363,7 @@ impl SwanConnection<'_> {
             frag = self.fragmentation,
             ike = self.ike,
             esp = self.esp,
+            extra = self.extra,
         )
     }
 }
@@ -421,7 +433,11 @@ impl StrongSwan {
             std::fs::create_dir_all(d.join(sub)).expect("mkdir");
         }
         let certs = certs_dir().join(kind);
-        std::fs::copy(certs.join("ca.pem"), d.join("x509ca/ca.pem")).expect("ca");
+        // Both example CAs: a client of one kind may meet a broker of the other.
+        for k in ["ecdsa", "rsa"] {
+            let ca = certs_dir().join(k).join("ca.pem");
+            std::fs::copy(ca, d.join(format!("x509ca/{k}-ca.pem"))).expect("ca");
+        }
         std::fs::copy(
             certs.join(format!("{who}.pem")),
             d.join(format!("x509/{who}.pem")),
@@ -1454,3 +1470,28 @@ pub fn cpu_time(pid: u32) -> Duration {
         fields[11].parse::<u64>().expect("utime") + fields[12].parse::<u64>().expect("stime");
     Duration::from_millis(ticks * 10)
 }
+
+/// A process's real user and its effective and bounding capability sets,
+/// from /proc/PID/status.
+pub fn credentials(pid: u32) -> (u32, u64, u64) {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).expect("/proc/PID/status");
+    let field = |name: &str| {
+        status
+            .lines()
+            .find_map(|l| l.strip_prefix(name))
+            .unwrap_or_else(|| panic!("no {name} in {status}"))
+            .trim()
+            .to_string()
+    };
+    let uid = field("Uid:")
+        .split_whitespace()
+        .next()
+        .unwrap()
+        .parse()
+        .unwrap();
+    let caps = |name| u64::from_str_radix(&field(name), 16).unwrap();
+    (uid, caps("CapEff:"), caps("CapBnd:"))
+}
+
+/// CAP_NET_ADMIN and CAP_NET_BIND_SERVICE, what the daemons keep.
+pub const NET_ADMIN_AND_BIND: u64 = 1 << 12 | 1 << 10;

@@ -10,7 +10,9 @@
 use std::process::Stdio;
 use std::time::Duration;
 
-use sixgate_tests::{run_in_vm, wait_for, workspace_bin, Daemon, Netns, TempDir};
+use sixgate_tests::{
+    run_in_vm, wait_for, workspace_bin, Daemon, Netns, TempDir, NET_ADMIN_AND_BIND,
+};
 
 /// One at a time: the VM test emulates a whole machine on the same two
 /// cores, and its timeouts should not depend on what runs beside it.
@@ -124,9 +126,12 @@ impl SitesLab {
     }
 
     /// With a routing table of the sites' own, so policy rules are part
-    /// of what must come back after a crash.
+    /// of what must come back after a crash; run as nobody: wireguard-go too, and everything after the start.
     fn broker_config(&self) -> std::path::PathBuf {
-        sixgate_tests::sites_broker_config(self.dir.path(), &self.wg, "up0", Some(100))
+        let p = sixgate_tests::sites_broker_config(self.dir.path(), &self.wg, "up0", Some(100));
+        let text = std::fs::read_to_string(&p).unwrap();
+        std::fs::write(&p, format!("{text}[process]\nuser = \"nobody\"\n")).unwrap();
+        p
     }
 
     fn broker(&self, config: &std::path::Path) -> Daemon {
@@ -232,6 +237,17 @@ fn a_dmz_site_from_the_generated_files_alone() {
             1,
             "{}",
             broker.log_text()
+        );
+        // Started by a broker that gave up root: as nobody, with only the
+        // broker's two capabilities.
+        let out = lab
+            .broker
+            .try_run(&["pgrep", "-f", &format!("wireguard-go -f {}", lab.wg)]);
+        let pid: u32 = String::from_utf8_lossy(&out.stdout).trim().parse().unwrap();
+        let nobody = 65534;
+        assert_eq!(
+            sixgate_tests::credentials(pid),
+            (nobody, NET_ADMIN_AND_BIND, NET_ADMIN_AND_BIND)
         );
     }
     if std::env::var("SIXGATE_SITES_BACKEND").as_deref() == Ok("kernel") {

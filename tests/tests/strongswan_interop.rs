@@ -80,7 +80,7 @@ fn connection(case: &Case) -> SwanConnection<'static> {
             "aes256-sha256"
         },
         fragmentation: if case.fragmentation { "force" } else { "yes" },
-        encap: true,
+        ..SwanConnection::default()
     }
 }
 

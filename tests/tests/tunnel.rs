@@ -6,7 +6,7 @@
 use std::process::Stdio;
 use std::time::Duration;
 
-use sixgate_tests::{wait_for, Pair, TunnelLab};
+use sixgate_tests::{wait_for, Pair, TunnelLab, NET_ADMIN_AND_BIND};
 
 const UP: Duration = Duration::from_secs(30);
 
@@ -176,7 +176,7 @@ fn a_client_of_another_ca_is_refused_and_gets_no_lease() {
         "bad/ecdsa/rogue-client.key",
         "",
     );
-    let _client = lab.start_client(0, &conf);
+    let client = lab.start_client(0, &conf);
     let refused = lab.wait_refused(&conf, "AUTHENTICATION_FAILED", UP);
     assert!(
         refused.is_some(),
@@ -184,6 +184,22 @@ fn a_client_of_another_ca_is_refused_and_gets_no_lease() {
         lab.client_status(&conf),
         broker.log_text()
     );
+    // A refusal that retrying will not change: after three, the client
+    // waits minutes, says so, and the broker sees no more attempts.
+    let backed_off = wait_for(Duration::from_secs(30), || {
+        let s = lab.client_status(&conf);
+        (s["next_attempt_secs"].as_u64()? > 60).then_some(s)
+    });
+    assert!(backed_off.is_some(), "{}", lab.client_status(&conf));
+    assert!(
+        client.log_text().contains("refused 3 times in a row"),
+        "{}",
+        client.log_text()
+    );
+    let refusals = || broker.log_text().matches("refused 192.0.2.2").count();
+    let before = refusals();
+    std::thread::sleep(Duration::from_secs(5));
+    assert_eq!(refusals(), before, "{}", broker.log_text());
     let leases = lab.broker_leases();
     assert!(leases.is_empty(), "no lease: {leases:?}");
     // The CLI prints the same, as a table with only its header.
@@ -622,4 +638,94 @@ fn client_isolation_and_broker_services_as_configured() {
         let _ = s.kill();
         let _ = s.wait();
     }
+}
+
+#[test]
+fn the_daemons_give_up_root_and_keep_working() {
+    let lab = TunnelLab::new(1);
+    let bconf = lab.broker_config("2001:db8:100::100/120", &[], "");
+    let text = std::fs::read_to_string(&bconf).unwrap();
+    std::fs::write(&bconf, format!("{text}[process]\nuser = \"nobody\"\n")).unwrap();
+    let mut broker = lab.start_broker(&bconf);
+    let c = lab.ecdsa_client_config("c", "client", "");
+    let client = lab.start_client(0, &c);
+    let address = lab.wait_up(0, &c, UP);
+    assert_eq!(
+        address.as_deref(),
+        Some("2001:db8:100::100"),
+        "{}\n{}",
+        client.log_text(),
+        broker.log_text()
+    );
+    assert!(lab.ping(0, 3));
+    let nobody = 65534;
+    assert_eq!(
+        sixgate_tests::credentials(broker.pid()),
+        (nobody, NET_ADMIN_AND_BIND, NET_ADMIN_AND_BIND),
+        "the broker: nobody, with CAP_NET_ADMIN and CAP_NET_BIND_SERVICE only"
+    );
+    assert_eq!(
+        sixgate_tests::credentials(client.pid()),
+        (0, NET_ADMIN_AND_BIND, NET_ADMIN_AND_BIND),
+        "the client: root, with the same two capabilities"
+    );
+    let state = lab.dir.path().join("broker-state");
+    sixgate_tests::assert_private_tree(&state);
+
+    // A crash and a restart as nobody: the lease nobody wrote is read back.
+    broker.kill();
+    let broker = lab.start_broker(&bconf);
+    let back = wait_for(Duration::from_secs(60), || {
+        let s = lab.client_status(&c);
+        (s["state"] == "up" && s["reconnects"] == 1).then_some(s)
+    });
+    let back = back.unwrap_or_else(|| panic!("no reconnect:\n{}", broker.log_text()));
+    assert_eq!(back["address"], "2001:db8:100::100", "{back}");
+    assert!(lab.ping(0, 3));
+    // nftables answers nobody with CAP_NET_ADMIN: the counters are there.
+    let stats = lab.broker_cli(&["stats"], &bconf);
+    let firewall = stats.lines().find(|l| l.starts_with("firewall drops"));
+    assert!(
+        firewall.is_some_and(|l| l.trim_end().ends_with(char::is_numeric)),
+        "{stats}"
+    );
+}
+
+/// /etc/netns/NAME/, which `ip netns exec NAME` mounts over /etc; removed
+/// with the guard.
+struct NetnsEtc(std::path::PathBuf);
+
+impl Drop for NetnsEtc {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
+}
+
+#[test]
+fn the_broker_by_host_name_and_port() {
+    let lab = TunnelLab::new(1);
+    let bconf = lab.broker_config("2001:db8:100::100/120", &[], "");
+    let broker = lab.start_broker(&bconf);
+    let etc = NetnsEtc(std::path::PathBuf::from("/etc/netns").join(&lab.clients[0].name));
+    std::fs::create_dir_all(&etc.0).unwrap();
+    std::fs::write(etc.0.join("hosts"), "192.0.2.1 vpn.example.test\n").unwrap();
+    let c = lab.ecdsa_client_config("named", "client", "");
+    let text = std::fs::read_to_string(&c).unwrap();
+    let named = text.replace(
+        "broker = \"192.0.2.1\"",
+        "broker = \"vpn.example.test:500\"",
+    );
+    assert_ne!(named, text);
+    std::fs::write(&c, named).unwrap();
+    let client = lab.start_client(0, &c);
+    let up = lab.wait_up(0, &c, UP);
+    assert!(up.is_some(), "{}\n{}", client.log_text(), broker.log_text());
+    assert!(lab.ping(0, 3));
+    assert!(
+        client
+            .log_text()
+            .contains("vpn.example.test:500 (192.0.2.1:500)"),
+        "{}",
+        client.log_text()
+    );
 }

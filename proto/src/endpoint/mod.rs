@@ -323,6 +323,15 @@ pub enum Event {
         /// Why.
         reason: DownReason,
     },
+    /// An IKE_SA_INIT request was refused without state (no proposal we
+    /// accept, a malformed request). Rate-limited: under a flood only the
+    /// first few of each second are told; `Stats::inits_refused` counts all.
+    InitRefused {
+        /// The peer's address.
+        remote: SocketAddr,
+        /// Why, in words.
+        reason: String,
+    },
     /// A Child SA is ready: install it.
     ChildSaUp(ChildSa),
     /// A Child SA replaced another: install `new`, then remove the SA with
@@ -415,6 +424,25 @@ pub struct Stats {
     pub retransmits_while_admitting: u64,
 }
 
+/// How many [`Event::InitRefused`] are told per second.
+const REFUSALS_TOLD_PER_SECOND: u32 = 10;
+
+impl Shared {
+    /// Tells the embedder of a stateless refusal, unless this second has
+    /// had its share.
+    pub(crate) fn tell_refusal(&mut self, now: Instant, remote: SocketAddr, reason: String) {
+        let (since, told) = &mut self.refusals_told;
+        if since.is_none_or(|t| now.duration_since(t) >= Duration::from_secs(1)) {
+            *since = Some(now);
+            *told = 0;
+        }
+        if *told < REFUSALS_TOLD_PER_SECOND {
+            *told += 1;
+            self.events.push_back(Event::InitRefused { remote, reason });
+        }
+    }
+}
+
 /// What every IKE SA may use while it handles a datagram or a timer.
 pub(crate) struct Shared {
     pub(crate) config: Arc<Config>,
@@ -429,6 +457,9 @@ pub(crate) struct Shared {
     /// ones must differ, as the data planes (and the kernel, per
     /// destination) find inbound SAs by SPI alone.
     pub(crate) inbound_spis: HashSet<u32>,
+    /// The second of the last told [`Event::InitRefused`] and how many
+    /// were told in it.
+    pub(crate) refusals_told: (Option<Instant>, u32),
     /// What is revoked beyond the certificates' own dates.
     pub(crate) revocations: Revocations,
     /// The live (not closed) IKE SAs of each authenticated identity.
@@ -564,6 +595,7 @@ impl Endpoint {
                 stats: Stats::default(),
                 epoch: (now, unix_time),
                 inbound_spis: HashSet::new(),
+                refusals_told: (None, 0),
                 revocations: Revocations::new(),
                 by_identity: HashMap::new(),
             },

@@ -159,6 +159,10 @@ impl IkeSa {
                 if let Some(ty) = e.notify() {
                     shared.stats.inits_refused += 1;
                     init_error(shared, header, remote, local, ty, e.notify_data());
+                    // Asking for another group is part of a normal start.
+                    if ty != NotifyType::INVALID_KE_PAYLOAD {
+                        shared.tell_refusal(now, remote, e.to_string());
+                    }
                 }
                 None
             }
