@@ -53,53 +53,6 @@ distinguished_name = dn
 prompt = no
 [dn]
 CN = unused
-[leaf_common]
-basicConstraints = critical, CA:FALSE
-subjectKeyIdentifier = hash
-authorityKeyIdentifier = keyid
-subjectAltName = $ENV::SG_SAN
-[good]
-basicConstraints = critical, CA:FALSE
-keyUsage = critical, digitalSignature
-extendedKeyUsage = serverAuth, clientAuth, 1.3.6.1.5.5.7.3.17
-subjectKeyIdentifier = hash
-authorityKeyIdentifier = keyid
-subjectAltName = $ENV::SG_SAN
-[ku]
-basicConstraints = critical, CA:FALSE
-keyUsage = critical, keyAgreement
-subjectKeyIdentifier = hash
-authorityKeyIdentifier = keyid
-subjectAltName = $ENV::SG_SAN
-[eku]
-basicConstraints = critical, CA:FALSE
-keyUsage = critical, digitalSignature
-extendedKeyUsage = emailProtection
-subjectKeyIdentifier = hash
-authorityKeyIdentifier = keyid
-subjectAltName = $ENV::SG_SAN
-[serverauth]
-basicConstraints = critical, CA:FALSE
-keyUsage = critical, digitalSignature
-extendedKeyUsage = serverAuth
-subjectKeyIdentifier = hash
-authorityKeyIdentifier = keyid
-subjectAltName = $ENV::SG_SAN
-[ikeonly]
-basicConstraints = critical, CA:FALSE
-keyUsage = critical, digitalSignature
-extendedKeyUsage = 1.3.6.1.5.5.7.3.17
-subjectKeyIdentifier = hash
-authorityKeyIdentifier = keyid
-subjectAltName = $ENV::SG_SAN
-[critical]
-basicConstraints = critical, CA:FALSE
-keyUsage = critical, digitalSignature
-extendedKeyUsage = serverAuth, clientAuth, 1.3.6.1.5.5.7.3.17
-subjectKeyIdentifier = hash
-authorityKeyIdentifier = keyid
-subjectAltName = $ENV::SG_SAN
-1.3.6.1.4.1.55555.1 = critical, DER:05:00
 [ca_pathlen0]
 basicConstraints = critical, CA:TRUE, pathlen:0
 keyUsage = critical, keyCertSign, cRLSign
@@ -117,6 +70,25 @@ nameConstraints = critical, permitted;email:example.org
 subjectKeyIdentifier = hash
 authorityKeyIdentifier = keyid
 EOF
+# The leaves' sections: the extensions of a good client certificate, each
+# but one property the same.
+leaf() { # NAME, then its keyUsage and further lines
+    local name=$1
+    shift
+    printf '[%s]\nbasicConstraints = critical, CA:FALSE\n' "$name"
+    printf '%s\n' "$@"
+    printf 'subjectKeyIdentifier = hash\nauthorityKeyIdentifier = keyid\nsubjectAltName = $ENV::SG_SAN\n'
+}
+ike_ekus="extendedKeyUsage = serverAuth, clientAuth, 1.3.6.1.5.5.7.3.17"
+signing="keyUsage = critical, digitalSignature"
+{
+    leaf good "$signing" "$ike_ekus"
+    leaf ku "keyUsage = critical, keyAgreement"
+    leaf eku "$signing" "extendedKeyUsage = emailProtection"
+    leaf serverauth "$signing" "extendedKeyUsage = serverAuth"
+    leaf ikeonly "$signing" "extendedKeyUsage = 1.3.6.1.5.5.7.3.17"
+    leaf critical "$signing" "$ike_ekus" "1.3.6.1.4.1.55555.1 = critical, DER:05:00"
+} >>"$work/ca.cnf"
 export SG_WORK=$work SG_SAN="email:client@example.net"
 : >"$work/index.txt"
 echo 5000 >"$work/serial"

@@ -17,6 +17,13 @@ fn anchors(kind: &str) -> TrustAnchors {
     TrustAnchors::new(common::certs(&format!("{kind}/ca.pem"))).unwrap()
 }
 
+/// A client chain's validation against a kind's CA, without legacy.
+fn validate_client(kind: &str, chain: &[Vec<u8>], now: i64) -> Result<(), CertError> {
+    anchors(kind)
+        .validate(chain, now, Purpose::Client, Legacy::Refuse)
+        .map(|_| ())
+}
+
 fn validate(kind: &str, chain_file: &str) -> Result<(), CertError> {
     validate_as(kind, chain_file, Purpose::Client, Legacy::Refuse)
 }
@@ -73,9 +80,7 @@ fn a_rogue_ca_sent_along_is_still_not_trusted() {
     let mut chain = common::certs("bad/ecdsa/rogue-client.pem");
     chain.extend(common::certs("bad/ecdsa/rogue-ca.pem"));
     assert_eq!(
-        anchors("ecdsa")
-            .validate(&chain, common::NOW, Purpose::Client, Legacy::Refuse)
-            .map(|_| ()),
+        validate_client("ecdsa", &chain, common::NOW),
         Err(CertError::UnknownIssuer)
     );
 }
@@ -84,9 +89,7 @@ fn a_rogue_ca_sent_along_is_still_not_trusted() {
 fn a_ca_of_the_other_key_type_is_not_an_issuer() {
     let chain = common::certs("rsa/client.pem");
     assert_eq!(
-        anchors("ecdsa")
-            .validate(&chain, common::NOW, Purpose::Client, Legacy::Refuse)
-            .map(|_| ()),
+        validate_client("ecdsa", &chain, common::NOW),
         Err(CertError::UnknownIssuer)
     );
 }
@@ -96,16 +99,12 @@ fn time_is_the_callers() {
     let chain = common::certs("ecdsa/client.pem");
     // 2024-01-01, before the example PKI's validity.
     assert_eq!(
-        anchors("ecdsa")
-            .validate(&chain, 1_704_067_200, Purpose::Client, Legacy::Refuse)
-            .map(|_| ()),
+        validate_client("ecdsa", &chain, 1_704_067_200),
         Err(CertError::NotYetValid)
     );
     // 2046-01-01, after it.
     assert_eq!(
-        anchors("ecdsa")
-            .validate(&chain, 2_398_291_200, Purpose::Client, Legacy::Refuse)
-            .map(|_| ()),
+        validate_client("ecdsa", &chain, 2_398_291_200),
         Err(CertError::Expired)
     );
 }

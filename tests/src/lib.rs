@@ -1495,3 +1495,47 @@ pub fn credentials(pid: u32) -> (u32, u64, u64) {
 
 /// CAP_NET_ADMIN and CAP_NET_BIND_SERVICE, what the daemons keep.
 pub const NET_ADMIN_AND_BIND: u64 = 1 << 12 | 1 << 10;
+
+/// What `ping -q` said at the end.
+#[derive(Debug, Clone, Copy)]
+pub struct PingSummary {
+    pub sent: u32,
+    pub received: u32,
+    /// The average round-trip time, if any reply came.
+    pub rtt_ms: Option<f64>,
+}
+
+impl TunnelLab {
+    /// Pings the inet host from client `i` through the tunnel, `count`
+    /// times every 20 ms, and reads ping's summary.
+    pub fn ping_summary(&self, i: usize, count: u32) -> PingSummary {
+        let count_arg = count.to_string();
+        let out = self.clients[i].try_run(&[
+            "ping",
+            "-6",
+            "-c",
+            &count_arg,
+            "-i",
+            "0.02",
+            "-W",
+            "1",
+            "-q",
+            "2001:db8:ffff::2",
+        ]);
+        let text = String::from_utf8_lossy(&out.stdout);
+        let received = text
+            .split(", ")
+            .find_map(|f| f.strip_suffix(" received")?.parse().ok())
+            .unwrap_or_else(|| panic!("no ping summary: {text}"));
+        // "rtt min/avg/max/mdev = 0.051/0.078/0.180/0.020 ms"
+        let rtt_ms = text
+            .split(" = ")
+            .nth(1)
+            .and_then(|v| v.split('/').nth(1)?.parse().ok());
+        PingSummary {
+            sent: count,
+            received,
+            rtt_ms,
+        }
+    }
+}

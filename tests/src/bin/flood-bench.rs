@@ -33,37 +33,14 @@ fn measure(lab: &TunnelLab, broker_pid: u32, seconds: u32, arrived: &dyn Fn() ->
     };
     let (t0, cpu0, arrived0, answered0) =
         (Instant::now(), cpu_time(broker_pid), arrived(), answered());
-    let count = (seconds * 50).to_string();
-    let out = lab.clients[0].try_run(&[
-        "ping",
-        "-6",
-        "-c",
-        &count,
-        "-i",
-        "0.02",
-        "-W",
-        "1",
-        "-q",
-        "2001:db8:ffff::2",
-    ]);
+    let ping = lab.ping_summary(0, seconds * 50);
     let elapsed = t0.elapsed().as_secs_f64();
-    let summary = String::from_utf8_lossy(&out.stdout);
-    let received = summary
-        .split(", ")
-        .find_map(|f| f.strip_suffix(" received")?.parse().ok())
-        .unwrap_or(0);
-    // "rtt min/avg/max/mdev = 0.051/0.078/0.180/0.020 ms"
-    let rtt_ms = summary
-        .split(" = ")
-        .nth(1)
-        .and_then(|v| v.split('/').nth(1)?.parse().ok())
-        .unwrap_or(f64::NAN);
     Phase {
         arrived: (arrived() - arrived0) as f64 / elapsed,
         answered: (answered() - answered0) as f64 / elapsed,
         cpu: (cpu_time(broker_pid) - cpu0).as_secs_f64() / elapsed,
-        pings: (received, seconds * 50),
-        rtt_ms,
+        pings: (ping.received, ping.sent),
+        rtt_ms: ping.rtt_ms.unwrap_or(f64::NAN),
     }
 }
 
