@@ -11,6 +11,7 @@ use std::path::{Path, PathBuf};
 use serde::Deserialize;
 use sixgate_dataplane::nft::Service;
 use sixgate_proto::crypto::Legacy;
+use sixgate_proto::endpoint::Unique;
 use sixgate_proto::proposal::{EspPolicy, IkePolicy};
 use sixgate_runtime::config::{
     self as common, ConfigError, DataplaneSection, HostPort, Identity, InterfaceName, Net4, Net6,
@@ -62,6 +63,10 @@ pub struct Limits {
     /// Seconds after a peer's rekey before we delete the Child SA it
     /// replaced, if the peer has not.
     pub rekey_grace: u64,
+    /// A second connection of a connected identity: "replace" (the old
+    /// one gets a Delete), "keep" (the newcomer is refused) or "never"
+    /// (both stay, up to ike_sas_per_identity).
+    pub unique: Unique,
 }
 
 impl Default for Limits {
@@ -73,6 +78,7 @@ impl Default for Limits {
             half_open_per_source: 1024,
             half_open: 4096,
             rekey_grace: 30,
+            unique: Unique::Replace,
         }
     }
 }

@@ -185,6 +185,7 @@ pub async fn run(config: Config, credentials: Credentials) -> Result<(), String>
     ike.half_open_share = limits.half_open_per_source;
     ike.max_half_open = limits.half_open;
     ike.rekey_grace = Duration::from_secs(limits.rekey_grace);
+    ike.unique = limits.unique;
     let kernel_events = plane::kernel_events(&dp, kernel_events);
     let mut runtime = engine::spawn(Parts {
         ike: Arc::new(ike),

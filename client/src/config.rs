@@ -36,6 +36,10 @@ pub struct Config {
     /// Seconds of silence before a liveness check.
     #[serde(default = "default_dpd")]
     pub dpd_interval: u64,
+    /// Seconds without a word from the broker, with a request unanswered,
+    /// after which the tunnel is down (and reconnected).
+    #[serde(default = "default_dead_after")]
+    pub dead_after: u64,
     /// First retransmission timeout, milliseconds (it doubles per try).
     #[serde(default = "default_retransmit")]
     pub retransmit_timeout_ms: u64,
@@ -59,6 +63,9 @@ pub struct Config {
 }
 
 fn default_dpd() -> u64 {
+    10
+}
+fn default_dead_after() -> u64 {
     30
 }
 fn default_retransmit() -> u64 {
@@ -101,6 +108,12 @@ impl Config {
         }
         if c.retransmit_tries == 0 || c.retransmit_timeout_ms == 0 || c.dpd_interval == 0 {
             return Err(bad("retransmit_tries", "timers and tries must be positive"));
+        }
+        if c.dead_after <= c.dpd_interval {
+            return Err(bad(
+                "dead_after",
+                "must be longer than dpd_interval, or a quiet tunnel dies before its first check",
+            ));
         }
         Ok(c)
     }

@@ -233,6 +233,7 @@ pub async fn run(config: Config, credentials: Credentials) -> Result<(), String>
     ike.force_udp_encapsulation =
         dp.forces_udp_encapsulation() || config.dataplane.force_udp_encapsulation;
     ike.dpd_interval = Duration::from_secs(config.dpd_interval);
+    ike.dead_after = Some(Duration::from_secs(config.dead_after));
     ike.retransmit_timeout = Duration::from_millis(config.retransmit_timeout_ms);
     ike.retransmit_tries = config.retransmit_tries;
     ike.child_lifetime = child_lifetime;
@@ -315,7 +316,16 @@ pub async fn run(config: Config, credentials: Credentials) -> Result<(), String>
                     } else {
                         tunnel.permanent_refusals = 0;
                     }
-                    if tunnel.permanent_refusals >= PERMANENT_REFUSALS {
+                    if reason == DownReason::Replaced {
+                        // Another device with our identity took over: a
+                        // reconnect now would only throw it out in turn.
+                        wait = PERMANENT_BACKOFF;
+                        tracing::warn!(
+                            "the broker replaced this tunnel with a newer connection of the same \
+                             identity; not taking it back: trying again in {}s",
+                            wait.as_secs()
+                        );
+                    } else if tunnel.permanent_refusals >= PERMANENT_REFUSALS {
                         wait = PERMANENT_BACKOFF;
                         tracing::warn!(
                             "refused {} times in a row ({reason}), which retrying will not \

@@ -119,6 +119,9 @@ pub enum LocalPolicy {
     /// limit per IKE SA.
     #[error("no additional Child SAs")]
     NoAdditionalSas,
+    /// The identity is connected, and `unique = "keep"` keeps that one.
+    #[error("the identity is connected already (`[limits] unique = \"keep\"`)")]
+    IdentityConnected,
     /// The identity holds as many IKE SAs as it may.
     #[error("the identity already holds {0} IKE SAs (`[limits] ike_sas_per_identity`)")]
     TooManyIkeSas(usize),
@@ -197,7 +200,10 @@ impl Error {
             }
             LocalPolicy(self::LocalPolicy::CertificateRefused(_))
             | LocalPolicy(self::LocalPolicy::WrongIdentity(_))
-            | LocalPolicy(self::LocalPolicy::TooManyIkeSas(_)) => NotifyType::AUTHENTICATION_FAILED,
+            | LocalPolicy(self::LocalPolicy::TooManyIkeSas(_))
+            | LocalPolicy(self::LocalPolicy::IdentityConnected) => {
+                NotifyType::AUTHENTICATION_FAILED
+            }
             LocalPolicy(self::LocalPolicy::TsUnacceptable)
             | LocalPolicy(self::LocalPolicy::TooManyTrafficSelectors(..)) => {
                 NotifyType::TS_UNACCEPTABLE

@@ -326,6 +326,62 @@ fn simultaneous_child_rekeys_leave_one_sa() {
 }
 
 #[test]
+fn dead_after_bounds_the_silence_and_a_restarted_broker_is_noticed_at_once() {
+    // dead_after: a silent peer is dead 30 s after it was last heard, not
+    // after the whole retransmission schedule.
+    let mut client = client_config("ecdsa");
+    client.dpd_interval = Duration::from_secs(10);
+    client.retransmit_tries = 10;
+    client.dead_after = Some(Duration::from_secs(30));
+    let pool = MemPool::new(4);
+    let mut lab = Lab::pair(12, client.clone(), broker_config("ecdsa"), &pool);
+    lab.connect();
+    established(&mut lab);
+    let broker_ip = lab.nodes[1].ip;
+    lab.blackhole.push(broker_ip);
+    let silent_from = lab.now;
+    assert!(lab.run_until(Duration::from_secs(600), |lab| {
+        down_reason(&lab.nodes[0].events).is_some()
+    }));
+    let took = lab.now - silent_from;
+    assert!(took <= Duration::from_secs(31), "dead after {took:?}");
+    assert_eq!(
+        down_reason(&lab.nodes[0].events),
+        Some(DownReason::PeerDead)
+    );
+
+    // A broker that restarted (its state gone) answers the next liveness
+    // check with INVALID_IKE_SPI: the client gives up on the first answer.
+    let mut lab = Lab::pair(13, client, broker_config("ecdsa"), &pool);
+    lab.connect();
+    established(&mut lab);
+    lab.nodes[1].ep = sixgate_proto::endpoint::Endpoint::new(
+        std::sync::Arc::new(broker_config("ecdsa")),
+        Box::new(common::rng(99)),
+        lab.now,
+        common::NOW,
+    );
+    let restarted = lab.now;
+    assert!(lab.run_until(Duration::from_secs(60), |lab| {
+        down_reason(&lab.nodes[0].events).is_some()
+    }));
+    let took = lab.now - restarted;
+    assert!(
+        took <= Duration::from_secs(11),
+        "noticed after {took:?}, at the first check (dpd_interval 10 s)"
+    );
+    assert_eq!(
+        down_reason(&lab.nodes[0].events),
+        Some(DownReason::PeerDead)
+    );
+    assert_eq!(
+        lab.nodes[0].ep.stats().retransmits_sent,
+        0,
+        "no retransmission needed"
+    );
+}
+
+#[test]
 fn dpd_declares_a_silent_peer_dead() {
     let mut client = client_config("ecdsa");
     client.dpd_interval = Duration::from_secs(10);

@@ -2,7 +2,8 @@
 //! revocation of live SAs, in the in-memory lab: a third IKE SA of one
 //! identity, a Child SA rekey beyond the limit, a TSr of 255 ranges, a
 //! rekeyed Child SA the peer never deletes, a source that fills the
-//! half-open table, and `set_revocations` on connected peers.
+//! half-open table, `set_revocations` on connected peers, and a second
+//! connection of one identity under each `unique` mode.
 
 mod common;
 
@@ -11,7 +12,7 @@ use std::time::Duration;
 
 use common::lab::*;
 use sixgate_proto::cert::Revocations;
-use sixgate_proto::endpoint::{ts, DownReason, Event};
+use sixgate_proto::endpoint::{ts, DownReason, Event, Unique};
 use sixgate_proto::identity::CanonicalIdentity;
 use sixgate_proto::wire::{NotifyType, TrafficSelector};
 
@@ -44,7 +45,10 @@ fn connect_from(lab: &mut Lab, i: usize, ip: &str, initial_contact: bool) {
 fn a_third_ike_sa_of_one_identity_is_refused() {
     let ips = [CLIENT, "192.0.2.3", "192.0.2.4"];
     let mut configs: Vec<(&str, _)> = ips.iter().map(|ip| (*ip, client_config("ecdsa"))).collect();
-    configs.push((BROKER, broker_config("ecdsa")));
+    // Overlapping SAs of one identity: `unique = "never"`.
+    let mut broker = broker_config("ecdsa");
+    broker.unique = Unique::Never;
+    configs.push((BROKER, broker));
     let mut lab = Lab::new(21, configs);
     let pool = MemPool::new(8);
     lab.nodes[3].pool = Some(pool);
@@ -277,4 +281,52 @@ fn revoking_a_connected_identity_ends_its_sa_at_once() {
             NotifyType::AUTHENTICATION_FAILED
         ))
     );
+}
+
+/// Two devices of one identity, the second connecting while the first is
+/// up, without INITIAL_CONTACT (it is another device), under `unique`.
+/// Returns the reasons each side's SAs went down and how many IKE SAs the
+/// identity holds afterwards.
+fn second_device(unique: Unique) -> (Vec<DownReason>, Vec<DownReason>, usize) {
+    let ips = [CLIENT, "192.0.2.3"];
+    let mut configs: Vec<(&str, _)> = ips.iter().map(|ip| (*ip, client_config("ecdsa"))).collect();
+    let mut broker = broker_config("ecdsa");
+    broker.unique = unique;
+    configs.push((BROKER, broker));
+    let mut lab = Lab::new(23, configs);
+    lab.nodes[2].pool = Some(MemPool::new(8));
+    for (i, ip) in ips.iter().enumerate() {
+        connect_from(&mut lab, i, ip, false);
+        lab.run_for(Duration::from_secs(5));
+    }
+    let identity = CanonicalIdentity::parse("client@example.net").unwrap();
+    (
+        down_reasons(&lab.nodes[0].events),
+        down_reasons(&lab.nodes[1].events),
+        lab.nodes[2].ep.ike_sas_of(&identity),
+    )
+}
+
+#[test]
+fn a_second_device_of_one_identity_under_each_unique_mode() {
+    // replace (the default): the first device gets a Delete that says it
+    // was replaced; the second is up.
+    let (first, second, live) = second_device(Unique::Replace);
+    assert_eq!(
+        (first, second, live),
+        (vec![DownReason::Replaced], vec![], 1)
+    );
+    // keep: the second is refused, the first stays.
+    let (first, second, live) = second_device(Unique::Keep);
+    assert_eq!(
+        (first, second, live),
+        (
+            vec![],
+            vec![DownReason::RefusedByPeer(NotifyType::AUTHENTICATION_FAILED)],
+            1
+        )
+    );
+    // never: both stay.
+    let (first, second, live) = second_device(Unique::Never);
+    assert_eq!((first, second, live), (vec![], vec![], 2));
 }

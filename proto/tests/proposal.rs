@@ -100,9 +100,10 @@ fn legacy_algorithms_need_the_switch() {
             t(T::KE, 2),
         ],
     )];
+    // Refused, with the reason the operator can act on.
     assert_eq!(
         IkePolicy::default().select(&offer, None),
-        Err(PeerIncompatible::NoProposalChosen)
+        Err(PeerIncompatible::OnlyLegacyProposals)
     );
     let mut legacy = IkePolicy {
         legacy: Legacy::Allow,

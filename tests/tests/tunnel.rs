@@ -729,3 +729,81 @@ fn the_broker_by_host_name_and_port() {
         client.log_text()
     );
 }
+
+#[test]
+fn one_identity_from_a_second_device_replaces_the_first_without_flapping() {
+    let lab = TunnelLab::new(2);
+    let bconf = lab.broker_config("2001:db8:100::100/120", &[], "");
+    let broker = lab.start_broker(&bconf);
+    let first = lab.ecdsa_client_config("first", "client", "");
+    let _first = lab.start_client(0, &first);
+    assert!(
+        lab.wait_up(0, &first, UP).is_some(),
+        "{}",
+        broker.log_text()
+    );
+    // The same certificate on another device: `unique = "replace"`.
+    let second = lab.ecdsa_client_config("second", "client", "");
+    let _second = lab.start_client(1, &second);
+    let address = lab.wait_up(1, &second, UP);
+    assert_eq!(
+        address.as_deref(),
+        Some("2001:db8:100::100"),
+        "the lease moves"
+    );
+    let replaced = wait_for(Duration::from_secs(10), || {
+        let s = lab.client_status(&first);
+        (s["state"] != "up" && s["next_attempt_secs"].as_u64()? > 60).then_some(s)
+    });
+    let replaced = replaced.unwrap_or_else(|| panic!("{}", lab.client_status(&first)));
+    assert!(
+        replaced["last_error"]
+            .as_str()
+            .is_some_and(|e| e.contains("replaced")),
+        "{replaced}"
+    );
+    // No fight: the second stays up, the first waits.
+    std::thread::sleep(Duration::from_secs(10));
+    let s = lab.client_status(&second);
+    assert_eq!(
+        (&s["state"], &s["reconnects"]),
+        (&"up".into(), &0.into()),
+        "{s}"
+    );
+    assert_eq!(lab.client_status(&first)["reconnects"], 1);
+    assert!(lab.ping(1, 3));
+}
+
+#[test]
+fn after_a_broker_crash_and_restart_clients_with_default_timers_are_back_within_30_s() {
+    let lab = TunnelLab::new(1);
+    let bconf = lab.broker_config("2001:db8:100::100/120", &[], "");
+    let mut broker = lab.start_broker(&bconf);
+    // The client's defaults: DPD after 10 s of quiet, dead after 30 s.
+    let c = lab.ecdsa_client_config("defaults", "client", "");
+    let text = std::fs::read_to_string(&c).unwrap();
+    let defaults: String = text
+        .lines()
+        .filter(|l| !l.starts_with("dpd_interval") && !l.starts_with("retransmit_"))
+        .map(|l| format!("{l}\n"))
+        .collect();
+    assert_ne!(defaults, text);
+    std::fs::write(&c, defaults).unwrap();
+    let client = lab.start_client(0, &c);
+    assert!(lab.wait_up(0, &c, UP).is_some(), "{}", client.log_text());
+    broker.kill();
+    let _broker = lab.start_broker(&bconf);
+    // The restarted broker answers the next liveness check with
+    // INVALID_IKE_SPI, and the client reconnects at once.
+    let back = wait_for(Duration::from_secs(30), || {
+        let s = lab.client_status(&c);
+        (s["state"] == "up" && s["reconnects"] == 1).then_some(s)
+    });
+    assert!(
+        back.is_some(),
+        "{}\n{}",
+        lab.client_status(&c),
+        client.log_text()
+    );
+    assert!(lab.ping(0, 3));
+}

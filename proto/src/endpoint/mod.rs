@@ -115,6 +115,11 @@ pub struct Config {
     /// Live IKE SAs one identity may hold (a reconnect may overlap the
     /// old SA); a further one is refused with AUTHENTICATION_FAILED.
     pub ike_sas_per_identity: usize,
+    /// What a second connection of a connected identity does.
+    pub unique: Unique,
+    /// With a request in flight and nothing heard from the peer for this
+    /// long, the IKE SA is dead, whatever retransmissions remain.
+    pub dead_after: Option<Duration>,
     /// Child SAs one IKE SA may hold, rekeyed ones not yet deleted
     /// included; a rekey beyond it is refused with NO_ADDITIONAL_SAS.
     pub child_sas_per_ike_sa: usize,
@@ -173,6 +178,8 @@ impl Config {
             half_open_timeout: Duration::from_secs(30),
             half_open_share: 1024,
             ike_sas_per_identity: 2,
+            unique: Unique::Replace,
+            dead_after: None,
             child_sas_per_ike_sa: 2,
             traffic_selectors_per_child_sa: 16,
             rekey_grace: Duration::from_secs(30),
@@ -424,10 +431,43 @@ pub struct Stats {
     pub retransmits_while_admitting: u64,
 }
 
+/// What a new IKE SA of an identity that is connected already does to the
+/// ones it has (strongSwan's `unique`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+#[cfg_attr(feature = "serde", derive(serde::Serialize, serde::Deserialize))]
+#[cfg_attr(feature = "serde", serde(rename_all = "lowercase"))]
+pub enum Unique {
+    /// The old ones get a Delete (with [`NotifyType::SIXGATE_REPLACED`]):
+    /// one device per identity, the newest.
+    #[default]
+    Replace,
+    /// The newcomer is refused with AUTHENTICATION_FAILED unless it sends
+    /// INITIAL_CONTACT (the same device, restarted).
+    Keep,
+    /// Both stay, up to `ike_sas_per_identity`; INITIAL_CONTACT replaces.
+    Never,
+}
+
 /// How many [`Event::InitRefused`] are told per second.
 const REFUSALS_TOLD_PER_SECOND: u32 = 10;
 
+/// How many requests for IKE SAs we do not have are answered per second.
+const UNKNOWN_SA_ANSWERS_PER_SECOND: u32 = 10;
+
 impl Shared {
+    /// Whether a request for an unknown IKE SA may be answered with
+    /// INVALID_IKE_SPI now (a few per second: a flood of garbage SPIs
+    /// must not make us a reflector).
+    pub(crate) fn may_tell_unknown_sa(&mut self, now: Instant) -> bool {
+        let (since, told) = &mut self.unknown_sa_told;
+        if since.is_none_or(|t| now.duration_since(t) >= Duration::from_secs(1)) {
+            *since = Some(now);
+            *told = 0;
+        }
+        *told += 1;
+        *told <= UNKNOWN_SA_ANSWERS_PER_SECOND
+    }
+
     /// Tells the embedder of a stateless refusal, unless this second has
     /// had its share.
     pub(crate) fn tell_refusal(&mut self, now: Instant, remote: SocketAddr, reason: String) {
@@ -460,6 +500,8 @@ pub(crate) struct Shared {
     /// The second of the last told [`Event::InitRefused`] and how many
     /// were told in it.
     pub(crate) refusals_told: (Option<Instant>, u32),
+    /// The same for INVALID_IKE_SPI answers to requests for unknown SAs.
+    pub(crate) unknown_sa_told: (Option<Instant>, u32),
     /// What is revoked beyond the certificates' own dates.
     pub(crate) revocations: Revocations,
     /// The live (not closed) IKE SAs of each authenticated identity.
@@ -596,6 +638,7 @@ impl Endpoint {
                 epoch: (now, unix_time),
                 inbound_spis: HashSet::new(),
                 refusals_told: (None, 0),
+                unknown_sa_told: (None, 0),
                 revocations: Revocations::new(),
                 by_identity: HashMap::new(),
             },
@@ -755,6 +798,9 @@ impl Endpoint {
         };
         let Some(&id) = self.by_spi.get(&our_spi) else {
             self.shared.stats.unknown_spi += 1;
+            if !header.flags.response() && self.shared.may_tell_unknown_sa(now) {
+                ike_sa::unknown_sa_answer(&mut self.shared, &header, remote, local);
+            }
             return;
         };
         let Some(sa) = self.sas.get_mut(&id) else {
@@ -840,7 +886,7 @@ impl Endpoint {
                 .unwrap_or_default();
             for other in others {
                 if let Some(sa) = self.sas.get_mut(&other) {
-                    sa.close(&mut self.shared, now, DownReason::Replaced);
+                    sa.replace(&mut self.shared, now);
                     self.after(other, Effects::default(), now);
                 }
             }

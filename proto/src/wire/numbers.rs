@@ -119,6 +119,10 @@ registry! {
         EAP_ONLY_AUTHENTICATION = 16417,
         FRAGMENTATION_SUPPORTED = 16430,
         SIGNATURE_HASH_ALGORITHMS = 16431,
+        /// Private use (RFC 7296 3.10.1: 40960-65535): sent with the
+        /// Delete of an IKE SA that a newer connection of the same identity
+        /// replaced, so that a sixgate client knows not to fight it.
+        SIXGATE_REPLACED = 42406,
     }
 }
 

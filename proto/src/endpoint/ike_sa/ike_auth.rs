@@ -160,11 +160,18 @@ impl IkeSa {
             }
         }
         let proved = self.authenticate_peer(shared, now, idi, &found.certs, auth, true)?;
-        let replaces = found.notify(NotifyType::INITIAL_CONTACT).is_some();
+        let initial_contact = found.notify(NotifyType::INITIAL_CONTACT).is_some();
         let live = shared
             .by_identity
             .get(&proved.identity)
             .map_or(0, |ids| ids.len());
+        let replaces = match config.unique {
+            Unique::Replace => live > 0,
+            Unique::Keep if live > 0 && !initial_contact => {
+                return Err(LocalPolicy::IdentityConnected.into())
+            }
+            Unique::Keep | Unique::Never => initial_contact,
+        };
         if !replaces && live >= config.ike_sas_per_identity {
             return Err(LocalPolicy::TooManyIkeSas(live).into());
         }

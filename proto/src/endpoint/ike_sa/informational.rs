@@ -14,7 +14,12 @@ impl IkeSa {
         let found = Found::new(payloads);
         if found.deletes.iter().any(|d| d.protocol == ProtocolId::IKE) {
             self.send_response(shared, ExchangeType::INFORMATIONAL, id, &[]);
-            self.close(shared, now, DownReason::DeletedByPeer);
+            let reason = if found.notify(NotifyType::SIXGATE_REPLACED).is_some() {
+                DownReason::Replaced
+            } else {
+                DownReason::DeletedByPeer
+            };
+            self.close(shared, now, reason);
             return;
         }
         if let Some(ty) = found.error() {

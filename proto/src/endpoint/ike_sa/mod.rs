@@ -29,7 +29,7 @@ use std::time::{Duration, Instant};
 
 use super::nat::nat_hash;
 use super::ts::{contains, ipv6_host, narrow};
-use super::{ChildSa, ConnectRequest, DownReason, Effects, Event, SaId, Shared, Stats};
+use super::{ChildSa, ConnectRequest, DownReason, Effects, Event, SaId, Shared, Stats, Unique};
 use crate::auth::{self, hash_algorithms_notify, signed_octets, SignMode};
 use crate::cert::{match_identity, CertId, Purpose};
 use crate::crypto::sk::{Reassembly, SkCipher};
@@ -481,6 +481,38 @@ fn init_error(
     }
 }
 
+/// Whether `datagram` is an unprotected INVALID_IKE_SPI notify (RFC 7296
+/// 2.21.4): a peer that lost its state answering for an SA it forgot.
+fn lost_state_answer(datagram: &[u8]) -> bool {
+    Message::parse(datagram).is_ok_and(|m| {
+        m.payloads.iter().any(
+            |p| matches!(&p.body, PayloadBody::Notify(n) if n.ty == NotifyType::INVALID_IKE_SPI),
+        )
+    })
+}
+
+/// Answers a request for an IKE SA we do not have with an unprotected
+/// INVALID_IKE_SPI, so that a peer of a previous run of ours learns at once
+/// that its SA is gone. The caller rate-limits.
+pub(crate) fn unknown_sa_answer(
+    shared: &mut Shared,
+    header: &Header,
+    remote: SocketAddr,
+    local: SocketAddr,
+) {
+    let msg = Message {
+        header: Header {
+            flags: Flags::new(!header.flags.initiator(), true),
+            minor_version: 0,
+            ..*header
+        },
+        payloads: vec![notify(NotifyType::INVALID_IKE_SPI, Vec::new())],
+    };
+    if let Ok(bytes) = msg.emit() {
+        push_datagram(shared, remote, local, &bytes);
+    }
+}
+
 fn push_datagram(shared: &mut Shared, remote: SocketAddr, local: SocketAddr, bytes: &[u8]) {
     let marker =
         local.port() == shared.config.nat_t_port || remote.port() == shared.config.nat_t_port;
@@ -902,6 +934,14 @@ impl IkeSa {
             shared.stats.stray += 1;
             return Effects::default();
         }
+        if response && lost_state_answer(datagram) {
+            // The peer answered our request, unprotected, that it has no
+            // such IKE SA (it restarted): no point waiting for a dead_after
+            // or retransmissions. Only an answer to our own request in
+            // flight, naming our SPIs, counts.
+            self.close(shared, now, DownReason::PeerDead);
+            return Effects::default();
+        }
         let opened = match gen.sk_in.open(datagram) {
             Ok(o) => o,
             Err(Error::PeerMisbehaved(_)) => {
@@ -1213,6 +1253,25 @@ impl IkeSa {
         self.close(shared, now, reason);
     }
 
+    /// Ends an IKE SA that a newer one of the same identity replaces: a
+    /// Delete that says why, and gone at once (the newcomer has the
+    /// address).
+    pub(crate) fn replace(&mut self, shared: &mut Shared, now: Instant) {
+        if matches!(self.state, State::Closed { .. }) {
+            return;
+        }
+        let payloads = [
+            notify(NotifyType::SIXGATE_REPLACED, Vec::new()),
+            PayloadBody::Delete(Delete {
+                protocol: ProtocolId::IKE,
+                spi_size: 0,
+                spis: Vec::new(),
+            })
+            .into(),
+        ];
+        self.tell_and_close(shared, now, &payloads, DownReason::Replaced);
+    }
+
     /// Ends an IKE SA whose peer's credentials were revoked: a Delete, and
     /// gone at once, since revocation must not wait on the peer.
     pub(crate) fn revoke(&mut self, shared: &mut Shared, now: Instant) {
@@ -1339,6 +1398,11 @@ impl IkeSa {
             }
         };
         at(k.outstanding.as_ref().map(|o| o.next_at));
+        // A request in flight and nothing heard for `dead_after`: dead,
+        // whatever retransmissions remain.
+        if k.outstanding.is_some() {
+            at(shared.config.dead_after.map(|d| self.last_heard + d));
+        }
         at(k.retired.as_ref().map(|(_, until)| *until));
         match &k.phase {
             Phase::HalfOpen { deadline, .. } => at(Some(*deadline)),
@@ -1398,12 +1462,17 @@ impl IkeSa {
             }
             _ => {}
         }
+        let last_heard = self.last_heard;
+        let silent_too_long = shared
+            .config
+            .dead_after
+            .is_some_and(|d| last_heard + d <= now);
         let Some(k) = self.keyed_mut() else {
             return effects;
         };
         if let Some(o) = &mut k.outstanding {
-            if o.next_at <= now {
-                if o.tries >= shared.config.retransmit_tries {
+            if o.next_at <= now || silent_too_long {
+                if o.tries >= shared.config.retransmit_tries || silent_too_long {
                     self.close(shared, now, DownReason::PeerDead);
                     return effects;
                 }
@@ -1412,7 +1481,6 @@ impl IkeSa {
                 self.send(shared, &datagrams);
             }
         }
-        let last_heard = self.last_heard;
         let Some(k) = self.keyed_mut() else {
             return effects;
         };
