@@ -14,7 +14,7 @@ use sixgate_dataplane::xfrm::Owner;
 use sixgate_dataplane::{netconf, secrets, wireguard};
 use sixgate_runtime::control::{self, Incoming};
 use sixgate_runtime::engine::{self, Command, Connection, Parts, Role, RuntimeStats};
-use sixgate_runtime::pki::Credentials;
+use sixgate_runtime::pki::{self, Credentials};
 use sixgate_runtime::plane;
 use sixgate_runtime::privileges::{self, RunAs};
 use tokio::signal::unix::{signal, SignalKind};
@@ -88,6 +88,11 @@ pub fn prepare(config: &Config) -> Result<Credentials, String> {
         &f.ike.ca,
     )
     .map_err(|e| format!("{}: {e}", config.path.display()))?;
+    if let Some(leaf) = credentials.chain.first() {
+        for w in pki::server_certificate_warnings(leaf, &credentials.identity) {
+            tracing::warn!("{}: {w}", f.ike.certificate.display());
+        }
+    }
     // Leases, the WireGuard private key and the site keys live here.
     secrets::private_dir(&f.storage.path)
         .map_err(|e| format!("{}: {e}", f.storage.path.display()))?;

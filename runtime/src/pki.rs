@@ -70,6 +70,42 @@ pub fn check_key_matches(chain: &[Vec<u8>], key: &PrivateKey) -> Result<(), Stri
     }
 }
 
+/// What the stock clients demand of a broker's certificate that it lacks,
+/// each in a sentence that names who would refuse it: the identity among
+/// its subjectAltNames (every client compares them with the server name it
+/// was given), and the serverAuth extended key usage (Windows wants it
+/// always; iOS and macOS when the extension is there).
+pub fn server_certificate_warnings(leaf: &[u8], identity: &Identification) -> Vec<String> {
+    use x509_parser::prelude::FromDer;
+    let mut warnings = Vec::new();
+    if sixgate_proto::cert::match_identity(leaf, identity).is_err() {
+        let name = CanonicalIdentity::from_wire(identity)
+            .map_or_else(|_| format!("{identity:?}"), |c| c.to_string());
+        warnings.push(format!(
+            "the broker's certificate does not name {name} in its subjectAltName: \
+             iOS, macOS, Windows and Android clients (and strongSwan) compare it with the \
+             server name they were given and will refuse the broker"
+        ));
+    }
+    let Ok((_, cert)) = x509_parser::certificate::X509Certificate::from_der(leaf) else {
+        return warnings;
+    };
+    match cert.extended_key_usage() {
+        Ok(Some(eku)) if eku.value.server_auth => {}
+        Ok(Some(_)) => warnings.push(
+            "the broker's certificate has an extendedKeyUsage without serverAuth: Windows, \
+             iOS and macOS clients will refuse it"
+                .into(),
+        ),
+        _ => warnings.push(
+            "the broker's certificate has no extendedKeyUsage: Windows clients refuse a \
+             server certificate without serverAuth"
+                .into(),
+        ),
+    }
+    warnings
+}
+
 /// What a daemon proves itself with and trusts, read at start (before it
 /// gives up the right to read root's files).
 pub struct Credentials {
@@ -113,5 +149,33 @@ impl Credentials {
             std::sync::Arc::new(self.key),
             self.anchors,
         )
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn leaf(file: &str) -> Vec<u8> {
+        let path = Path::new(env!("CARGO_MANIFEST_DIR"))
+            .join("../certs-example")
+            .join(file);
+        load_chain(&path).unwrap().remove(0)
+    }
+
+    #[test]
+    fn a_broker_certificate_the_stock_clients_refuse_is_warned_about() {
+        let broker = Identification::fqdn("broker.example.net");
+        assert!(server_certificate_warnings(&leaf("ecdsa/broker.pem"), &broker).is_empty());
+        // A client's certificate (emailProtection only, an rfc822 SAN).
+        let warnings = server_certificate_warnings(&leaf("policy/eku-client.pem"), &broker);
+        assert_eq!(warnings.len(), 2, "{warnings:?}");
+        assert!(warnings[0].contains("subjectAltName") && warnings[0].contains("iOS"));
+        assert!(warnings[1].contains("without serverAuth") && warnings[1].contains("Windows"));
+        let ku_only = server_certificate_warnings(&leaf("policy/ku-client.pem"), &broker);
+        assert!(
+            ku_only.iter().any(|w| w.contains("no extendedKeyUsage")),
+            "{ku_only:?}"
+        );
     }
 }

@@ -107,14 +107,27 @@ pub fn drop_privileges(run_as: Option<&RunAs>, keep: &[Capability]) -> Result<()
              thread, the others would keep theirs"
         ));
     }
-    let kept: CapsHashSet = keep.iter().copied().collect();
+    // What we have of what we keep: a daemon started without one (by
+    // setpriv, a container) goes on without it and fails where it needs
+    // it, with the error that explains.
+    let permitted =
+        caps::read(None, CapSet::Permitted).map_err(|e| format!("reading capabilities: {e}"))?;
+    let kept: CapsHashSet = keep
+        .iter()
+        .copied()
+        .filter(|c| permitted.contains(c))
+        .collect();
     fn failed(what: &'static str) -> impl Fn(caps::errors::CapsError) -> String {
         move |e| format!("{what}: {e}")
     }
     // The bounding set first: shrinking it needs CAP_SETPCAP, given up
     // below. It is what a root child (or a setuid program) could regain.
-    for cap in caps::all().difference(&kept) {
-        caps::drop(None, CapSet::Bounding, *cap).map_err(failed("the bounding set"))?;
+    // Without CAP_SETPCAP (a container may withhold it) the bounding set
+    // cannot shrink and stays what the container gave.
+    if permitted.contains(&Capability::CAP_SETPCAP) {
+        for cap in caps::all().difference(&kept) {
+            caps::drop(None, CapSet::Bounding, *cap).map_err(failed("the bounding set"))?;
+        }
     }
     if let Some(user) = run_as {
         // Keep the permitted set across the change of user; the effective
@@ -135,7 +148,7 @@ pub fn drop_privileges(run_as: Option<&RunAs>, keep: &[Capability]) -> Result<()
     }
     // Ambient, so that wireguard-go, run as this user, can create its TUN
     // device; a root child gets the same from the bounding set.
-    for cap in keep {
+    for cap in &kept {
         caps::raise(None, CapSet::Ambient, *cap).map_err(failed("the ambient set"))?;
     }
     // No exec may gain more than this (a setuid binary, file capabilities).

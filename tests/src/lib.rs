@@ -291,6 +291,9 @@ pub struct SwanConnection<'a> {
     pub vips: &'a str,
     /// More connection options (e.g. `send_certreq = no`).
     pub extra: &'a str,
+    /// How the local side authenticates (`pubkey`, or a scheme such as
+    /// `ecdsa-sha512`).
+    pub local_auth: &'a str,
 }
 
 impl Default for SwanConnection<'_> {
@@ -302,6 +305,7 @@ impl Default for SwanConnection<'_> {
             encap: true,
             vips: "::",
             extra: "",
+            local_auth: "pubkey",
         }
     }
 }
@@ -342,7 +346,7 @@ impl SwanConnection<'_> {
     proposals = {ike}
     {extra}
     local {{
-      auth = pubkey
+      auth = {local_auth}
       certs = {cert}
       id = {local_id}
     }}
@@ -364,6 +368,7 @@ impl SwanConnection<'_> {
             ike = self.ike,
             esp = self.esp,
             extra = self.extra,
+            local_auth = self.local_auth,
         )
     }
 }

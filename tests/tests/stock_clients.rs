@@ -217,3 +217,34 @@ fn without_legacy_windows_defaults_and_sha1_auth_are_refused_and_the_log_says_wh
     });
     assert!(log.is_some(), "{}", broker.log_text());
 }
+
+#[test]
+fn ecdsa_with_each_sha2_hash_authenticates() {
+    // RFC 7427 lets an ECDSA key sign with any SHA-2 hash; libreswan picks
+    // SHA-512 for P-256, which the broker advertises and verifies.
+    for (scheme, logged) in [
+        ("ecdsa-sha512", "ECDSA_WITH_SHA512_DER"),
+        ("ecdsa-sha384", "ECDSA_WITH_SHA384_DER"),
+        ("ecdsa-sha256", "ECDSA_WITH_SHA256_DER"),
+    ] {
+        let lab = TunnelLab::new(1);
+        let (_config, broker) = broker(&lab, false);
+        let conf = SwanConnection {
+            local_auth: scheme,
+            ..SwanConnection::default()
+        }
+        .client();
+        let swan = StrongSwan::start_client(&lab.clients[0], &conf, SwanMode::Routes);
+        swan.initiate(20, &broker.log_text());
+        let log = swan.log();
+        assert!(
+            log.lines()
+                .any(|l| l.contains("(myself) with") && l.contains(logged)),
+            "{scheme}: {log}"
+        );
+        assert!(
+            wait_for(Duration::from_secs(20), || lab.ping(0, 2).then_some(())).is_some(),
+            "{scheme}: no ping"
+        );
+    }
+}
