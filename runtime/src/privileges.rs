@@ -2,16 +2,16 @@
 //! do the little that needs more (read their credentials, turn on
 //! forwarding, hand their state directory to their user), and then keep
 //! only the capabilities they use for the rest of their life: CAP_NET_ADMIN
-//! (netlink, XFRM, nftables, TUN, WireGuard) and CAP_NET_BIND_SERVICE (the
-//! IKE port, bound again when an address comes or goes), optionally as an
+//! (netlink, XFRM, nftables, TUN, WireGuard) and CAP_NET_BIND_SERVICE (UDP
+//! port 500, bound once the async runtime runs), optionally as an
 //! unprivileged user (`[process] user`).
 //!
 //! Capabilities belong to threads, not processes, so the drop must happen
 //! while the process has one thread: before the async runtime, sled, or
 //! the data plane start theirs; `drop_privileges` refuses otherwise. The
 //! bounding set shrinks too, and the kept capabilities are made ambient,
-//! so that what the daemons start later (wireguard-go, as the same user)
-//! gets CAP_NET_ADMIN and nothing more.
+//! so that what the daemons start later (wireguard-go, as the same user;
+//! nft) gets these two and nothing more.
 
 use std::ffi::CString;
 use std::os::unix::fs::lchown;
