@@ -424,8 +424,9 @@ pub async fn print_leases(config: &Config) -> Result<(), String> {
     }
 }
 
-pub async fn print_status(config: &Config) -> Result<(), String> {
+pub async fn print_status(config: &Config, json: bool) -> Result<(), String> {
     match ask(config, &Request::Status).await? {
+        Response::Status(rows) if json => sixgate_runtime::process::print_json(&rows),
         Response::Status(rows) => {
             println!(
                 "{:<32} {:<22} {:<28} {:>12} {:>12} {:>8} {:>4} {:>8}",

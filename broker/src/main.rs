@@ -47,6 +47,9 @@ enum Verb {
         /// The configuration file of the running broker.
         #[arg(long)]
         config: PathBuf,
+        /// Print the connections as JSON, as the control socket gives them.
+        #[arg(long)]
+        json: bool,
     },
     /// Print the broker's counters (drops, retransmissions, leases).
     Stats {
@@ -177,7 +180,7 @@ fn main() -> ExitCode {
     let path = match &cli.command {
         Verb::Run { config }
         | Verb::Leases { config }
-        | Verb::Status { config }
+        | Verb::Status { config, .. }
         | Verb::Stats { config } => config.clone(),
         Verb::Site { verb } => match verb {
             SiteVerb::Add { config, .. }
@@ -209,13 +212,16 @@ fn main() -> ExitCode {
             Ok(c) => Some(c),
             Err(e) => return process::exit("sixgate-broker", Err(e)),
         },
-        _ => None,
+        _ => {
+            process::exit_on_broken_pipe();
+            None
+        }
     };
     process::run("sixgate-broker", async {
         match cli.command {
             Verb::Run { .. } => daemon::run(config, credentials.expect("prepared")).await,
             Verb::Leases { .. } => daemon::print_leases(&config).await,
-            Verb::Status { .. } => daemon::print_status(&config).await,
+            Verb::Status { json, .. } => daemon::print_status(&config, json).await,
             Verb::Stats { .. } => daemon::print_stats(&config).await,
             Verb::Site { verb } => {
                 use daemon::Request;

@@ -18,8 +18,8 @@ use sixgate_proto::endpoint::{ts, ConnectRequest, DownReason, Event, SaId};
 use sixgate_runtime::control::{self, Incoming};
 use sixgate_runtime::engine::{self, Command, Parts, Role, RuntimeHandle, Traffic};
 use sixgate_runtime::pki::Credentials;
-use sixgate_runtime::plane;
 use sixgate_runtime::privileges::{self, Capability, RunAs};
+use sixgate_runtime::{plane, process};
 use tokio::signal::unix::{signal, SignalKind};
 use tokio::sync::oneshot;
 
@@ -446,11 +446,12 @@ pub async fn down(config: &Config) -> Result<(), String> {
     }
 }
 
-pub async fn print_status(config: &Config) -> Result<(), String> {
+pub async fn print_status(config: &Config, json: bool) -> Result<(), String> {
     match control::ask(&config.control_socket, &Request::Status)
         .await
         .map_err(|e| e.to_string())?
     {
+        Response::Status(s) if json => process::print_json(&s),
         Response::Status(s) => {
             println!("state:      {}", s.state);
             println!("broker:     {}", s.broker);

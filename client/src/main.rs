@@ -48,13 +48,18 @@ enum Verb {
         /// The configuration file of the running client.
         #[arg(long)]
         config: PathBuf,
+        /// Print the status as JSON, as the control socket gives it.
+        #[arg(long)]
+        json: bool,
     },
 }
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
     let path = match &cli.command {
-        Verb::Up { config, .. } | Verb::Down { config } | Verb::Status { config } => config.clone(),
+        Verb::Up { config, .. } | Verb::Down { config } | Verb::Status { config, .. } => {
+            config.clone()
+        }
     };
     if let Err(e) = cli.log.init() {
         eprintln!("sixgate-client: {e}");
@@ -79,13 +84,16 @@ fn main() -> ExitCode {
             Ok(c) => Some(c),
             Err(e) => return process::exit("sixgate-client", Err(e)),
         },
-        _ => None,
+        _ => {
+            process::exit_on_broken_pipe();
+            None
+        }
     };
     process::run("sixgate-client", async {
         match cli.command {
             Verb::Up { .. } => daemon::run(config, credentials.expect("prepared")).await,
             Verb::Down { .. } => daemon::down(&config).await,
-            Verb::Status { .. } => daemon::print_status(&config).await,
+            Verb::Status { json, .. } => daemon::print_status(&config, json).await,
         }
     })
 }

@@ -1,6 +1,7 @@
 //! What the daemons' `main` functions share: running their async work on
-//! a small runtime and turning the outcome into an exit status and a
-//! message prefixed with the program's name.
+//! a small runtime, turning the outcome into an exit status and a message
+//! prefixed with the program's name, and behaving like a Unix tool when
+//! the reader of their output goes away.
 
 use std::future::Future;
 use std::process::ExitCode;
@@ -26,4 +27,23 @@ pub fn exit(program: &str, result: Result<(), String>) -> ExitCode {
             ExitCode::FAILURE
         }
     }
+}
+
+/// Lets SIGPIPE end the process, as it ends every Unix tool whose reader
+/// went away (`status | head -1`): Rust ignores it, and printing to a
+/// closed pipe then panics. For the CLI verbs only; a daemon keeps it
+/// ignored, for its sockets.
+#[allow(unsafe_code)]
+pub fn exit_on_broken_pipe() {
+    use nix::sys::signal::{signal, SigHandler, Signal};
+    // SAFETY: SIG_DFL installs no handler of ours, so nothing runs in
+    // signal context; called before any thread is started.
+    let _ = unsafe { signal(Signal::SIGPIPE, SigHandler::SigDfl) };
+}
+
+/// Prints `value` as pretty JSON, for `--json`.
+pub fn print_json(value: &impl serde::Serialize) -> Result<(), String> {
+    let text = serde_json::to_string_pretty(value).map_err(|e| e.to_string())?;
+    println!("{text}");
+    Ok(())
 }

@@ -728,6 +728,33 @@ fn the_broker_by_host_name_and_port() {
         "{}",
         client.log_text()
     );
+
+    // The CLIs as a user pipes them: into a reader that is gone, quietly;
+    // with --json, what the control socket says.
+    for (bin, config) in [("sixgate-client", &c), ("sixgate-broker", &bconf)] {
+        let bin = sixgate_tests::workspace_bin(bin);
+        let line = format!(
+            "{} status --config {} | true",
+            bin.display(),
+            config.display()
+        );
+        let out = lab.clients[0].try_run(&["sh", "-c", &line]);
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert!(!stderr.contains("panicked"), "{line}: {stderr}");
+    }
+    let client_bin = sixgate_tests::workspace_bin("sixgate-client");
+    let out = lab.clients[0].try_run(&[
+        client_bin.to_str().unwrap(),
+        "status",
+        "--json",
+        "--config",
+        c.to_str().unwrap(),
+    ]);
+    let status: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(status["state"], "up", "{status}");
+    let rows: serde_json::Value =
+        serde_json::from_str(&lab.broker_cli(&["status", "--json"], &bconf)).unwrap();
+    assert_eq!(rows[0]["identity"], "client@example.net", "{rows}");
 }
 
 #[test]
