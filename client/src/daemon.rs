@@ -63,7 +63,6 @@ struct Tunnel {
     refusal: Option<String>,
     /// Attempts in a row refused for a reason a retry will not change.
     permanent_refusals: u32,
-    next_attempt: Option<tokio::time::Instant>,
 }
 
 /// Refusals in a row after which the client stops trying every few
@@ -267,7 +266,6 @@ pub async fn run(config: Config, credentials: Credentials) -> Result<(), String>
                 None => std::future::pending().await,
             }
         };
-        tunnel.next_attempt = retry_at;
         tokio::select! {
             () = retry => {
                 retry_at = None;
@@ -341,7 +339,7 @@ pub async fn run(config: Config, credentials: Credentials) -> Result<(), String>
             }
             Some(Incoming { request, reply }) = requests.recv() => {
                 let response = match request {
-                    Request::Status => Response::Status(current_status(&config, &tunnel, &runtime).await),
+                    Request::Status => Response::Status(current_status(&config, &tunnel, retry_at, &runtime).await),
                     Request::Down => {
                         stopping = true;
                         Response::Stopping
@@ -387,7 +385,13 @@ fn on_event(event: &Event, tunnel: &mut Tunnel) -> Option<DownReason> {
     None
 }
 
-async fn current_status(config: &Config, tunnel: &Tunnel, runtime: &RuntimeHandle) -> Status {
+/// The status `status` prints; `retry_at` is when the next attempt is due.
+async fn current_status(
+    config: &Config,
+    tunnel: &Tunnel,
+    retry_at: Option<tokio::time::Instant>,
+    runtime: &RuntimeHandle,
+) -> Status {
     let (tx, rx) = oneshot::channel();
     let _ = runtime.commands.send(Command::Connections(tx));
     let connection = rx
@@ -415,13 +419,10 @@ async fn current_status(config: &Config, tunnel: &Tunnel, runtime: &RuntimeHandl
             .map(|d| d.as_secs()),
         reconnects: tunnel.reconnects,
         last_error: tunnel.last_error.clone(),
-        next_attempt_secs: tunnel
-            .next_attempt
-            .filter(|_| tunnel.sa.is_none())
-            .map(|t| {
-                t.saturating_duration_since(tokio::time::Instant::now())
-                    .as_secs()
-            }),
+        next_attempt_secs: retry_at.filter(|_| tunnel.sa.is_none()).map(|t| {
+            t.saturating_duration_since(tokio::time::Instant::now())
+                .as_secs()
+        }),
     }
 }
 

@@ -454,30 +454,45 @@ const REFUSALS_TOLD_PER_SECOND: u32 = 10;
 /// How many requests for IKE SAs we do not have are answered per second.
 const UNKNOWN_SA_ANSWERS_PER_SECOND: u32 = 10;
 
+/// A budget of so many of something per second (told refusals, answers to
+/// unknown SAs): under a flood only the first few of each second pass.
+#[derive(Debug, Default)]
+pub(crate) struct PerSecond {
+    since: Option<Instant>,
+    used: u32,
+}
+
+impl PerSecond {
+    /// Whether one more may pass now, `limit` per second; counts it if so.
+    fn take(&mut self, now: Instant, limit: u32) -> bool {
+        if self
+            .since
+            .is_none_or(|t| now.duration_since(t) >= Duration::from_secs(1))
+        {
+            self.since = Some(now);
+            self.used = 0;
+        }
+        let allowed = self.used < limit;
+        if allowed {
+            self.used += 1;
+        }
+        allowed
+    }
+}
+
 impl Shared {
     /// Whether a request for an unknown IKE SA may be answered with
     /// INVALID_IKE_SPI now (a few per second: a flood of garbage SPIs
     /// must not make us a reflector).
     pub(crate) fn may_tell_unknown_sa(&mut self, now: Instant) -> bool {
-        let (since, told) = &mut self.unknown_sa_told;
-        if since.is_none_or(|t| now.duration_since(t) >= Duration::from_secs(1)) {
-            *since = Some(now);
-            *told = 0;
-        }
-        *told += 1;
-        *told <= UNKNOWN_SA_ANSWERS_PER_SECOND
+        self.unknown_sa_told
+            .take(now, UNKNOWN_SA_ANSWERS_PER_SECOND)
     }
 
     /// Tells the embedder of a stateless refusal, unless this second has
     /// had its share.
     pub(crate) fn tell_refusal(&mut self, now: Instant, remote: SocketAddr, reason: String) {
-        let (since, told) = &mut self.refusals_told;
-        if since.is_none_or(|t| now.duration_since(t) >= Duration::from_secs(1)) {
-            *since = Some(now);
-            *told = 0;
-        }
-        if *told < REFUSALS_TOLD_PER_SECOND {
-            *told += 1;
+        if self.refusals_told.take(now, REFUSALS_TOLD_PER_SECOND) {
             self.events.push_back(Event::InitRefused { remote, reason });
         }
     }
@@ -497,11 +512,10 @@ pub(crate) struct Shared {
     /// ones must differ, as the data planes (and the kernel, per
     /// destination) find inbound SAs by SPI alone.
     pub(crate) inbound_spis: HashSet<u32>,
-    /// The second of the last told [`Event::InitRefused`] and how many
-    /// were told in it.
-    pub(crate) refusals_told: (Option<Instant>, u32),
+    /// The budget of [`Event::InitRefused`] told per second.
+    pub(crate) refusals_told: PerSecond,
     /// The same for INVALID_IKE_SPI answers to requests for unknown SAs.
-    pub(crate) unknown_sa_told: (Option<Instant>, u32),
+    pub(crate) unknown_sa_told: PerSecond,
     /// What is revoked beyond the certificates' own dates.
     pub(crate) revocations: Revocations,
     /// The live (not closed) IKE SAs of each authenticated identity.
@@ -637,8 +651,8 @@ impl Endpoint {
                 stats: Stats::default(),
                 epoch: (now, unix_time),
                 inbound_spis: HashSet::new(),
-                refusals_told: (None, 0),
-                unknown_sa_told: (None, 0),
+                refusals_told: PerSecond::default(),
+                unknown_sa_told: PerSecond::default(),
                 revocations: Revocations::new(),
                 by_identity: HashMap::new(),
             },

@@ -88,6 +88,11 @@ fn push<T: PartialEq>(list: &mut Vec<T>, x: T) {
     }
 }
 
+/// Appends what `list` does not hold yet, in order.
+fn merge<T: PartialEq>(list: &mut Vec<T>, items: Vec<T>) {
+    items.into_iter().for_each(|x| push(list, x));
+}
+
 /// The words of `proposal`, each checked against `legacy` (SHA-1 as an
 /// ESP integrity algorithm needs none: RFC 8221 keeps it).
 fn words(proposal: &str, legacy: Legacy, esp: bool) -> Result<Vec<Keyword>, ProposalSyntaxError> {
@@ -150,10 +155,10 @@ impl IkePolicy {
                     Legacy::Refuse => IkePolicy::default(),
                     Legacy::Allow => IkePolicy::default().with_legacy(),
                 };
-                d.encr.into_iter().for_each(|x| push(&mut policy.encr, x));
-                d.integ.into_iter().for_each(|x| push(&mut policy.integ, x));
-                d.prf.into_iter().for_each(|x| push(&mut policy.prf, x));
-                d.ke.into_iter().for_each(|x| push(&mut policy.ke, x));
+                merge(&mut policy.encr, d.encr);
+                merge(&mut policy.integ, d.integ);
+                merge(&mut policy.prf, d.prf);
+                merge(&mut policy.ke, d.ke);
                 continue;
             }
             let (mut encr, mut integ, mut prf, mut ke) =
@@ -190,10 +195,10 @@ impl IkePolicy {
                 }
                 prf = integ.iter().map(|i| prf_of(*i)).collect();
             }
-            encr.into_iter().for_each(|x| push(&mut policy.encr, x));
-            integ.into_iter().for_each(|x| push(&mut policy.integ, x));
-            prf.into_iter().for_each(|x| push(&mut policy.prf, x));
-            ke.into_iter().for_each(|x| push(&mut policy.ke, x));
+            merge(&mut policy.encr, encr);
+            merge(&mut policy.integ, integ);
+            merge(&mut policy.prf, prf);
+            merge(&mut policy.ke, ke);
         }
         if policy.encr.is_empty() {
             return Err(ProposalSyntaxError::Incomplete(
@@ -220,14 +225,14 @@ impl EspPolicy {
             esn: true,
             legacy,
         };
-        let mut esn_named = Vec::new();
+        let (mut esn_named, mut noesn_named) = (false, false);
         for proposal in proposals {
             let proposal = proposal.as_ref();
             if proposal == "default" {
                 let d = EspPolicy::default();
-                d.encr.into_iter().for_each(|x| push(&mut policy.encr, x));
-                d.integ.into_iter().for_each(|x| push(&mut policy.integ, x));
-                esn_named.push(true);
+                merge(&mut policy.encr, d.encr);
+                merge(&mut policy.integ, d.integ);
+                esn_named = true;
                 continue;
             }
             let (mut encr, mut integ) = (Vec::new(), Vec::new());
@@ -236,7 +241,8 @@ impl EspPolicy {
                     Keyword::Encr(e) => push(&mut encr, e),
                     Keyword::Integ(i) => push(&mut integ, i),
                     Keyword::Ke(g) => push(&mut policy.pfs, g),
-                    Keyword::Esn(e) => esn_named.push(e),
+                    Keyword::Esn(true) => esn_named = true,
+                    Keyword::Esn(false) => noesn_named = true,
                     Keyword::Prf(_) => {
                         return Err(ProposalSyntaxError::Misplaced(
                             "prf".into(),
@@ -247,8 +253,8 @@ impl EspPolicy {
                 }
             }
             check_ciphers(proposal, &encr, &integ)?;
-            encr.into_iter().for_each(|x| push(&mut policy.encr, x));
-            integ.into_iter().for_each(|x| push(&mut policy.integ, x));
+            merge(&mut policy.encr, encr);
+            merge(&mut policy.integ, integ);
         }
         if policy.encr.is_empty() {
             return Err(ProposalSyntaxError::Incomplete(
@@ -256,7 +262,7 @@ impl EspPolicy {
                 "no proposals",
             ));
         }
-        policy.esn = esn_named.is_empty() || esn_named.contains(&true);
+        policy.esn = esn_named || !noesn_named;
         Ok(policy)
     }
 }
