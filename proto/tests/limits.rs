@@ -265,7 +265,7 @@ fn revoking_a_connected_identity_ends_its_sa_at_once() {
     let now = lab.now;
     lab.client()
         .ep
-        .handle(now, delete.local, delete.remote, &delete.payload);
+        .handle(now, delete.local, delete.remote, &ike_message(&delete));
     lab.run_for(Duration::from_secs(1));
     assert_eq!(
         down_reasons(&lab.nodes[0].events),

@@ -82,6 +82,11 @@ pub struct Config {
     pub force_udp_encapsulation: bool,
     /// The port for IKE and ESP in UDP after a NAT was detected.
     pub nat_t_port: u16,
+    /// Announce MOBIKE (RFC 4555): as initiator, move IKE to the NAT-T
+    /// port after IKE_SA_INIT and follow our own address changes with
+    /// UPDATE_SA_ADDRESSES ([`Endpoint::roam`]); as responder, follow the
+    /// peer's.
+    pub mobike: bool,
     /// Send an empty INFORMATIONAL when the peer was silent this long.
     pub dpd_interval: Duration,
     /// First retransmission timeout; it doubles with each try.
@@ -165,6 +170,7 @@ impl Config {
             fragment_size: 1280,
             force_udp_encapsulation: false,
             nat_t_port: 4500,
+            mobike: true,
             dpd_interval: Duration::from_secs(30),
             retransmit_timeout: Duration::from_secs(2),
             retransmit_tries: 5,
@@ -277,6 +283,8 @@ pub enum DownReason {
     RefusedPeer(NotifyType, String),
     /// The peer's identity or certificate was revoked while it was up.
     Revoked,
+    /// Moving the SA to our new address failed (MOBIKE).
+    MoveFailed(String),
 }
 
 impl std::fmt::Display for DownReason {
@@ -292,6 +300,7 @@ impl std::fmt::Display for DownReason {
             DownReason::RefusedByPeer(n) => write!(f, "refused by the peer: {}", n.describe()),
             DownReason::RefusedPeer(n, why) => write!(f, "refused: {why} ({})", n.describe()),
             DownReason::Revoked => f.write_str("its certificate or identity was revoked"),
+            DownReason::MoveFailed(why) => write!(f, "moving to a new address failed: {why}"),
         }
     }
 }
@@ -341,6 +350,20 @@ pub enum Event {
     },
     /// A Child SA is ready: install it.
     ChildSaUp(ChildSa),
+    /// The IKE SA now runs between other addresses (a NAT's new mapping,
+    /// the float to the NAT-T port, a MOBIKE update); its Child SAs, given
+    /// here as they now are, must follow: update their outer addresses and
+    /// UDP encapsulation in the data plane.
+    PathChanged {
+        /// Which IKE SA.
+        sa: SaId,
+        /// Our address.
+        local: SocketAddr,
+        /// The peer's address.
+        remote: SocketAddr,
+        /// Its Child SAs, with the new addresses.
+        children: Vec<ChildSa>,
+    },
     /// A Child SA replaced another: install `new`, then remove the SA with
     /// inbound SPI `old_inbound_spi` once traffic has moved.
     ChildSaRekeyed {
@@ -429,6 +452,12 @@ pub struct Stats {
     pub half_open_dropped: u64,
     /// IKE_AUTH retransmissions dropped while their address was written.
     pub retransmits_while_admitting: u64,
+    /// IKE SAs moved to other addresses (NAT rebinding, MOBIKE).
+    pub moves: u64,
+    /// Authenticated messages or ESP packets from an address an IKE SA
+    /// does not follow (the peer is behind no NAT, and did not update its
+    /// addresses with MOBIKE).
+    pub moves_refused: u64,
 }
 
 /// What a new IKE SA of an identity that is connected already does to the
@@ -774,6 +803,30 @@ impl Endpoint {
             ike.kick(&mut self.shared, now);
             self.after(sa, Effects::default(), now);
         }
+    }
+
+    /// The data plane opened an authenticated ESP packet of IKE SA `sa`
+    /// from `remote`, which is not the peer's address: a NAT'd peer's
+    /// mapping changed (RFC 7296 2.23), and the SA follows it, raising
+    /// [`Event::PathChanged`]; a peer behind no NAT is not followed.
+    pub fn esp_from(&mut self, now: Instant, sa: SaId, remote: SocketAddr) {
+        if let Some(ike) = self.sas.get_mut(&sa) {
+            ike.esp_from(&mut self.shared, remote);
+            self.after(sa, Effects::default(), now);
+        }
+    }
+
+    /// Our address towards the peer of `sa` is now `local` (the host moved
+    /// to another network). Returns whether the SA follows (MOBIKE, or the
+    /// peer follows us through a NAT); if not, the embedder builds a new
+    /// one.
+    pub fn roam(&mut self, now: Instant, sa: SaId, local: IpAddr) -> bool {
+        let Some(ike) = self.sas.get_mut(&sa) else {
+            return false;
+        };
+        let follows = ike.roam(&mut self.shared, now, local);
+        self.after(sa, Effects::default(), now);
+        follows
     }
 
     /// Processes one received IKE datagram (marker already removed).

@@ -5,6 +5,23 @@ use std::net::{IpAddr, SocketAddr};
 
 use ring::digest;
 
+/// What the NAT_DETECTION payloads of one message revealed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub(crate) struct NatDetection {
+    /// The sender's address was translated (or it pretends so, to have ESP
+    /// in UDP): its mapping may change under it, and we follow it.
+    pub(crate) peer_behind: bool,
+    /// Our address was translated on the way.
+    pub(crate) we_behind: bool,
+}
+
+impl NatDetection {
+    /// Whether any translation was seen: ESP goes in UDP.
+    pub(crate) fn any(self) -> bool {
+        self.peer_behind || self.we_behind
+    }
+}
+
 /// SHA-1(SPIi | SPIr | IP | Port), the value of NAT_DETECTION_*_IP.
 pub(crate) fn nat_hash(spi_i: u64, spi_r: u64, addr: SocketAddr) -> Vec<u8> {
     let mut ctx = digest::Context::new(&digest::SHA1_FOR_LEGACY_USE_ONLY);

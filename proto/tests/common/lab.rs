@@ -139,6 +139,38 @@ impl Default for Link {
     }
 }
 
+/// A NAT in front of the node at `inside`: what it sends appears from
+/// `public`, its ports shifted by `port_shift`, and only datagrams to that
+/// mapping reach it. Changing `public` or `port_shift` is a rebinding: the
+/// old mapping is gone.
+#[derive(Clone, Copy)]
+pub struct Masquerade {
+    pub inside: IpAddr,
+    pub public: IpAddr,
+    pub port_shift: u16,
+}
+
+impl Masquerade {
+    /// The datagram as it leaves the NAT, or `None` if no mapping takes it.
+    fn translate(&self, mut t: Transmit) -> Option<Transmit> {
+        if t.local.ip() == self.inside {
+            t.local = SocketAddr::new(self.public, t.local.port() + self.port_shift);
+        } else if t.remote.ip() == self.public {
+            // Only the IKE ports are mapped (a shift that changed leaves
+            // the old mapping's datagrams nowhere to go).
+            let port = t
+                .remote
+                .port()
+                .checked_sub(self.port_shift)
+                .filter(|p| [500, 4500].contains(p))?;
+            t.remote = SocketAddr::new(self.inside, port);
+        } else if t.remote.ip() == self.inside {
+            return None;
+        }
+        Some(t)
+    }
+}
+
 pub struct Lab {
     pub now: Instant,
     pub nodes: Vec<Node>,
@@ -150,6 +182,8 @@ pub struct Lab {
     pub drop_if: Option<fn(&Transmit) -> bool>,
     /// Datagrams that exceeded the MTU.
     pub too_big: usize,
+    /// A NAT in front of one node, if any.
+    pub masquerade: Option<Masquerade>,
     rng: rand_chacha::ChaCha20Rng,
     /// In flight: when each arrives.
     wire: VecDeque<(Instant, Transmit)>,
@@ -183,6 +217,7 @@ impl Lab {
             blackhole: Vec::new(),
             drop_if: None,
             too_big: 0,
+            masquerade: None,
             rng: super::rng(seed),
             wire: VecDeque::new(),
         }
@@ -294,6 +329,13 @@ impl Lab {
                 self.wire.insert(1, (at, t));
                 continue;
             }
+            let t = match self.masquerade {
+                Some(m) => match m.translate(t) {
+                    Some(t) => t,
+                    None => continue,
+                },
+                None => t,
+            };
             let now = self.now;
             if let Some(node) = self.nodes.iter_mut().find(|n| n.ip == t.remote.ip()) {
                 let payload = if t.remote.port() == 4500 {
@@ -367,6 +409,18 @@ impl Lab {
         }
         self.now = self.now.max(end);
         self.deliver();
+    }
+}
+
+/// The IKE message a datagram carries, for handing it to an endpoint by
+/// hand (on the NAT-T port, without the non-ESP marker).
+pub fn ike_message(t: &Transmit) -> Vec<u8> {
+    match t.remote.port() {
+        4500 => match classify_udp4500(&t.payload) {
+            Ok(Udp4500::Ike(ike)) => ike.to_vec(),
+            _ => Vec::new(),
+        },
+        _ => t.payload.clone(),
     }
 }
 

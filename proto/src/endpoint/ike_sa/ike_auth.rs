@@ -73,6 +73,9 @@ impl IkeSa {
         if request.initial_contact {
             inner.push(notify(NotifyType::INITIAL_CONTACT, Vec::new()));
         }
+        if config.mobike {
+            inner.push(notify(NotifyType::MOBIKE_SUPPORTED, Vec::new()));
+        }
         inner.extend(certreq(shared));
         if let Some(idr) = request.remote_identity.as_ref().and_then(|i| i.to_wire()) {
             inner.push(PayloadBody::IdR(idr).into());
@@ -186,6 +189,10 @@ impl IkeSa {
         let mut head: Vec<Payload> = vec![PayloadBody::IdR(config.identity.clone()).into()];
         head.extend(Self::cert_payloads(shared));
         head.push(PayloadBody::Auth(our_auth).into());
+        self.mobike = config.mobike && found.notify(NotifyType::MOBIKE_SUPPORTED).is_some();
+        if self.mobike {
+            head.push(notify(NotifyType::MOBIKE_SUPPORTED, Vec::new()));
+        }
         let request = ChildRequest::from_found(shared, &found);
         let (ni, nr) = {
             let ex = self.exchange()?;
@@ -390,7 +397,7 @@ impl IkeSa {
             remote_ts,
             local: self.path.local,
             remote: self.path.remote,
-            udp_encapsulation: self.nat,
+            udp_encapsulation: self.esp_in_udp,
         })
     }
 
@@ -439,6 +446,8 @@ impl IkeSa {
                 return;
             }
         };
+        self.mobike =
+            shared.config.mobike && found.notify(NotifyType::MOBIKE_SUPPORTED).is_some();
         self.establish(shared, now, proved, None);
         match self.initiator_child(shared, &found, child_spi, &request, (&ni, &nr)) {
             Ok(child) => self.child_up(shared, now, child, None),

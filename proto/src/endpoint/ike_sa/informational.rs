@@ -1,5 +1,6 @@
 //! INFORMATIONAL (RFC 7296 1.4): deletes of Child SAs and of the IKE SA,
-//! error notifies, and empty liveness checks.
+//! error notifies, empty liveness checks, and MOBIKE's address updates
+//! (in [`super::mobility`]).
 
 use super::*;
 
@@ -10,8 +11,13 @@ impl IkeSa {
         now: Instant,
         id: u32,
         payloads: &[Payload],
+        arrived: Arrived,
     ) {
         let found = Found::new(payloads);
+        if found.notify(NotifyType::UPDATE_SA_ADDRESSES).is_some() {
+            self.handle_update_addresses(shared, id, &found, arrived);
+            return;
+        }
         if found.deletes.iter().any(|d| d.protocol == ProtocolId::IKE) {
             self.send_response(shared, ExchangeType::INFORMATIONAL, id, &[]);
             let reason = if found.notify(NotifyType::SIXGATE_REPLACED).is_some() {

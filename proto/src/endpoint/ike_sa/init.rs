@@ -80,7 +80,7 @@ impl IkeSa {
         let State::InitSent(init) = &mut self.state else {
             return;
         };
-        let config = &shared.config;
+        let config = shared.config.clone();
         let spi_i = init.spi_i;
         let mut payloads = Vec::new();
         if let Some(cookie) = &init.cookie {
@@ -100,19 +100,7 @@ impl IkeSa {
             .into(),
         );
         payloads.push(PayloadBody::Nonce(init.ni.clone()).into());
-        let force = config.force_udp_encapsulation;
-        let source = if force {
-            let mut fake = vec![0; 20];
-            shared.rng.fill_bytes(&mut fake);
-            fake
-        } else {
-            nat_hash(spi_i, 0, local)
-        };
-        payloads.push(notify(NotifyType::NAT_DETECTION_SOURCE_IP, source));
-        payloads.push(notify(
-            NotifyType::NAT_DETECTION_DESTINATION_IP,
-            nat_hash(spi_i, 0, remote),
-        ));
+        payloads.extend(nat_detection(shared, (spi_i, 0), local, remote));
         payloads.push(notify(NotifyType::FRAGMENTATION_SUPPORTED, Vec::new()));
         payloads.push(signature_hashes());
         let msg = Message {
@@ -231,16 +219,7 @@ impl IkeSa {
             PayloadBody::Nonce(nr.clone()).into(),
         ];
         if nat.is_some() {
-            let source = if config.force_udp_encapsulation {
-                random_bytes(shared, 20)
-            } else {
-                nat_hash(spi_i, spi_r, local)
-            };
-            payloads.push(notify(NotifyType::NAT_DETECTION_SOURCE_IP, source));
-            payloads.push(notify(
-                NotifyType::NAT_DETECTION_DESTINATION_IP,
-                nat_hash(spi_i, spi_r, remote),
-            ));
+            payloads.extend(nat_detection(shared, (spi_i, spi_r), local, remote));
         }
         payloads.extend(certreq(shared));
         if peer_fragmentation {
@@ -292,7 +271,7 @@ impl IkeSa {
             (remote, spi_i),
             State::Keyed(Box::new(keyed)),
         );
-        sa.nat = nat.is_some_and(|translated| translated || config.force_udp_encapsulation);
+        sa.set_nat(shared, nat);
         sa.send(shared, &[response]);
         Ok(InitOutcome::HalfOpen(Box::new(sa)))
     }
@@ -397,9 +376,7 @@ impl IkeSa {
         let mut gen = Generation::new(shared, self.id, suite, seed, keys, spi_i, spi_r, true)?;
         gen.next_request_id = 1;
         let (local, remote) = (self.path.local, self.path.remote);
-        self.nat = found
-            .nat_detected(spi_i, spi_r, remote, local)
-            .is_some_and(|translated| translated || shared.config.force_udp_encapsulation);
+        self.set_nat(shared, found.nat_detected(spi_i, spi_r, remote, local));
         let State::InitSent(init) = std::mem::replace(
             &mut self.state,
             State::Closed {
@@ -430,7 +407,9 @@ impl IkeSa {
             child_spi,
         };
         self.state = State::Keyed(Box::new(Keyed::new(gen, peer_fragmentation, phase)));
-        if self.nat && !self.path.on_nat_t_port {
+        // MOBIKE needs IKE on the NAT-T port, where a NAT met later will
+        // not cut it off (RFC 4555 3.3).
+        if (self.esp_in_udp || shared.config.mobike) && !self.path.on_nat_t_port {
             self.nat_t_switch(shared);
         }
         self.last_heard = now;

@@ -22,12 +22,13 @@ mod create_child;
 mod ike_auth;
 mod informational;
 mod init;
+mod mobility;
 
 use std::collections::VecDeque;
 use std::net::{IpAddr, Ipv6Addr, SocketAddr};
 use std::time::{Duration, Instant};
 
-use super::nat::nat_hash;
+use super::nat::{nat_hash, NatDetection};
 use super::ts::{contains, ipv6_host, narrow};
 use super::{ChildSa, ConnectRequest, DownReason, Effects, Event, SaId, Shared, Stats, Unique};
 use crate::auth::{self, hash_algorithms_notify, signed_octets, SignMode};
@@ -57,6 +58,13 @@ const NONCE_LEN: usize = 32;
 const RETRANSMIT_ANSWER_INTERVAL: Duration = Duration::from_millis(500);
 /// A Child SA whose rekey is under way is not rekeyed again before this.
 const REKEY_PENDING: Duration = Duration::from_secs(3600 * 24 * 365);
+
+/// Where a datagram came from and arrived at.
+#[derive(Debug, Clone, Copy)]
+struct Arrived {
+    remote: SocketAddr,
+    local: SocketAddr,
+}
 
 /// The addresses an IKE SA uses (they move with the peer's NAT mapping).
 #[derive(Debug, Clone, Copy)]
@@ -265,6 +273,9 @@ enum Request {
     DeleteChild { inbound_spi: u32 },
     RekeyChild(Box<ChildRekey>),
     RekeyIke(Box<IkeRekey>),
+    /// MOBIKE: our UPDATE_SA_ADDRESSES, with the COOKIE2 the answer must
+    /// return.
+    UpdateAddresses { cookie2: Vec<u8> },
 }
 
 struct ChildRekey {
@@ -288,6 +299,7 @@ enum Task {
     DeleteChild(u32),
     RekeyChild(u32),
     RekeyIke,
+    UpdateAddresses,
 }
 
 /// Inputs of a Child SA's KEYMAT.
@@ -342,8 +354,14 @@ impl InitExchange {
 pub(crate) struct IkeSa {
     id: SaId,
     path: Path,
-    /// ESP must be carried in UDP.
-    nat: bool,
+    /// What NAT detection found, if the peer took part in it.
+    nat: Option<NatDetection>,
+    /// ESP must be carried in UDP (a NAT, or one we pretend): set with
+    /// `nat`, by [`IkeSa::set_nat`].
+    esp_in_udp: bool,
+    /// Both sides announced MOBIKE_SUPPORTED (RFC 4555): the initiator
+    /// moves the SA with UPDATE_SA_ADDRESSES.
+    mobike: bool,
     last_heard: Instant,
     /// (initiator's address, SPIi): how a retransmitted IKE_SA_INIT finds
     /// the SA while it is half-open (responder) or initiating.
@@ -360,6 +378,31 @@ pub(crate) struct IkeSa {
 
 fn notify(ty: NotifyType, data: Vec<u8>) -> Payload {
     PayloadBody::Notify(Notify::new(ty, data)).into()
+}
+
+/// Our NAT_DETECTION_SOURCE_IP and _DESTINATION_IP for a message from
+/// `local` to `remote` (RFC 7296 2.23; with the IKE SA's SPIs in MOBIKE's
+/// UPDATE_SA_ADDRESSES, RFC 4555 3.5). A forced UDP encapsulation hashes
+/// nothing as our source, so that the peer sees a NAT.
+fn nat_detection(
+    shared: &mut Shared,
+    spis: (u64, u64),
+    local: SocketAddr,
+    remote: SocketAddr,
+) -> [Payload; 2] {
+    let (spi_i, spi_r) = spis;
+    let source = if shared.config.force_udp_encapsulation {
+        random_bytes(shared, 20)
+    } else {
+        nat_hash(spi_i, spi_r, local)
+    };
+    [
+        notify(NotifyType::NAT_DETECTION_SOURCE_IP, source),
+        notify(
+            NotifyType::NAT_DETECTION_DESTINATION_IP,
+            nat_hash(spi_i, spi_r, remote),
+        ),
+    ]
 }
 
 /// The notify payload that reports `e` to the peer, if any.
@@ -579,16 +622,16 @@ impl<'a> Found<'a> {
     }
 
     /// NAT detection (RFC 7296 2.23): `None` if the peer sent no
-    /// NAT_DETECTION payloads, else whether an address or port was
-    /// translated on the way (its hash of our address, or of its own, does
-    /// not match what we see). `spi_r` is as in the message's header.
+    /// NAT_DETECTION payloads, else which side's address or port was
+    /// translated on the way (its hash of its own address, or of ours,
+    /// does not match what we see). `spi_r` is as the peer hashed it.
     fn nat_detected(
         &self,
         spi_i: u64,
         spi_r: u64,
         remote: SocketAddr,
         local: SocketAddr,
-    ) -> Option<bool> {
+    ) -> Option<NatDetection> {
         let mismatch = |ty: NotifyType, addr: SocketAddr| {
             let expected = nat_hash(spi_i, spi_r, addr);
             self.notifies
@@ -597,10 +640,10 @@ impl<'a> Found<'a> {
                 .all(|n| n.data != expected)
         };
         self.notify(NotifyType::NAT_DETECTION_SOURCE_IP)?;
-        Some(
-            mismatch(NotifyType::NAT_DETECTION_SOURCE_IP, remote)
-                || mismatch(NotifyType::NAT_DETECTION_DESTINATION_IP, local),
-        )
+        Some(NatDetection {
+            peer_behind: mismatch(NotifyType::NAT_DETECTION_SOURCE_IP, remote),
+            we_behind: mismatch(NotifyType::NAT_DETECTION_DESTINATION_IP, local),
+        })
     }
 
     /// The hashes of the peer's SIGNATURE_HASH_ALGORITHMS, if it sent one
@@ -662,7 +705,9 @@ impl IkeSa {
         IkeSa {
             id,
             path,
-            nat: false,
+            nat: None,
+            esp_in_udp: false,
+            mobike: false,
             last_heard: now,
             init_key,
             down_reported: false,
@@ -978,13 +1023,11 @@ impl IkeSa {
         } else {
             (opened.first_payload, opened.plaintext)
         };
-        // Authenticated: the peer is alive and this is its address now.
+        // Authenticated: the peer is alive, and where a NAT may have moved
+        // it, this is its address now.
         self.last_heard = now;
-        if remote != self.path.remote || local != self.path.local {
-            self.path.remote = remote;
-            self.path.local = local;
-            self.path.on_nat_t_port = local.port() == shared.config.nat_t_port;
-        }
+        self.follow_peer(shared, remote, local);
+        let arrived = Arrived { remote, local };
         let payloads = match parse_chain(first, &plaintext) {
             Ok(p) => p,
             Err(e) => {
@@ -996,9 +1039,9 @@ impl IkeSa {
             }
         };
         if response {
-            self.handle_response(shared, now, &payloads)
+            self.handle_response(shared, now, &payloads, arrived)
         } else {
-            self.handle_request(shared, now, header, &payloads)
+            self.handle_request(shared, now, header, &payloads, arrived)
         }
     }
 
@@ -1010,6 +1053,7 @@ impl IkeSa {
         now: Instant,
         header: &Header,
         payloads: &[Payload],
+        arrived: Arrived,
     ) -> Effects {
         let id = header.message_id;
         let exchange = header.exchange;
@@ -1026,7 +1070,7 @@ impl IkeSa {
                 self.handle_auth_request(shared, now, id, payloads)
             }
             ExchangeType::INFORMATIONAL if established || initiator_in_auth => {
-                self.handle_informational(shared, now, id, payloads);
+                self.handle_informational(shared, now, id, payloads, arrived);
                 Ok(Effects::default())
             }
             ExchangeType::CREATE_CHILD_SA if established => {
@@ -1066,6 +1110,7 @@ impl IkeSa {
         shared: &mut Shared,
         now: Instant,
         payloads: &[Payload],
+        arrived: Arrived,
     ) -> Effects {
         let Some(outstanding) = self.keyed_mut().and_then(|k| k.outstanding.take()) else {
             return Effects::default();
@@ -1082,6 +1127,9 @@ impl IkeSa {
             }
             Request::RekeyIke(rekey) => {
                 effects = self.handle_ike_rekey_response(shared, now, *rekey, payloads)
+            }
+            Request::UpdateAddresses { cookie2 } => {
+                self.handle_update_response(shared, now, &cookie2, payloads, arrived)
             }
         }
         self.kick(shared, now);
@@ -1378,6 +1426,7 @@ impl IkeSa {
                 }
                 Task::RekeyChild(inbound_spi) => self.start_child_rekey(shared, now, inbound_spi),
                 Task::RekeyIke => self.start_ike_rekey(shared, now),
+                Task::UpdateAddresses => self.send_update_addresses(shared, now),
             }
         }
     }

@@ -1,0 +1,216 @@
+//! Moving an IKE SA and its Child SAs to other addresses, without a new
+//! IKE SA: implicitly where a NAT changed its mapping (RFC 7296 2.23), and
+//! explicitly with MOBIKE (RFC 4555) when the initiator's own address
+//! changed.
+//!
+//! A NAT'd peer is followed to the source of each authenticated request or
+//! response and of each authenticated ESP packet the data plane reports;
+//! a peer behind no NAT is followed only to the NAT-T port (the float of
+//! 2.23) or by an UPDATE_SA_ADDRESSES, since its address is its identity
+//! on the path. Retransmissions move nothing, so a late copy cannot pull an
+//! SA back to an old address. The initiator's UPDATE_SA_ADDRESSES carries
+//! NAT detection for the new path (hashed with both IKE SPIs) and a
+//! COOKIE2 the answer must return, which shows the answer came back over
+//! the new path (the return-routability check, 3.5 and 3.6). Each move
+//! raises [`Event::PathChanged`] with the Child SAs as they now are.
+
+use super::*;
+
+impl IkeSa {
+    /// Takes what NAT detection found; ESP goes in UDP if it found a
+    /// translation or we pretend one.
+    pub(super) fn set_nat(&mut self, shared: &Shared, nat: Option<NatDetection>) {
+        self.nat = nat;
+        self.esp_in_udp =
+            nat.is_some_and(|n| n.any() || shared.config.force_udp_encapsulation);
+    }
+
+    /// An authenticated message (or ESP packet) came from `remote` to
+    /// `local`: move there if RFC 7296 2.23 lets us.
+    pub(super) fn follow_peer(&mut self, shared: &mut Shared, remote: SocketAddr, local: SocketAddr) {
+        if remote == self.path.remote && local == self.path.local {
+            return;
+        }
+        let behind_nat = self.nat.is_some_and(|n| n.peer_behind);
+        let to_nat_t_port = !self.path.on_nat_t_port
+            && remote.ip() == self.path.remote.ip()
+            && local.ip() == self.path.local.ip()
+            && local.port() == shared.config.nat_t_port;
+        if behind_nat || to_nat_t_port {
+            self.move_to(shared, remote, local);
+        } else {
+            shared.stats.moves_refused += 1;
+        }
+    }
+
+    /// Uses `remote` and `local` from now on, for IKE and for the Child
+    /// SAs, and tells the embedder.
+    fn move_to(&mut self, shared: &mut Shared, remote: SocketAddr, local: SocketAddr) {
+        self.path = Path {
+            local,
+            remote,
+            on_nat_t_port: local.port() == shared.config.nat_t_port,
+        };
+        let (id, esp_in_udp) = (self.id, self.esp_in_udp);
+        let Some(s) = self.session_mut() else {
+            return;
+        };
+        for c in &mut s.children {
+            c.sa.local = local;
+            c.sa.remote = remote;
+            c.sa.udp_encapsulation = esp_in_udp;
+        }
+        let children = s.children.iter().map(|c| c.sa.clone()).collect();
+        shared.stats.moves += 1;
+        shared.push_event(Event::PathChanged {
+            sa: id,
+            local,
+            remote,
+            children,
+        });
+    }
+
+    /// The data plane opened an ESP packet of this SA from `remote`, which
+    /// is not the peer's address we know.
+    pub(crate) fn esp_from(&mut self, shared: &mut Shared, remote: SocketAddr) {
+        if self.keyed().and_then(Keyed::session).is_some() {
+            self.follow_peer(shared, remote, self.path.local);
+        }
+    }
+
+    /// Our own address towards the peer is now `ip` (another network, a new
+    /// lease). Returns whether the SA follows: with MOBIKE by an
+    /// UPDATE_SA_ADDRESSES; behind a NAT (real or pretended, so the peer
+    /// follows us) by a liveness check from the new address. Otherwise
+    /// the caller must build a new IKE SA.
+    pub(crate) fn roam(&mut self, shared: &mut Shared, now: Instant, ip: IpAddr) -> bool {
+        let established = self
+            .keyed()
+            .and_then(Keyed::session)
+            .is_some_and(|s| !s.deleting);
+        if !established {
+            return false;
+        }
+        let local = SocketAddr::new(ip, self.path.local.port());
+        if local == self.path.local {
+            return true;
+        }
+        let peer_follows = self
+            .nat
+            .is_some_and(|n| n.we_behind || shared.config.force_udp_encapsulation);
+        if !self.mobike && !peer_follows {
+            return false;
+        }
+        self.path.local = local;
+        self.queue(if self.mobike {
+            Task::UpdateAddresses
+        } else {
+            Task::Dpd
+        });
+        self.kick(shared, now);
+        true
+    }
+
+    /// MOBIKE initiator: tells the peer to use the addresses this request
+    /// travels between.
+    pub(super) fn send_update_addresses(&mut self, shared: &mut Shared, now: Instant) {
+        let Some(spis) = self.keyed().map(|k| (k.gen.spi_i, k.gen.spi_r)) else {
+            return;
+        };
+        let cookie2 = random_bytes(shared, COOKIE2_LEN);
+        let mut inner = vec![notify(NotifyType::UPDATE_SA_ADDRESSES, Vec::new())];
+        inner.extend(nat_detection(shared, spis, self.path.local, self.path.remote));
+        inner.push(notify(NotifyType::COOKIE2, cookie2.clone()));
+        self.send_request(
+            shared,
+            now,
+            ExchangeType::INFORMATIONAL,
+            &inner,
+            Request::UpdateAddresses { cookie2 },
+        );
+    }
+
+    /// MOBIKE initiator: the answer to our UPDATE_SA_ADDRESSES. It came
+    /// over the new path with our COOKIE2: the Child SAs move.
+    pub(super) fn handle_update_response(
+        &mut self,
+        shared: &mut Shared,
+        now: Instant,
+        cookie2: &[u8],
+        payloads: &[Payload],
+        arrived: Arrived,
+    ) {
+        let found = Found::new(payloads);
+        let failed = if let Some(ty) = found.error() {
+            Some(format!("the peer refused our new address: {}", ty.describe()))
+        } else if found.notify(NotifyType::COOKIE2).map(|n| n.data.as_slice()) != Some(cookie2) {
+            Some("the answer to our address update did not return its COOKIE2".to_string())
+        } else {
+            None
+        };
+        if let Some(why) = failed {
+            self.close(shared, now, DownReason::MoveFailed(why));
+            return;
+        }
+        let Some((spi_i, spi_r)) = self.keyed().map(|k| (k.gen.spi_i, k.gen.spi_r)) else {
+            return;
+        };
+        if let Some(nat) = found.nat_detected(spi_i, spi_r, arrived.remote, arrived.local) {
+            self.set_nat(shared, Some(nat));
+        }
+        self.move_to(shared, self.path.remote, self.path.local);
+    }
+
+    /// MOBIKE responder: the peer's UPDATE_SA_ADDRESSES. The SA moves to
+    /// the addresses the request came between, NAT detection is redone
+    /// for them, and the answer returns the peer's COOKIE2.
+    pub(super) fn handle_update_addresses(
+        &mut self,
+        shared: &mut Shared,
+        id: u32,
+        found: &Found<'_>,
+        arrived: Arrived,
+    ) {
+        if !self.mobike {
+            // Not negotiated: nothing moves, the window does.
+            shared.stats.moves_refused += 1;
+            self.send_response(shared, ExchangeType::INFORMATIONAL, id, &[]);
+            return;
+        }
+        let cookie2 = found.notify(NotifyType::COOKIE2).map(|n| n.data.clone());
+        if cookie2
+            .as_ref()
+            .is_some_and(|c| !(COOKIE2_MIN..=COOKIE2_MAX).contains(&c.len()))
+        {
+            let e = Error::InvalidMessage(InvalidMessage::InvalidValue("COOKIE2"));
+            self.send_error_response(shared, ExchangeType::INFORMATIONAL, id, &e);
+            return;
+        }
+        let Some(spis) = self.keyed().map(|k| (k.gen.spi_i, k.gen.spi_r)) else {
+            return;
+        };
+        let nat = found.nat_detected(spis.0, spis.1, arrived.remote, arrived.local);
+        if found.notify(NotifyType::NO_NATS_ALLOWED).is_some() && nat.is_some_and(NatDetection::any)
+        {
+            shared.stats.moves_refused += 1;
+            let refusal = notify(NotifyType::UNEXPECTED_NAT_DETECTED, Vec::new());
+            self.send_response(shared, ExchangeType::INFORMATIONAL, id, &[refusal]);
+            return;
+        }
+        if nat.is_some() {
+            self.set_nat(shared, nat);
+        }
+        // Moved first, so that the answer takes the new path too.
+        self.move_to(shared, arrived.remote, arrived.local);
+        let mut reply = nat_detection(shared, spis, arrived.local, arrived.remote).to_vec();
+        if let Some(c) = cookie2 {
+            reply.push(notify(NotifyType::COOKIE2, c));
+        }
+        self.send_response(shared, ExchangeType::INFORMATIONAL, id, &reply);
+    }
+}
+
+/// Our COOKIE2 length, and what RFC 4555 3.5 allows of a peer's.
+const COOKIE2_LEN: usize = 16;
+const COOKIE2_MIN: usize = 8;
+const COOKIE2_MAX: usize = 64;
