@@ -199,6 +199,7 @@ pub async fn run(config: Config, credentials: Credentials) -> Result<(), String>
         plane: dp.clone(),
         esp: dp.esp_handler(),
         kernel_events,
+        peer_moves: dp.peer_moves(),
         leases: Some(Box::new(Leases(store.clone()))),
         revocations: revoked.revocations(&crls)?,
     })

@@ -11,6 +11,7 @@ use std::time::{Duration, SystemTime};
 use serde::{Deserialize, Serialize};
 use sixgate_dataplane::dns::ResolvConf;
 use sixgate_dataplane::plane::DataPlane;
+use sixgate_dataplane::rtnl;
 use sixgate_dataplane::secrets;
 use sixgate_dataplane::udp::IkeSockets;
 use sixgate_dataplane::xfrm::Owner;
@@ -56,6 +57,8 @@ struct Status {
 #[derive(Default)]
 struct Tunnel {
     sa: Option<SaId>,
+    /// The broker's address of the current (or last) attempt.
+    broker: Option<SocketAddr>,
     up_since: Option<SystemTime>,
     reconnects: u64,
     last_error: Option<String>,
@@ -88,6 +91,10 @@ fn is_permanent(reason: &DownReason) -> bool {
         _ => false,
     }
 }
+
+/// How long address and route changes must settle before the client
+/// looks at where its traffic to the broker leaves now.
+const ADDRESS_SETTLE: Duration = Duration::from_millis(300);
 
 /// The local address the kernel would use towards the broker.
 fn local_address(broker: IpAddr) -> Result<IpAddr, String> {
@@ -197,13 +204,20 @@ pub fn prepare(config: &Config) -> Result<Credentials, String> {
 }
 
 pub async fn run(config: Config, credentials: Credentials) -> Result<(), String> {
-    let local = match config.local {
-        Some(a) => a,
-        None => local_address(resolve_broker(&config)?.ip())?,
+    // Without a fixed `local`, the sockets take any address, so that the
+    // tunnel survives a move to another network (MOBIKE): the address the
+    // kernel would use towards the broker is looked up again whenever the
+    // host's IPv4 addresses or routes change.
+    let (bind, mut local) = match config.local {
+        Some(a) => (a, a),
+        None => (
+            IpAddr::from([0u8; 4]),
+            local_address(resolve_broker(&config)?.ip())?,
+        ),
     };
-    let sockets = IkeSockets::bind(&[local], 500, 4500)
+    let sockets = IkeSockets::bind(&[bind], 500, 4500)
         .await
-        .map_err(|e| format!("binding IKE ports on {local}: {e}"))?;
+        .map_err(|e| format!("binding IKE ports on {bind}: {e}"))?;
     let nat_t = sockets
         .socket(SocketAddr::new(local, 4500))
         .ok_or("no NAT-T socket")?;
@@ -245,6 +259,7 @@ pub async fn run(config: Config, credentials: Credentials) -> Result<(), String>
         plane: dp.clone(),
         esp: dp.esp_handler(),
         kernel_events,
+        peer_moves: dp.peer_moves(),
         leases: None,
         revocations: Default::default(),
     })
@@ -255,6 +270,13 @@ pub async fn run(config: Config, credentials: Credentials) -> Result<(), String>
     let mut term = signal(SignalKind::terminate()).map_err(|e| e.to_string())?;
     let mut int = signal(SignalKind::interrupt()).map_err(|e| e.to_string())?;
 
+    let (changed_tx, mut changed) = tokio::sync::mpsc::unbounded_channel();
+    if config.local.is_none() {
+        if let Err(e) = rtnl::watch_ipv4(changed_tx) {
+            tracing::warn!("not following address changes (rtnetlink: {e})");
+        }
+    }
+    let mut recheck_at: Option<tokio::time::Instant> = None;
     let mut tunnel = Tunnel::default();
     let mut backoff = Duration::from_secs(1);
     let mut retry_at: Option<tokio::time::Instant> = Some(tokio::time::Instant::now());
@@ -266,11 +288,48 @@ pub async fn run(config: Config, credentials: Credentials) -> Result<(), String>
                 None => std::future::pending().await,
             }
         };
+        let recheck = async {
+            match recheck_at {
+                Some(t) => tokio::time::sleep_until(t).await,
+                None => std::future::pending().await,
+            }
+        };
         tokio::select! {
+            Some(()) = changed.recv() => {
+                // A change comes in bursts (address, then routes): look
+                // once they settled.
+                recheck_at = Some(tokio::time::Instant::now() + ADDRESS_SETTLE);
+            }
+            () = recheck => {
+                recheck_at = None;
+                let Some(broker) = tunnel.broker else { continue };
+                match local_address(broker.ip()) {
+                    Ok(now) if now != local => {
+                        tracing::info!("our address towards the broker is now {now} (was {local})");
+                        local = now;
+                        if let Some(sa) = tunnel.sa {
+                            let (tx, rx) = oneshot::channel();
+                            let _ = runtime.commands.send(Command::Roam(sa, now, tx));
+                            if !rx.await.unwrap_or(false) {
+                                tracing::info!("the tunnel cannot move to {now} (no MOBIKE); connecting anew");
+                                let _ = runtime.commands.send(Command::DeleteIkeSa(sa));
+                            }
+                        }
+                    }
+                    Ok(_) => {}
+                    Err(e) => tracing::info!("{e}"),
+                }
+            }
             () = retry => {
                 retry_at = None;
-                match resolve_broker(&config) {
-                    Ok(remote) => {
+                let target = resolve_broker(&config).and_then(|remote| match config.local {
+                    Some(_) => Ok((remote, local)),
+                    None => local_address(remote.ip()).map(|l| (remote, l)),
+                });
+                match target {
+                    Ok((remote, from)) => {
+                        local = from;
+                        tunnel.broker = Some(remote);
                         tracing::info!("connecting to {} ({remote})", config.broker.0);
                         let request = ConnectRequest {
                             remote,

@@ -21,7 +21,7 @@ use tokio::sync::mpsc;
 
 use crate::rtnl::Rtnl;
 use crate::udp::{self, EspHandler};
-use crate::userspace::{SaCounters, Userspace};
+use crate::userspace::{PeerMoved, SaCounters, Userspace};
 pub use crate::xfrm::msg::Limits;
 use crate::xfrm::{KernelEvent, Owner, Xfrm, XfrmConfig};
 
@@ -184,6 +184,29 @@ impl DataPlane {
 
     fn rtnl(&self) -> MutexGuard<'_, Rtnl> {
         self.rtnl.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Moves a Child SA to the outer addresses it now has (a NAT's new
+    /// mapping, MOBIKE). The userspace plane sends to the new address from
+    /// the next packet; the kernel's SAs are not moved yet (an error: the
+    /// caller starts over with a new IKE SA).
+    pub fn move_child(&self, child: &ChildSa) -> io::Result<()> {
+        match &self.backend {
+            Backend::Userspace(u) => u.move_child(child),
+            Backend::Xfrm(_) => Err(io::Error::new(
+                io::ErrorKind::Unsupported,
+                "the kernel data plane does not move SAs to new addresses",
+            )),
+        }
+    }
+
+    /// Authenticated ESP from addresses that are not the peers' (userspace
+    /// only: the kernel's are NAT-T mapping events, not read yet).
+    pub fn peer_moves(&self) -> Option<mpsc::UnboundedReceiver<PeerMoved>> {
+        match &self.backend {
+            Backend::Userspace(u) => Some(u.peer_moves()),
+            Backend::Xfrm(_) => None,
+        }
     }
 
     /// The ESP receive path to attach to the UDP driver (userspace only;

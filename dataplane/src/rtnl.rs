@@ -581,3 +581,34 @@ fn gone_is_fine(result: io::Result<()>) -> io::Result<()> {
         other => other,
     }
 }
+
+/// rtnetlink's multicast groups of IPv4 addresses and routes.
+const RTNLGRP_IPV4_IFADDR: u32 = 5;
+const RTNLGRP_IPV4_ROUTE: u32 = 7;
+
+/// Sends `()` on `changed` after each change of the host's IPv4 addresses
+/// or routes (a laptop that joins another network, a DHCP lease, a PPP
+/// link that comes up), from a thread of its own, until the receiver is
+/// gone. Bursts come as several sends; the receiver settles them.
+pub fn watch_ipv4(changed: tokio::sync::mpsc::UnboundedSender<()>) -> io::Result<()> {
+    let mut socket =
+        NetlinkSocket::listen(NETLINK_ROUTE, &[RTNLGRP_IPV4_IFADDR, RTNLGRP_IPV4_ROUTE])?;
+    std::thread::Builder::new()
+        .name("ipv4-watch".into())
+        .spawn(move || loop {
+            match socket.next_messages::<RouteNetlinkMessage>() {
+                Ok(messages) if messages.is_empty() => continue,
+                Ok(_) => {}
+                // Some were lost: something changed all the same.
+                Err(e) if e.raw_os_error() == Some(libc::ENOBUFS) => {}
+                Err(e) => {
+                    tracing::warn!("watching IPv4 addresses and routes: {e}");
+                    return;
+                }
+            }
+            if changed.send(()).is_err() {
+                return;
+            }
+        })?;
+    Ok(())
+}

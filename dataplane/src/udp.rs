@@ -7,12 +7,20 @@
 //! the receiving task; IKE goes to the IKE task through a bounded queue,
 //! and when that queue is full the datagram is dropped and counted: a
 //! flood of IKE never stalls the ESP of established clients.
+//!
+//! A socket on the unspecified IPv4 address (a client that roams between
+//! networks) learns each datagram's destination with IP_PKTINFO, so the
+//! IKE engine sees the address it was really sent to, and sends leave by
+//! whatever route the kernel has now.
 
 use std::io;
-use std::net::{IpAddr, SocketAddr};
+use std::net::{IpAddr, Ipv4Addr, SocketAddr};
+use std::os::fd::AsRawFd;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 
+use nix::sys::socket::{recvmsg, setsockopt, sockopt, ControlMessageOwned, MsgFlags, SockaddrIn};
+use tokio::io::Interest;
 use tokio::net::UdpSocket;
 use tokio::sync::mpsc;
 
@@ -57,6 +65,9 @@ impl IkeSockets {
         for ip in addrs {
             for p in [port, nat_t_port] {
                 let sock = UdpSocket::bind(SocketAddr::new(*ip, p)).await?;
+                if ip.is_unspecified() && ip.is_ipv4() {
+                    setsockopt(&sock, sockopt::Ipv4PacketInfo, &true)?;
+                }
                 sockets.push((sock.local_addr()?, Arc::new(sock)));
             }
         }
@@ -76,11 +87,18 @@ impl IkeSockets {
         self.sockets.iter().map(|(a, _)| *a).collect()
     }
 
-    /// The socket bound to `local` (to send ESP from the NAT-T port).
+    /// The socket bound to `local`, or to the unspecified address and
+    /// `local`'s port (to send ESP from the NAT-T port).
     pub fn socket(&self, local: SocketAddr) -> Option<Arc<UdpSocket>> {
-        self.sockets
-            .iter()
-            .find(|(a, _)| *a == local)
+        let exact = self.sockets.iter().find(|(a, _)| *a == local);
+        exact
+            .or_else(|| {
+                self.sockets.iter().find(|(a, _)| {
+                    a.ip().is_unspecified()
+                        && a.is_ipv4() == local.is_ipv4()
+                        && a.port() == local.port()
+                })
+            })
             .map(|(_, s)| s.clone())
     }
 
@@ -115,14 +133,24 @@ async fn receive(
     counters: Arc<ReceiveCounters>,
 ) {
     let mut buf = vec![0u8; 65536];
+    let wildcard = local.ip().is_unspecified() && local.is_ipv4();
     loop {
-        let (len, remote) = match sock.recv_from(&mut buf).await {
+        let received = if wildcard {
+            sock.async_io(Interest::READABLE, || {
+                recv_with_destination(&sock, &mut buf)
+            })
+            .await
+        } else {
+            sock.recv_from(&mut buf).await.map(|(n, r)| (n, r, None))
+        };
+        let (len, remote, destination) = match received {
             Ok(r) => r,
             Err(e) => {
                 tracing::warn!("receive on {local}: {e}");
                 continue;
             }
         };
+        let local = destination.map_or(local, |ip| SocketAddr::new(ip, local.port()));
         let datagram = &mut buf[..len];
         if nat_t {
             // ESP: the SPI is never zero; IKE starts with the marker.
@@ -152,6 +180,33 @@ async fn receive(
             Err(mpsc::error::TrySendError::Closed(_)) => return,
         }
     }
+}
+
+/// One datagram from an IPv4 socket with IP_PKTINFO: its length, sender,
+/// and the address it was sent to.
+fn recv_with_destination(
+    sock: &UdpSocket,
+    buf: &mut [u8],
+) -> io::Result<(usize, SocketAddr, Option<IpAddr>)> {
+    let mut iov = [io::IoSliceMut::new(buf)];
+    let mut space = nix::cmsg_space!(libc::in_pktinfo);
+    let msg = recvmsg::<SockaddrIn>(
+        sock.as_raw_fd(),
+        &mut iov,
+        Some(&mut space),
+        MsgFlags::empty(),
+    )?;
+    let remote = msg
+        .address
+        .map(|a| SocketAddr::V4(a.into()))
+        .ok_or_else(|| io::Error::new(io::ErrorKind::InvalidData, "no sender address"))?;
+    let destination = msg.cmsgs()?.find_map(|c| match c {
+        ControlMessageOwned::Ipv4PacketInfo(info) => Some(IpAddr::V4(Ipv4Addr::from(
+            u32::from_be(info.ipi_addr.s_addr),
+        ))),
+        _ => None,
+    });
+    Ok((msg.bytes, remote, destination))
 }
 
 /// NAT keepalives (RFC 3948 2.3): one 0xFF octet every 20 s from the
@@ -199,5 +254,33 @@ pub fn enable_kernel_espinudp(socket: &UdpSocket) -> io::Result<()> {
         Ok(())
     } else {
         Err(io::Error::last_os_error())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn a_socket_on_the_unspecified_address_reports_where_datagrams_went() {
+        let sockets = IkeSockets::bind(&[IpAddr::from([0u8; 4])], 0, 0)
+            .await
+            .unwrap();
+        let bound = sockets.local_addrs()[0];
+        assert!(bound.ip().is_unspecified());
+        let (tx, mut rx) = mpsc::channel(4);
+        sockets.spawn_receivers(None, tx, Arc::default());
+        let to = SocketAddr::new(IpAddr::from([127, 0, 0, 1]), bound.port());
+        let sender = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
+        sender.send_to(b"an IKE datagram", to).unwrap();
+        let d = rx.recv().await.unwrap();
+        assert_eq!(d.local, to, "the destination, not the wildcard");
+        assert_eq!(d.remote, sender.local_addr().unwrap());
+        assert_eq!(d.payload, b"an IKE datagram");
+        // Sends from any of our addresses find the socket.
+        assert!(sockets.socket(to).is_some());
+        assert!(sockets
+            .socket(SocketAddr::new(IpAddr::from([127, 0, 0, 1]), 1))
+            .is_none());
     }
 }

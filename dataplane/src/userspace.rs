@@ -8,7 +8,9 @@
 //! per client on the broker, the default on a client), inbound SAs by SPI.
 //! A rekey installs the new SA pair and moves outbound traffic to it at
 //! once, while the old inbound SA keeps accepting until it is deleted, so
-//! no packet in flight is lost.
+//! no packet in flight is lost. An authenticated packet from an address
+//! that is not its peer's is reported ([`PeerMoved`]), and the SA sends
+//! there once the IKE engine says it follows.
 
 use std::collections::HashMap;
 use std::io::{self, Write};
@@ -17,9 +19,10 @@ use std::os::fd::AsRawFd;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 
-use sixgate_proto::endpoint::ChildSa;
+use sixgate_proto::endpoint::{ChildSa, SaId};
 use sixgate_proto::wire::TrafficSelector;
 use tokio::net::UdpSocket;
+use tokio::sync::mpsc;
 
 use crate::esp::{Counters, EspSa};
 use crate::selectors::{Selectors, IPV6_NEXT_HEADER as IPV6};
@@ -181,9 +184,33 @@ pub fn esp_spi(packet: &[u8]) -> Option<u32> {
     Some(u32::from_be_bytes(packet.get(..4)?.try_into().ok()?))
 }
 
+/// An inbound SA with where its peer is.
+struct Receiving {
+    inbound: Inbound,
+    ike_sa: SaId,
+    /// The peer's address as the IKE SA knows it.
+    peer: SocketAddr,
+    /// A new source already reported, so that a moved peer's packets
+    /// are reported once, not each.
+    reported: Option<SocketAddr>,
+}
+
+/// An authenticated ESP packet came from somewhere other than its peer's
+/// address: for the IKE engine to decide whether the SA follows
+/// ([`sixgate_proto::endpoint::Endpoint::esp_from`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct PeerMoved {
+    /// The Child SA's IKE SA.
+    pub ike_sa: SaId,
+    /// Where the packet came from.
+    pub remote: SocketAddr,
+}
+
 struct Shared {
     /// The receiving side: inbound SAs by SPI.
-    inbound: Mutex<HashMap<u32, Inbound>>,
+    inbound: Mutex<HashMap<u32, Receiving>>,
+    /// Where moved peers are reported, once someone listens.
+    moves: Mutex<Option<mpsc::UnboundedSender<PeerMoved>>>,
     send: Mutex<SendTable>,
     /// Packets with no SA to go out on, or coming in for no SA.
     no_sa: AtomicU64,
@@ -191,15 +218,26 @@ struct Shared {
 }
 
 impl EspHandler for Shared {
-    fn esp(&self, _local: SocketAddr, _remote: SocketAddr, packet: &mut [u8]) {
+    fn esp(&self, _local: SocketAddr, remote: SocketAddr, packet: &mut [u8]) {
         let mut inbound = lock(&self.inbound);
         let Some(child) = esp_spi(packet).and_then(|spi| inbound.get_mut(&spi)) else {
             self.no_sa.fetch_add(1, Ordering::Relaxed);
             return;
         };
-        let Some(inner) = child.receive(packet) else {
+        let Some(inner) = child.inbound.receive(packet) else {
             return;
         };
+        // Authenticated and inside the replay window: if it came from a
+        // new address, a NAT in front of the peer may have a new mapping.
+        if remote != child.peer && child.reported != Some(remote) {
+            child.reported = Some(remote);
+            if let Some(tx) = lock(&self.moves).as_ref() {
+                let _ = tx.send(PeerMoved {
+                    ike_sa: child.ike_sa,
+                    remote,
+                });
+            }
+        }
         drop(inbound);
         // A TUN write takes the packet or drops it; it does not block.
         let _ = (&self.tun_writer).write(inner);
@@ -230,6 +268,7 @@ impl Userspace {
         let writer = std::fs::File::from(rustix::io::dup(fd)?);
         let shared = Arc::new(Shared {
             inbound: Mutex::new(HashMap::new()),
+            moves: Mutex::new(None),
             send: Mutex::new(SendTable::default()),
             no_sa: AtomicU64::new(0),
             tun_writer: writer,
@@ -267,13 +306,42 @@ impl Userspace {
             .ok_or_else(|| io::Error::other("outbound keys"))?;
         lock(&self.shared.inbound).insert(
             child.inbound_spi,
-            Inbound {
-                sa: inbound,
-                selectors,
+            Receiving {
+                inbound: Inbound {
+                    sa: inbound,
+                    selectors,
+                },
+                ike_sa: child.ike_sa,
+                peer: child.remote,
+                reported: None,
             },
         );
         lock(&self.shared.send).insert(child.inbound_spi, outbound, child.remote, &child.remote_ts);
         Ok(())
+    }
+
+    /// Sends a Child SA's ESP to its new outer address from now on, and
+    /// expects the peer's from there.
+    pub fn move_child(&self, child: &ChildSa) -> io::Result<()> {
+        match lock(&self.shared.inbound).get_mut(&child.inbound_spi) {
+            Some(r) => {
+                r.peer = child.remote;
+                r.reported = None;
+            }
+            None => return Err(io::Error::new(io::ErrorKind::NotFound, "no such Child SA")),
+        }
+        if let Some(out) = lock(&self.shared.send).sas.get_mut(&child.inbound_spi) {
+            out.remote = child.remote;
+        }
+        Ok(())
+    }
+
+    /// Reports authenticated ESP from new addresses on the returned
+    /// channel (one report per SA and address).
+    pub fn peer_moves(&self) -> mpsc::UnboundedReceiver<PeerMoved> {
+        let (tx, rx) = mpsc::unbounded_channel();
+        *lock(&self.shared.moves) = Some(tx);
+        rx
     }
 
     /// Removes a Child SA (by its inbound SPI), and its routes if no other
@@ -285,7 +353,11 @@ impl Userspace {
 
     /// The counters of a Child SA, by inbound SPI.
     pub fn counters(&self, inbound_spi: u32) -> Option<SaCounters> {
-        let inbound = lock(&self.shared.inbound).get(&inbound_spi)?.sa.counters;
+        let inbound = lock(&self.shared.inbound)
+            .get(&inbound_spi)?
+            .inbound
+            .sa
+            .counters;
         let outbound = lock(&self.shared.send)
             .sas
             .get(&inbound_spi)

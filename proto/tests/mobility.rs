@@ -102,8 +102,14 @@ fn a_nat_rebinding_is_followed_without_a_new_ike_sa() {
     assert_eq!(children[0].inbound_spi, broker_child.inbound_spi);
     // It stays up across further checks in both directions.
     lab.run_for(Duration::from_secs(120));
-    assert_eq!((ups(&lab.nodes[0].events), downs(&lab.nodes[0].events)), (1, 0));
-    assert_eq!((ups(&lab.nodes[1].events), downs(&lab.nodes[1].events)), (1, 0));
+    assert_eq!(
+        (ups(&lab.nodes[0].events), downs(&lab.nodes[0].events)),
+        (1, 0)
+    );
+    assert_eq!(
+        (ups(&lab.nodes[1].events), downs(&lab.nodes[1].events)),
+        (1, 0)
+    );
 
     // An authenticated ESP packet from a newer mapping moves it too
     // (the data plane reports it).
@@ -158,7 +164,10 @@ fn mobike_moves_the_sa_to_the_initiators_new_address() {
     assert_eq!(remote, SocketAddr::new(new_ip, 4500));
     assert_eq!(local, "192.0.2.1:4500".parse().unwrap());
     assert_eq!(children[0].remote, remote);
-    assert!(!children[0].udp_encapsulation, "no NAT on the new path either");
+    assert!(
+        !children[0].udp_encapsulation,
+        "no NAT on the new path either"
+    );
     let (sa, local, _, children) = moves(&lab.nodes[0].events).remove(0);
     assert_eq!(sa, client_sa);
     assert_eq!(local, SocketAddr::new(new_ip, 4500));
@@ -172,8 +181,7 @@ fn mobike_moves_the_sa_to_the_initiators_new_address() {
         assert_eq!(ups(&lab.nodes[n].events), 1);
         assert_eq!(downs(&lab.nodes[n].events), 0, "{:?}", lab.nodes[n].events);
     }
-    assert!(lab
-        .nodes[1]
+    assert!(lab.nodes[1]
         .sent
         .iter()
         .rev()
@@ -219,5 +227,8 @@ fn without_mobike_a_roaming_initiator_is_told_to_reconnect() {
     });
     assert!(moved);
     assert_eq!(moves(&lab.nodes[1].events)[0].0, broker_sa);
-    assert_eq!(moves(&lab.nodes[1].events)[0].2, "203.0.113.9:24500".parse().unwrap());
+    assert_eq!(
+        moves(&lab.nodes[1].events)[0].2,
+        "203.0.113.9:24500".parse().unwrap()
+    );
 }

@@ -23,6 +23,7 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 use serde::{Deserialize, Serialize};
 use sixgate_dataplane::dns::ResolvConf;
 use sixgate_dataplane::udp::{Datagram, EspHandler, IkeSockets, ReceiveCounters};
+use sixgate_dataplane::userspace::PeerMoved;
 use sixgate_dataplane::userspace::SaCounters;
 use sixgate_dataplane::xfrm::KernelEvent;
 use sixgate_proto::cert::Revocations;
@@ -61,6 +62,10 @@ pub enum Command {
     RekeyChildSa(SaId, u32),
     /// Rekey an IKE SA.
     RekeyIkeSa(SaId),
+    /// Our address towards the peer of an IKE SA changed: move the SA
+    /// there (MOBIKE). The answer says whether it follows; if not, the
+    /// caller reconnects.
+    Roam(SaId, IpAddr, oneshot::Sender<bool>),
     /// The connections, for status.
     Connections(oneshot::Sender<Vec<Connection>>),
     /// The counters.
@@ -188,6 +193,8 @@ pub struct Parts {
     /// Its kernel events (the XFRM plane), if it has them, with the
     /// mapping from an event to the Child SA to rekey.
     pub kernel_events: Option<KernelEvents>,
+    /// Authenticated ESP from new peer addresses (the userspace plane).
+    pub peer_moves: Option<mpsc::UnboundedReceiver<PeerMoved>>,
     /// The lease store (responders).
     pub leases: Option<Box<dyn LeaseStore>>,
     /// What is revoked from the start (see [`Command::SetRevocations`]).
@@ -272,7 +279,14 @@ pub fn spawn(parts: Parts) -> io::Result<RuntimeHandle> {
         receive,
         shutdown: None,
     };
-    let task = tokio::spawn(runtime.run(cmd_rx, ike_rx, admitted, parts.kernel_events));
+    let inputs = Inputs {
+        commands: cmd_rx,
+        datagrams: ike_rx,
+        admitted,
+        kernel: parts.kernel_events,
+        peer_moves: parts.peer_moves,
+    };
+    let task = tokio::spawn(runtime.run(inputs));
     Ok(RuntimeHandle {
         commands: cmd_tx,
         events: ev_rx,
@@ -341,14 +355,24 @@ fn selector_text(ts: &TrafficSelector) -> String {
     }
 }
 
+/// What the IKE task takes in.
+struct Inputs {
+    commands: mpsc::UnboundedReceiver<Command>,
+    datagrams: mpsc::Receiver<Datagram>,
+    admitted: Option<mpsc::UnboundedReceiver<Admitted>>,
+    kernel: Option<KernelEvents>,
+    peer_moves: Option<mpsc::UnboundedReceiver<PeerMoved>>,
+}
+
 impl Runtime {
-    async fn run(
-        mut self,
-        mut commands: mpsc::UnboundedReceiver<Command>,
-        mut datagrams: mpsc::Receiver<Datagram>,
-        mut admitted: Option<mpsc::UnboundedReceiver<Admitted>>,
-        kernel: Option<KernelEvents>,
-    ) {
+    async fn run(mut self, inputs: Inputs) {
+        let Inputs {
+            mut commands,
+            mut datagrams,
+            mut admitted,
+            kernel,
+            mut peer_moves,
+        } = inputs;
         let (mut kernel_events, child_for) = match kernel {
             Some(k) => (Some(k.events), Some(k.child_for)),
             None => (None, None),
@@ -382,6 +406,9 @@ impl Runtime {
                         self.endpoint.rekey_child_sa(Instant::now(), sa, spi);
                     }
                 }
+                Some(m) = recv_or_never(&mut peer_moves) => {
+                    self.endpoint.esp_from(Instant::now(), m.ike_sa, m.remote);
+                }
                 () = sleep => self.endpoint.handle_timeout(Instant::now()),
             }
             self.flush().await;
@@ -402,6 +429,9 @@ impl Runtime {
             Command::DeleteIkeSa(sa) => self.endpoint.delete_ike_sa(now, sa),
             Command::RekeyChildSa(sa, spi) => self.endpoint.rekey_child_sa(now, sa, spi),
             Command::RekeyIkeSa(sa) => self.endpoint.rekey_ike_sa(now, sa),
+            Command::Roam(sa, local, reply) => {
+                let _ = reply.send(self.endpoint.roam(now, sa, local));
+            }
             Command::Connections(reply) => {
                 let _ = reply.send(self.connections());
             }
@@ -545,10 +575,50 @@ impl Runtime {
                 reason,
             } => self.ike_down(*sa, *remote, peer.as_deref(), reason),
             Event::IkeSaRekeyed { sa } => tracing::debug!("IKE SA {} rekeyed", sa.0),
+            Event::PathChanged {
+                sa,
+                local,
+                remote,
+                children,
+            } => self.path_changed(*sa, *local, *remote, children),
             Event::InitRefused { remote, reason } => {
                 tracing::warn!("refused IKE_SA_INIT from {remote}: {reason}")
             }
             _ => {}
+        }
+    }
+
+    /// The IKE SA moved (a NAT's new mapping, MOBIKE): its Child SAs
+    /// follow in the data plane, or, where it cannot move them, the IKE SA
+    /// ends so that the peer connects anew.
+    fn path_changed(
+        &mut self,
+        sa: SaId,
+        local: SocketAddr,
+        remote: SocketAddr,
+        children: &[ChildSa],
+    ) {
+        let Some(conn) = self.connections.get_mut(&sa) else {
+            return;
+        };
+        tracing::info!(
+            "{} moved from {} to {remote} (our side {local})",
+            conn.identity,
+            conn.remote
+        );
+        conn.remote = remote;
+        for child in children {
+            if let Some(c) = conn.children.get_mut(&child.inbound_spi) {
+                c.status.udp_encapsulation = child.udp_encapsulation;
+            }
+            if let Err(e) = self.plane.move_child(child) {
+                tracing::warn!(
+                    "moving the tunnel of {} to {remote}: {e}; ending it so that it is set up anew",
+                    conn.identity
+                );
+                self.endpoint.delete_ike_sa(Instant::now(), sa);
+                return;
+            }
         }
     }
 

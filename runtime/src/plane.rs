@@ -22,6 +22,11 @@ pub trait Plane: Send + Sync {
     fn install(&self, child: &ChildSa) -> io::Result<()>;
     /// Removes a Child SA, by inbound SPI.
     fn remove(&self, inbound_spi: u32);
+    /// Moves a Child SA to the outer addresses it now has. A plane that
+    /// carries no traffic has nothing to move.
+    fn move_child(&self, _child: &ChildSa) -> io::Result<()> {
+        Ok(())
+    }
     /// A Child SA's traffic so far (none, for a plane that carries none).
     fn counters(&self, _inbound_spi: u32) -> Option<SaCounters> {
         None
@@ -50,6 +55,9 @@ impl Plane for DataPlane {
     }
     fn remove(&self, inbound_spi: u32) {
         DataPlane::remove(self, inbound_spi)
+    }
+    fn move_child(&self, child: &ChildSa) -> io::Result<()> {
+        DataPlane::move_child(self, child)
     }
     fn counters(&self, inbound_spi: u32) -> Option<SaCounters> {
         DataPlane::counters(self, inbound_spi)

@@ -294,6 +294,8 @@ pub struct SwanConnection<'a> {
     /// How the local side authenticates (`pubkey`, or a scheme such as
     /// `ecdsa-sha512`).
     pub local_auth: &'a str,
+    /// The client's `local_addrs` (`%any` for one that roams).
+    pub local_addrs: &'a str,
 }
 
 impl Default for SwanConnection<'_> {
@@ -306,6 +308,7 @@ impl Default for SwanConnection<'_> {
             vips: "::",
             extra: "",
             local_auth: "pubkey",
+            local_addrs: "192.0.2.2",
         }
     }
 }
@@ -315,8 +318,8 @@ impl SwanConnection<'_> {
     pub fn client(&self) -> String {
         self.conf(
             &format!(
-                "local_addrs = 192.0.2.2\n    remote_addrs = 192.0.2.1\n    vips = {}",
-                self.vips
+                "local_addrs = {}\n    remote_addrs = 192.0.2.1\n    vips = {}",
+                self.local_addrs, self.vips
             ),
             ("client.pem", "client@example.net", "broker.example.net"),
             "remote_ts = ::/0",
@@ -1127,9 +1130,8 @@ path = "{dir}/broker-state"
         (n("bytes_in"), n("bytes_out"))
     }
 
-    /// One iperf3 TCP stream between client `i` and the inet host for
-    /// `seconds` (inet to client with `reverse`); the received Mbit/s.
-    pub fn iperf(&self, i: usize, seconds: u32, reverse: bool) -> Result<f64, String> {
+    /// An iperf3 server on the inet host for one test, listening.
+    fn iperf_server(&self) -> Result<Child, String> {
         let mut server = self.inet.command("iperf3");
         server
             .args(["-s", "-1", "-B", "2001:db8:ffff::2"])
@@ -1146,6 +1148,13 @@ path = "{dir}/broker-state"
             let _ = server.wait();
             return Err("the iperf3 server did not listen".into());
         }
+        Ok(server)
+    }
+
+    /// One iperf3 TCP stream between client `i` and the inet host for
+    /// `seconds` (inet to client with `reverse`); the received Mbit/s.
+    pub fn iperf(&self, i: usize, seconds: u32, reverse: bool) -> Result<f64, String> {
+        let mut server = self.iperf_server()?;
         let secs = seconds.to_string();
         let mut args = vec!["iperf3", "-6", "-J", "-c", "2001:db8:ffff::2", "-t", &secs];
         if reverse {
@@ -1161,6 +1170,47 @@ path = "{dir}/broker-state"
             .filter(|b| *b > 0.0)
             .map(|b| b / 1e6)
             .ok_or_else(|| format!("iperf3: {}", json["error"]))
+    }
+
+    /// Starts one iperf3 TCP stream from client `i` to the inet host for
+    /// `seconds`, reporting every half second, and returns at once (for
+    /// tests that change the path under it).
+    pub fn iperf_background(&self, i: usize, seconds: u32) -> Result<BackgroundIperf, String> {
+        let server = self.iperf_server()?;
+        let client = self.clients[i]
+            .command("iperf3")
+            .args(["-6", "-J", "-i", "0.5", "-c", "2001:db8:ffff::2", "-t"])
+            .arg(seconds.to_string())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::null())
+            .spawn()
+            .map_err(|e| e.to_string())?;
+        Ok(BackgroundIperf {
+            server,
+            client: Some(client),
+        })
+    }
+
+    /// Gives client `i` the address `new` (with prefix length) in place
+    /// of its current `old`, as a laptop that joins another network does:
+    /// the new address is added, then the old one removed.
+    pub fn move_client_address(&self, i: usize, old: &str, new: &str) {
+        let ns = &self.clients[i];
+        let dev = ns.run(&["ip", "-o", "-4", "addr", "show", "to", old]);
+        let dev = dev
+            .split_whitespace()
+            .nth(1)
+            .unwrap_or_else(|| panic!("no link holds {old}"))
+            .to_string();
+        // Without this the kernel removes every address of the subnet
+        // with the primary one.
+        ns.run(&[
+            "sysctl",
+            "-qw",
+            &format!("net.ipv4.conf.{dev}.promote_secondaries=1"),
+        ]);
+        ns.run(&["ip", "addr", "add", new, "dev", &dev]);
+        ns.run(&["ip", "addr", "del", old, "dev", &dev]);
     }
 
     /// Gives every link in the client and broker namespaces its IPv6
@@ -1189,6 +1239,52 @@ path = "{dir}/broker-state"
             ])
             .status
             .success()
+    }
+}
+
+/// An iperf3 stream running in the background.
+pub struct BackgroundIperf {
+    server: Child,
+    /// Until its output is read.
+    client: Option<Child>,
+}
+
+impl BackgroundIperf {
+    /// Waits for the stream to end (up to `limit`: a stream that stalled
+    /// can keep iperf3 waiting for ever); the octets sent in each
+    /// interval, or iperf3's error (a stream that broke).
+    pub fn intervals(mut self, limit: Duration) -> Result<Vec<u64>, String> {
+        let mut client = self.client.take().ok_or("already read")?;
+        if wait_for(limit, || client.try_wait().ok().flatten()).is_none() {
+            let _ = client.kill();
+            let _ = client.wait();
+            return Err(format!(
+                "iperf3 still running after {limit:?}: the stream stalled"
+            ));
+        }
+        let out = client.wait_with_output().map_err(|e| e.to_string())?;
+        let json: serde_json::Value =
+            serde_json::from_slice(&out.stdout).map_err(|e| format!("iperf3 output: {e}"))?;
+        if !json["error"].is_null() {
+            return Err(format!("iperf3: {}", json["error"]));
+        }
+        json["intervals"]
+            .as_array()
+            .map(|a| {
+                a.iter()
+                    .filter_map(|i| i["sum"]["bytes"].as_u64())
+                    .collect()
+            })
+            .ok_or_else(|| "iperf3 reported no intervals".to_string())
+    }
+}
+
+impl Drop for BackgroundIperf {
+    fn drop(&mut self) {
+        for c in self.client.iter_mut().chain([&mut self.server]) {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
     }
 }
 

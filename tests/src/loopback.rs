@@ -150,6 +150,7 @@ pub async fn runtime(
         plane,
         esp: None,
         kernel_events: None,
+        peer_moves: None,
         leases,
         revocations: Default::default(),
     })

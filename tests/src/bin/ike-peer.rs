@@ -155,6 +155,7 @@ fn main() {
             plane: Arc::new(IkeOnly),
             esp: None,
             kernel_events: None,
+            peer_moves: None,
             leases,
             revocations: Default::default(),
         })

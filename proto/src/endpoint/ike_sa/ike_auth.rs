@@ -446,8 +446,7 @@ impl IkeSa {
                 return;
             }
         };
-        self.mobike =
-            shared.config.mobike && found.notify(NotifyType::MOBIKE_SUPPORTED).is_some();
+        self.mobike = shared.config.mobike && found.notify(NotifyType::MOBIKE_SUPPORTED).is_some();
         self.establish(shared, now, proved, None);
         match self.initiator_child(shared, &found, child_spi, &request, (&ni, &nr)) {
             Ok(child) => self.child_up(shared, now, child, None),

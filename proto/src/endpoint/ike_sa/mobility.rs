@@ -21,13 +21,17 @@ impl IkeSa {
     /// translation or we pretend one.
     pub(super) fn set_nat(&mut self, shared: &Shared, nat: Option<NatDetection>) {
         self.nat = nat;
-        self.esp_in_udp =
-            nat.is_some_and(|n| n.any() || shared.config.force_udp_encapsulation);
+        self.esp_in_udp = nat.is_some_and(|n| n.any() || shared.config.force_udp_encapsulation);
     }
 
     /// An authenticated message (or ESP packet) came from `remote` to
     /// `local`: move there if RFC 7296 2.23 lets us.
-    pub(super) fn follow_peer(&mut self, shared: &mut Shared, remote: SocketAddr, local: SocketAddr) {
+    pub(super) fn follow_peer(
+        &mut self,
+        shared: &mut Shared,
+        remote: SocketAddr,
+        local: SocketAddr,
+    ) {
         if remote == self.path.remote && local == self.path.local {
             return;
         }
@@ -119,7 +123,12 @@ impl IkeSa {
         };
         let cookie2 = random_bytes(shared, COOKIE2_LEN);
         let mut inner = vec![notify(NotifyType::UPDATE_SA_ADDRESSES, Vec::new())];
-        inner.extend(nat_detection(shared, spis, self.path.local, self.path.remote));
+        inner.extend(nat_detection(
+            shared,
+            spis,
+            self.path.local,
+            self.path.remote,
+        ));
         inner.push(notify(NotifyType::COOKIE2, cookie2.clone()));
         self.send_request(
             shared,
@@ -142,7 +151,10 @@ impl IkeSa {
     ) {
         let found = Found::new(payloads);
         let failed = if let Some(ty) = found.error() {
-            Some(format!("the peer refused our new address: {}", ty.describe()))
+            Some(format!(
+                "the peer refused our new address: {}",
+                ty.describe()
+            ))
         } else if found.notify(NotifyType::COOKIE2).map(|n| n.data.as_slice()) != Some(cookie2) {
             Some("the answer to our address update did not return its COOKIE2".to_string())
         } else {

@@ -270,12 +270,16 @@ enum Request {
     Auth,
     Dpd,
     DeleteIke,
-    DeleteChild { inbound_spi: u32 },
+    DeleteChild {
+        inbound_spi: u32,
+    },
     RekeyChild(Box<ChildRekey>),
     RekeyIke(Box<IkeRekey>),
     /// MOBIKE: our UPDATE_SA_ADDRESSES, with the COOKIE2 the answer must
     /// return.
-    UpdateAddresses { cookie2: Vec<u8> },
+    UpdateAddresses {
+        cookie2: Vec<u8>,
+    },
 }
 
 struct ChildRekey {
