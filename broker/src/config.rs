@@ -180,6 +180,9 @@ pub struct Ike {
     /// Liveness check interval, seconds.
     #[serde(default = "default_dpd")]
     pub dpd_interval: u64,
+    /// Follow clients that announce MOBIKE to their new addresses.
+    #[serde(default = "default_mobike")]
+    pub mobike: bool,
     /// IKE messages above this size are fragmented (RFC 7383).
     #[serde(default = "default_fragment_size")]
     pub fragment_size: usize,
@@ -215,6 +218,9 @@ fn default_ike_lifetime() -> u64 {
     4 * 3600
 }
 
+fn default_mobike() -> bool {
+    true
+}
 fn default_dpd() -> u64 {
     30
 }

@@ -177,6 +177,7 @@ pub async fn run(config: Config, credentials: Credentials) -> Result<(), String>
     ike.ike_policy = config.ike_policy.clone();
     ike.esp_policy = config.esp_policy.clone();
     ike.dpd_interval = Duration::from_secs(f.ike.dpd_interval);
+    ike.mobike = f.ike.mobike;
     ike.fragment_size = f.ike.fragment_size;
     ike.child_lifetime = child_lifetime;
     ike.ike_lifetime = Duration::from_secs(f.ike.ike_lifetime);

@@ -31,8 +31,13 @@ pub struct Config {
     pub certificate: PathBuf,
     pub private_key: PathBuf,
     pub ca: Vec<PathBuf>,
-    /// Our address towards the broker; found by a route lookup if absent.
+    /// Our address towards the broker; found by a route lookup if absent
+    /// (and again whenever addresses or routes change: the tunnel moves
+    /// with MOBIKE). A fixed `local` does not roam.
     pub local: Option<IpAddr>,
+    /// Announce MOBIKE and move the tunnel when our address changes.
+    #[serde(default = "default_mobike")]
+    pub mobike: bool,
     /// Seconds of silence before a liveness check.
     #[serde(default = "default_dpd")]
     pub dpd_interval: u64,
@@ -64,6 +69,9 @@ pub struct Config {
 
 fn default_dpd() -> u64 {
     10
+}
+fn default_mobike() -> bool {
+    true
 }
 fn default_dead_after() -> u64 {
     30

@@ -246,6 +246,7 @@ pub async fn run(config: Config, credentials: Credentials) -> Result<(), String>
     ike.force_udp_encapsulation =
         dp.forces_udp_encapsulation() || config.dataplane.force_udp_encapsulation;
     ike.dpd_interval = Duration::from_secs(config.dpd_interval);
+    ike.mobike = config.mobike;
     ike.dead_after = Some(Duration::from_secs(config.dead_after));
     ike.retransmit_timeout = Duration::from_millis(config.retransmit_timeout_ms);
     ike.retransmit_tries = config.retransmit_tries;

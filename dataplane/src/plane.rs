@@ -25,6 +25,15 @@ use crate::userspace::{PeerMoved, SaCounters, Userspace};
 pub use crate::xfrm::msg::Limits;
 use crate::xfrm::{KernelEvent, Owner, Xfrm, XfrmConfig};
 
+/// What a kernel event asks of the IKE engine.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum KernelAction {
+    /// Rekey this Child SA (IKE SA, inbound SPI).
+    Rekey(SaId, u32),
+    /// Authenticated ESP came from a new address.
+    PeerMoved(PeerMoved),
+}
+
 /// Which backend, and its settings.
 #[derive(Debug, Clone)]
 pub struct PlaneConfig {
@@ -187,21 +196,18 @@ impl DataPlane {
     }
 
     /// Moves a Child SA to the outer addresses it now has (a NAT's new
-    /// mapping, MOBIKE). The userspace plane sends to the new address from
-    /// the next packet; the kernel's SAs are not moved yet (an error: the
-    /// caller starts over with a new IKE SA).
+    /// mapping, MOBIKE): the userspace plane sends to the new address from
+    /// the next packet; the kernel's states are added again there with
+    /// their counters.
     pub fn move_child(&self, child: &ChildSa) -> io::Result<()> {
         match &self.backend {
             Backend::Userspace(u) => u.move_child(child),
-            Backend::Xfrm(_) => Err(io::Error::new(
-                io::ErrorKind::Unsupported,
-                "the kernel data plane does not move SAs to new addresses",
-            )),
+            Backend::Xfrm(x) => x.move_child(child),
         }
     }
 
-    /// Authenticated ESP from addresses that are not the peers' (userspace
-    /// only: the kernel's are NAT-T mapping events, not read yet).
+    /// Authenticated ESP from addresses that are not the peers' (userspace;
+    /// the kernel's come as [`KernelEvent::Mapping`]).
     pub fn peer_moves(&self) -> Option<mpsc::UnboundedReceiver<PeerMoved>> {
         match &self.backend {
             Backend::Userspace(u) => Some(u.peer_moves()),
@@ -303,16 +309,18 @@ impl DataPlane {
         }
     }
 
-    /// The Child SA to rekey after a kernel event, by (IKE SA, inbound
-    /// SPI): when one of its SAs reaches a soft limit; also at a hard one,
-    /// where the kernel has already dropped the SA, and at an acquire,
-    /// where traffic found its policy without SAs (the rekey puts fresh
-    /// SAs in place and deletes the old ones with the peer).
-    pub fn on_kernel_event(&self, event: KernelEvent) -> Option<(SaId, u32)> {
+    /// What a kernel event asks of the IKE engine: a rekey of a Child SA
+    /// (IKE SA, inbound SPI) when one of its SAs reaches a soft limit;
+    /// also at a hard one, where the kernel has already dropped the SA,
+    /// and at an acquire, where traffic found its policy without SAs (the
+    /// rekey puts fresh SAs in place and deletes the old ones with the
+    /// peer); or, at a NAT-T mapping, a look at whether the SA follows its
+    /// peer to the new address.
+    pub fn on_kernel_event(&self, event: KernelEvent) -> Option<KernelAction> {
         let Backend::Xfrm(x) = &self.backend else {
             return None;
         };
-        let child = x.child_for(&event)?;
+        let (ike_sa, inbound_spi) = x.child_for(&event)?;
         match event {
             KernelEvent::Expire {
                 spi, hard: true, ..
@@ -323,8 +331,14 @@ impl DataPlane {
             KernelEvent::Acquire { dst, .. } => {
                 tracing::info!("traffic to {dst} has no SA; rekeying")
             }
+            KernelEvent::Mapping { new, .. } => {
+                return Some(KernelAction::PeerMoved(PeerMoved {
+                    ike_sa,
+                    remote: new,
+                }))
+            }
         }
-        Some(child)
+        Some(KernelAction::Rekey(ike_sa, inbound_spi))
     }
 
     /// Routes `addr`/128 into the tunnel (the broker, per client).

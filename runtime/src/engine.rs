@@ -22,6 +22,7 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use serde::{Deserialize, Serialize};
 use sixgate_dataplane::dns::ResolvConf;
+use sixgate_dataplane::plane::KernelAction;
 use sixgate_dataplane::udp::{Datagram, EspHandler, IkeSockets, ReceiveCounters};
 use sixgate_dataplane::userspace::PeerMoved;
 use sixgate_dataplane::userspace::SaCounters;
@@ -205,8 +206,8 @@ pub struct Parts {
 pub struct KernelEvents {
     /// The events.
     pub events: mpsc::UnboundedReceiver<KernelEvent>,
-    /// Which Child SA (IKE SA, inbound SPI) an event asks to rekey.
-    pub child_for: Box<dyn Fn(KernelEvent) -> Option<(SaId, u32)> + Send>,
+    /// What an event asks of the engine.
+    pub action_for: Box<dyn Fn(KernelEvent) -> Option<KernelAction> + Send>,
 }
 
 /// A running runtime.
@@ -373,8 +374,8 @@ impl Runtime {
             kernel,
             mut peer_moves,
         } = inputs;
-        let (mut kernel_events, child_for) = match kernel {
-            Some(k) => (Some(k.events), Some(k.child_for)),
+        let (mut kernel_events, action_for) = match kernel {
+            Some(k) => (Some(k.events), Some(k.action_for)),
             None => (None, None),
         };
         loop {
@@ -402,8 +403,14 @@ impl Runtime {
                 Some(d) = datagrams.recv() => self.datagram(d),
                 Some(a) = recv_or_never(&mut admitted) => self.admitted(a),
                 Some(ev) = recv_or_never(&mut kernel_events) => {
-                    if let Some((sa, spi)) = child_for.as_ref().and_then(|f| f(ev)) {
-                        self.endpoint.rekey_child_sa(Instant::now(), sa, spi);
+                    match action_for.as_ref().and_then(|f| f(ev)) {
+                        Some(KernelAction::Rekey(sa, spi)) => {
+                            self.endpoint.rekey_child_sa(Instant::now(), sa, spi)
+                        }
+                        Some(KernelAction::PeerMoved(m)) => {
+                            self.endpoint.esp_from(Instant::now(), m.ike_sa, m.remote)
+                        }
+                        None => {}
                     }
                 }
                 Some(m) = recv_or_never(&mut peer_moves) => {

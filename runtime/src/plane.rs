@@ -88,8 +88,8 @@ impl Plane for IkeOnly {
     fn remove(&self, _: u32) {}
 }
 
-/// The kernel events of a data plane, with its reading of which Child SA
-/// each one asks to rekey, for [`crate::engine::Parts`].
+/// The kernel events of a data plane, with its reading of what each one
+/// asks of the engine, for [`crate::engine::Parts`].
 pub fn kernel_events(
     dp: &Arc<DataPlane>,
     events: Option<mpsc::UnboundedReceiver<KernelEvent>>,
@@ -97,6 +97,6 @@ pub fn kernel_events(
     let dp = dp.clone();
     events.map(|events| KernelEvents {
         events,
-        child_for: Box::new(move |ev| dp.on_kernel_event(ev)),
+        action_for: Box::new(move |ev| dp.on_kernel_event(ev)),
     })
 }

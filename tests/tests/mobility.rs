@@ -8,7 +8,7 @@
 
 use std::time::{Duration, Instant};
 
-use sixgate_tests::{link, wait_for, Netns, StrongSwan, SwanConnection, SwanMode, TunnelLab};
+use sixgate_tests::{wait_for, HomeRouter, StrongSwan, SwanConnection, SwanMode, TunnelLab};
 
 const UP: Duration = Duration::from_secs(30);
 /// How long an 8 s stream may take to report.
@@ -176,81 +176,6 @@ fn the_sixgate_client_moves_with_mobike_against_a_strongswan_broker() {
         log()
     );
     assert_eq!(lab.client_status(&cconf)["reconnects"], 0);
-}
-
-/// A home router in front of a client: `inside` has 10.0.0.2 behind it,
-/// and it masquerades out of its link on the lab's client network.
-struct HomeRouter {
-    router: Netns,
-    outside: String,
-}
-
-impl HomeRouter {
-    /// Puts a router with public address `public` (on the broker's client
-    /// network) in front of a new client namespace, which becomes the
-    /// lab's client 0.
-    fn new(lab: &mut TunnelLab, public: &str) -> HomeRouter {
-        let router = Netns::new("sgr");
-        let inside = Netns::new("sgc");
-        let outside = sixgate_tests::unique("sgro");
-        let bridge_port = sixgate_tests::unique("sgrb");
-        let status = std::process::Command::new("ip")
-            .args([
-                "link",
-                "add",
-                &outside,
-                "netns",
-                &router.name,
-                "type",
-                "veth",
-                "peer",
-                "name",
-                &bridge_port,
-                "netns",
-                &lab.broker.name,
-            ])
-            .status()
-            .expect("ip");
-        assert!(status.success());
-        lab.broker
-            .run(&["ip", "link", "set", &bridge_port, "master", "br0"]);
-        lab.broker.run(&["ip", "link", "set", &bridge_port, "up"]);
-        router.run(&["sysctl", "-qw", "net.ipv4.ip_forward=1"]);
-        router.run(&[
-            "sysctl",
-            "-qw",
-            &format!("net.ipv4.conf.{outside}.promote_secondaries=1"),
-        ]);
-        router.run(&["ip", "addr", "add", public, "dev", &outside]);
-        router.run(&["ip", "link", "set", &outside, "up"]);
-        link(&router, "10.0.0.1/24", &inside, "10.0.0.2/24");
-        inside.run(&["ip", "route", "add", "default", "via", "10.0.0.1"]);
-        router.run(&[
-            "nft",
-            &format!(
-                "add table ip home; add chain ip home post {{ type nat hook postrouting \
-                 priority 100; }}; add rule ip home post oifname \"{outside}\" masquerade"
-            ),
-        ]);
-        lab.clients.push(inside);
-        HomeRouter { router, outside }
-    }
-
-    /// The line reconnects with another public address: the old one and
-    /// the NAT mappings made with it are gone.
-    fn renumber(&self, old: &str, new: &str) {
-        self.router
-            .run(&["ip", "addr", "add", new, "dev", &self.outside]);
-        self.router
-            .run(&["ip", "addr", "del", old, "dev", &self.outside]);
-    }
-
-    /// Drops everything the router would forward, or forwards it again.
-    fn cut(&self, cut: bool) {
-        let state = if cut { "down" } else { "up" };
-        self.router
-            .run(&["ip", "link", "set", &self.outside, state]);
-    }
 }
 
 #[test]

@@ -14,8 +14,9 @@
 //! leftovers (of a daemon that was killed) and nothing else.
 //!
 //! Kernel events come from a thread listening to the XFRM multicast
-//! groups: soft expires (time to rekey), hard expires (the SA is gone) and
-//! acquires (traffic hit a policy with no SA).
+//! groups: soft expires (time to rekey), hard expires (the SA is gone),
+//! acquires (traffic hit a policy with no SA) and NAT-T mappings (ESP in
+//! UDP arrived from a new address or port).
 
 pub mod msg;
 
@@ -24,7 +25,9 @@ use std::io;
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
 use std::sync::{Mutex, MutexGuard};
 
-use netlink_packet_xfrm::{XfrmAttrs, XfrmMessage, XFRMNLGRP_ACQUIRE, XFRMNLGRP_EXPIRE};
+use netlink_packet_xfrm::{
+    XfrmAttrs, XfrmMessage, XFRMNLGRP_ACQUIRE, XFRMNLGRP_EXPIRE, XFRMNLGRP_MAPPING,
+};
 use netlink_sys::protocols::NETLINK_XFRM;
 use sixgate_proto::crypto::EspKeys;
 use sixgate_proto::endpoint::{ChildSa, SaId};
@@ -120,6 +123,18 @@ pub enum KernelEvent {
         /// The packet's inner destination.
         dst: IpAddr,
     },
+    /// ESP in UDP for an inbound SA came from a new address or port (the
+    /// peer's NAT has a new mapping).
+    Mapping {
+        /// The SA's destination (our address).
+        dst: IpAddr,
+        /// The SA's SPI.
+        spi: u32,
+        /// Its reqid.
+        reqid: u32,
+        /// Where the packet came from.
+        new: SocketAddr,
+    },
 }
 
 struct Installed {
@@ -190,7 +205,10 @@ impl Xfrm {
             }),
         };
         let (tx, rx) = mpsc::unbounded_channel();
-        let events = NetlinkSocket::listen(NETLINK_XFRM, &[XFRMNLGRP_EXPIRE, XFRMNLGRP_ACQUIRE])?;
+        let events = NetlinkSocket::listen(
+            NETLINK_XFRM,
+            &[XFRMNLGRP_EXPIRE, XFRMNLGRP_ACQUIRE, XFRMNLGRP_MAPPING],
+        )?;
         std::thread::Builder::new()
             .name("xfrm-events".into())
             .spawn(move || event_thread(events, tx))?;
@@ -221,35 +239,7 @@ impl Xfrm {
                 r
             }
         };
-        let (in_encap, out_encap) = if child.udp_encapsulation {
-            (
-                Some((child.remote.port(), child.local.port())),
-                Some((child.local.port(), child.remote.port())),
-            )
-        } else {
-            (None, None)
-        };
-        let inbound = SaSpec {
-            src: remote,
-            dst: local,
-            spi: child.inbound_spi,
-            reqid,
-            keys: &child.inbound,
-            esn: child.esn,
-            replay_window: self.config.replay_window,
-            encap: in_encap,
-            if_id: self.config.if_id,
-            limits: self.config.limits,
-        };
-        let outbound = SaSpec {
-            src: local,
-            dst: remote,
-            spi: child.outbound_spi,
-            keys: &child.outbound,
-            replay_window: 0,
-            encap: out_encap,
-            ..inbound
-        };
+        let (inbound, outbound) = self.sa_specs(child, reqid);
         st.socket.request(msg::new_sa(&inbound), 0)?;
         if let Err(e) = st.socket.request(msg::new_sa(&outbound), 0) {
             let _ = st
@@ -276,20 +266,7 @@ impl Xfrm {
         );
         let mut failure = None;
         for key in keys {
-            let (tmpl_src, tmpl_dst) = match key.2 {
-                Direction::Out => (local, remote),
-                Direction::In | Direction::Fwd => (remote, local),
-            };
-            let spec = PolicySpec {
-                src: key.0,
-                dst: key.1,
-                dir: key.2,
-                priority: PRIORITY_BASE - u32::from(key.0 .1) - u32::from(key.1 .1),
-                tmpl_src,
-                tmpl_dst,
-                reqid,
-                if_id: self.config.if_id,
-            };
+            let spec = self.policy_spec(key, local, remote, reqid);
             let changed = st.policies.get(&key).is_none_or(|u| u.spec != spec);
             if changed {
                 if let Err(e) = st.socket.request(msg::update_policy(&spec), 0) {
@@ -311,6 +288,114 @@ impl Xfrm {
         if let Some(e) = failure {
             self.remove(child.inbound_spi);
             return Err(e);
+        }
+        Ok(())
+    }
+
+    /// Both states of a Child SA, as it is now.
+    fn sa_specs<'a>(&self, child: &'a ChildSa, reqid: u32) -> (SaSpec<'a>, SaSpec<'a>) {
+        let (in_encap, out_encap) = if child.udp_encapsulation {
+            (
+                Some((child.remote.port(), child.local.port())),
+                Some((child.local.port(), child.remote.port())),
+            )
+        } else {
+            (None, None)
+        };
+        let inbound = SaSpec {
+            src: child.remote.ip(),
+            dst: child.local.ip(),
+            spi: child.inbound_spi,
+            reqid,
+            keys: &child.inbound,
+            esn: child.esn,
+            replay_window: self.config.replay_window,
+            encap: in_encap,
+            if_id: self.config.if_id,
+            limits: self.config.limits,
+        };
+        let outbound = SaSpec {
+            src: child.local.ip(),
+            dst: child.remote.ip(),
+            spi: child.outbound_spi,
+            keys: &child.outbound,
+            replay_window: 0,
+            encap: out_encap,
+            ..inbound
+        };
+        (inbound, outbound)
+    }
+
+    /// The policy of `key`, its template between `local` and `remote`.
+    fn policy_spec(&self, key: PolicyKey, local: IpAddr, remote: IpAddr, reqid: u32) -> PolicySpec {
+        let (tmpl_src, tmpl_dst) = match key.2 {
+            Direction::Out => (local, remote),
+            Direction::In | Direction::Fwd => (remote, local),
+        };
+        PolicySpec {
+            src: key.0,
+            dst: key.1,
+            dir: key.2,
+            priority: PRIORITY_BASE - u32::from(key.0 .1) - u32::from(key.1 .1),
+            tmpl_src,
+            tmpl_dst,
+            reqid,
+            if_id: self.config.if_id,
+        }
+    }
+
+    /// Moves a Child SA's states and policies to the outer addresses and
+    /// encapsulation it has now (a NAT's new mapping, MOBIKE). A state's
+    /// addresses are part of its identity in the kernel, so each is read
+    /// for its counters and replay window, deleted, and added again with
+    /// them: the keys never count from zero again (with AES-GCM a repeated
+    /// sequence number would repeat a nonce). Then the policies'
+    /// templates follow. On failure the Child SA is removed altogether.
+    pub fn move_child(&self, child: &ChildSa) -> io::Result<()> {
+        let result = self.move_states(child);
+        if result.is_err() {
+            self.remove(child.inbound_spi);
+        }
+        result
+    }
+
+    fn move_states(&self, child: &ChildSa) -> io::Result<()> {
+        let mut st = self.lock();
+        let Some(sa) = st.sas.get(&child.inbound_spi) else {
+            return Err(io::Error::new(io::ErrorKind::NotFound, "no such Child SA"));
+        };
+        let (old_local, old_remote, reqid) = (sa.local, sa.remote, sa.reqid);
+        let (local, remote) = (child.local.ip(), child.remote.ip());
+        let encapsulated = child.udp_encapsulation.then_some(child.remote);
+        if (old_local, old_remote, sa.encapsulated) == (local, remote, encapsulated) {
+            return Ok(());
+        }
+        let policies = sa.policies.clone();
+        let (inbound, outbound) = self.sa_specs(child, reqid);
+        for (spec, old_src, old_dst) in [
+            (inbound, old_remote, old_local),
+            (outbound, old_local, old_remote),
+        ] {
+            let answer = st.socket.get(msg::get_sa(old_src, old_dst, spec.spi))?;
+            let sequence = msg::sequence_of(&answer).ok_or_else(|| {
+                io::Error::new(io::ErrorKind::InvalidData, "the SA has no replay state")
+            })?;
+            st.socket
+                .request(msg::delete_sa(old_src, old_dst, spec.spi), 0)?;
+            st.socket
+                .request(msg::new_sa_continuing(&spec, &sequence), 0)?;
+        }
+        if let Some(sa) = st.sas.get_mut(&child.inbound_spi) {
+            sa.local = local;
+            sa.remote = remote;
+            sa.encapsulated = encapsulated;
+        }
+        for key in policies {
+            let spec = self.policy_spec(key, local, remote, reqid);
+            st.socket.request(msg::update_policy(&spec), 0)?;
+            if let Some(u) = st.policies.get_mut(&key) {
+                u.spec = spec;
+            }
         }
         Ok(())
     }
@@ -400,6 +485,17 @@ impl Xfrm {
                         || (sa.outbound_spi == spi && sa.remote == dst);
                     hit.then_some((sa.ike_sa, *inbound))
                 })
+            }
+            KernelEvent::Mapping {
+                dst, spi, reqid, ..
+            } => {
+                if !self.config.owner.owns_reqid(reqid) {
+                    return None;
+                }
+                st.sas
+                    .get(&spi)
+                    .filter(|sa| sa.local == dst)
+                    .map(|sa| (sa.ike_sa, spi))
             }
             KernelEvent::Acquire { reqid, .. } => {
                 if !self.config.owner.owns_reqid(reqid) {
@@ -611,6 +707,9 @@ fn ip_of(a: &netlink_packet_xfrm::Address, family: u16) -> IpAddr {
 /// Child SAs by the daemon (through [`Xfrm::child_of`]); this thread only
 /// parses.
 fn event_thread(mut socket: NetlinkSocket, tx: mpsc::UnboundedSender<KernelEvent>) {
+    // The kernel reports a new mapping for each packet until the SA is
+    // moved: each SA's newest is passed on once.
+    let mut mappings: HashMap<u32, SocketAddr> = HashMap::new();
     loop {
         let messages = match socket.next_messages::<XfrmMessage>() {
             Ok(m) => m,
@@ -644,6 +743,19 @@ fn event_thread(mut socket: NetlinkSocket, tx: mpsc::UnboundedSender<KernelEvent
                     KernelEvent::Acquire {
                         reqid,
                         dst: ip_of(&a.acquire.selector.daddr, a.acquire.selector.family),
+                    }
+                }
+                XfrmMessage::Mapping(m) => {
+                    let map = &m.map;
+                    let new = SocketAddr::new(ip_of(&map.new_saddr, map.id.family), map.new_sport);
+                    if mappings.insert(map.id.spi, new) == Some(new) {
+                        continue;
+                    }
+                    KernelEvent::Mapping {
+                        dst: ip_of(&map.id.daddr, map.id.family),
+                        spi: map.id.spi,
+                        reqid: map.reqid,
+                        new,
                     }
                 }
                 _ => continue,

@@ -9,9 +9,9 @@
 use std::net::IpAddr;
 
 use netlink_packet_xfrm::{
-    policy, state, Address, Alg, AlgAead, AlgAuth, EncapTmpl, Id, LifetimeConfig, ReplayEsn,
-    Selector, UserPolicyId, UserPolicyInfo, UserSaId, UserSaInfo, UserTemplate, XfrmAttrs,
-    XfrmMessage, XFRM_INF,
+    policy, state, Address, Alg, AlgAead, AlgAuth, EncapTmpl, Id, LifetimeConfig, Replay,
+    ReplayEsn, Selector, UserPolicyId, UserPolicyInfo, UserSaId, UserSaInfo, UserTemplate,
+    XfrmAttrs, XfrmMessage, XFRM_INF,
 };
 use sixgate_proto::crypto::{EspKeys, Integrity};
 
@@ -201,6 +201,45 @@ pub fn new_sa(spec: &SaSpec) -> XfrmMessage {
         user_sa_info: info,
         nlas,
     })
+}
+
+/// The sequence numbers and replay window of a state, as the kernel
+/// reports them, to carry into the state that replaces it at other
+/// addresses: the same keys must never count from zero again.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Sequence {
+    /// `XFRMA_REPLAY_VAL`: 32-bit counters and the legacy bitmap.
+    Legacy(Replay),
+    /// `XFRMA_REPLAY_ESN_VAL`: the extended counters and the bitmap.
+    Extended(ReplayEsn),
+}
+
+/// The sequence state in a `XFRM_MSG_GETSA` answer.
+pub fn sequence_of(answer: &XfrmMessage) -> Option<Sequence> {
+    let XfrmMessage::AddSa(m) = answer else {
+        return None;
+    };
+    m.nlas.iter().find_map(|a| match a {
+        XfrmAttrs::ReplayStateEsn(r) => Some(Sequence::Extended(r.clone())),
+        XfrmAttrs::ReplayState(r) => Some(Sequence::Legacy(*r)),
+        _ => None,
+    })
+}
+
+/// `XFRM_MSG_NEWSA` for a state that goes on from `sequence` (a state
+/// moved to other addresses): as [`new_sa`], with the counters and
+/// window given.
+pub fn new_sa_continuing(spec: &SaSpec, sequence: &Sequence) -> XfrmMessage {
+    let mut message = new_sa(spec);
+    if let XfrmMessage::AddSa(m) = &mut message {
+        m.nlas
+            .retain(|a| !matches!(a, XfrmAttrs::ReplayState(_) | XfrmAttrs::ReplayStateEsn(_)));
+        m.nlas.push(match sequence {
+            Sequence::Legacy(r) => XfrmAttrs::ReplayState(*r),
+            Sequence::Extended(r) => XfrmAttrs::ReplayStateEsn(r.clone()),
+        });
+    }
+    message
 }
 
 fn sa_id(dst: IpAddr, spi: u32) -> UserSaId {

@@ -32,16 +32,22 @@ impl IkeSa {
         remote: SocketAddr,
         local: SocketAddr,
     ) {
-        if remote == self.path.remote && local == self.path.local {
-            return;
-        }
-        let behind_nat = self.nat.is_some_and(|n| n.peer_behind);
         let to_nat_t_port = !self.path.on_nat_t_port
             && remote.ip() == self.path.remote.ip()
             && local.ip() == self.path.local.ip()
             && local.port() == shared.config.nat_t_port;
-        if behind_nat || to_nat_t_port {
+        if to_nat_t_port {
             self.move_to(shared, remote, local);
+            return;
+        }
+        // Our own address is ours to change (by MOBIKE), never a
+        // message's: one still arriving at an address we left must not
+        // pull the SA back there.
+        if remote == self.path.remote {
+            return;
+        }
+        if self.nat.is_some_and(|n| n.peer_behind) {
+            self.move_to(shared, remote, self.path.local);
         } else {
             shared.stats.moves_refused += 1;
         }
