@@ -76,11 +76,24 @@ fn a_third_ike_sa_of_one_identity_is_refused() {
     );
     assert_eq!(lab.nodes[3].ep.ike_sas_of(&identity), 2, "the two stay up");
 
-    // INITIAL_CONTACT says the others are gone: it replaces them.
+    // INITIAL_CONTACT from a third address is that device's own first
+    // SA: it ends nobody else's, and the limit holds.
     connect_from(&mut lab, 2, ips[2], true);
     lab.run_for(Duration::from_secs(5));
-    assert_eq!(ike_ups(&lab.nodes[2].events), 1);
-    assert_eq!(lab.nodes[3].ep.ike_sas_of(&identity), 1);
+    assert_eq!(ike_ups(&lab.nodes[2].events), 0);
+    assert_eq!(down_reasons(&lab.nodes[2].events).len(), 2);
+    assert_eq!(lab.nodes[3].ep.ike_sas_of(&identity), 2);
+    // From the first one's address it is that device, restarted: its old
+    // SA goes, the new one takes its place.
+    connect_from(&mut lab, 0, ips[0], true);
+    lab.run_for(Duration::from_secs(5));
+    assert_eq!(ike_ups(&lab.nodes[0].events), 2);
+    assert_eq!(
+        down_reasons(&lab.nodes[0].events),
+        vec![DownReason::Replaced]
+    );
+    assert!(down_reasons(&lab.nodes[1].events).is_empty());
+    assert_eq!(lab.nodes[3].ep.ike_sas_of(&identity), 2);
 }
 
 #[test]

@@ -757,10 +757,13 @@ fn the_broker_by_host_name_and_port() {
     assert_eq!(rows[0]["identity"], "client@example.net", "{rows}");
 }
 
-#[test]
-fn one_identity_from_a_second_device_replaces_the_first_without_flapping() {
+/// Two devices with one certificate under `unique = MODE`: the first is
+/// up when the second starts; after the outcome settles, both are watched
+/// for two minutes. Returns each one's final status.
+fn second_device(mode: &str) -> (serde_json::Value, serde_json::Value) {
     let lab = TunnelLab::new(2);
-    let bconf = lab.broker_config("2001:db8:100::100/120", &[], "");
+    let limits = format!("[limits]\nunique = \"{mode}\"");
+    let bconf = lab.broker_config("2001:db8:100::100/120", &[], &limits);
     let broker = lab.start_broker(&bconf);
     let first = lab.ecdsa_client_config("first", "client", "");
     let _first = lab.start_client(0, &first);
@@ -769,36 +772,82 @@ fn one_identity_from_a_second_device_replaces_the_first_without_flapping() {
         "{}",
         broker.log_text()
     );
-    // The same certificate on another device: `unique = "replace"`.
     let second = lab.ecdsa_client_config("second", "client", "");
     let _second = lab.start_client(1, &second);
-    let address = lab.wait_up(1, &second, UP);
-    assert_eq!(
-        address.as_deref(),
-        Some("2001:db8:100::100"),
-        "the lease moves"
-    );
-    let replaced = wait_for(Duration::from_secs(10), || {
-        let s = lab.client_status(&first);
-        (s["state"] != "up" && s["next_attempt_secs"].as_u64()? > 60).then_some(s)
+    // The outcome: who is up once the second has had its say.
+    let settled = wait_for(UP, || {
+        let (a, b) = (lab.client_status(&first), lab.client_status(&second));
+        let settled = match mode {
+            "replace" => b["state"] == "up" && a["state"] != "up",
+            "keep" => a["state"] == "up" && b["last_error"].is_string(),
+            _ => a["state"] == "up" && b["state"] == "up",
+        };
+        settled.then_some(())
     });
-    let replaced = replaced.unwrap_or_else(|| panic!("{}", lab.client_status(&first)));
     assert!(
-        replaced["last_error"]
+        settled.is_some(),
+        "{mode}: {} / {}\n{}",
+        lab.client_status(&first),
+        lab.client_status(&second),
+        broker.log_text()
+    );
+    // No flapping: whoever is up stays up, on the same IKE SA.
+    let up_one = if mode == "replace" { &second } else { &first };
+    let watch_until = std::time::Instant::now() + Duration::from_secs(120);
+    while std::time::Instant::now() < watch_until {
+        let s = lab.client_status(up_one);
+        assert_eq!(
+            (&s["state"], &s["reconnects"]),
+            (&"up".into(), &0.into()),
+            "{mode}: {s}"
+        );
+        std::thread::sleep(Duration::from_secs(5));
+    }
+    if mode != "never" {
+        assert_eq!(lab.broker_status().len(), 1, "{mode}: one IKE SA");
+    }
+    (lab.client_status(&first), lab.client_status(&second))
+}
+
+#[test]
+fn one_identity_on_two_devices_under_each_unique_mode_without_flapping() {
+    let modes = ["replace", "keep", "never"];
+    let outcomes: Vec<_> = std::thread::scope(|s| {
+        let runs: Vec<_> = modes
+            .iter()
+            .map(|m| s.spawn(move || second_device(m)))
+            .collect();
+        runs.into_iter()
+            .map(|r| r.join().expect("a mode failed"))
+            .collect()
+    });
+    // replace: the first was told it was replaced and waits minutes
+    // before it tries again; the second has the address.
+    let (first, second) = &outcomes[0];
+    assert!(
+        first["last_error"]
             .as_str()
             .is_some_and(|e| e.contains("replaced")),
-        "{replaced}"
+        "{first}"
     );
-    // No fight: the second stays up, the first waits.
-    std::thread::sleep(Duration::from_secs(10));
-    let s = lab.client_status(&second);
+    assert!(first["next_attempt_secs"].as_u64() > Some(60), "{first}");
+    assert_eq!(first["reconnects"], 1);
+    assert_eq!(second["address"], "2001:db8:100::100");
+    // keep: the second is refused, and after a few refusals it backs off
+    // to minutes instead of trying every few seconds.
+    let (first, second) = &outcomes[1];
+    assert_eq!(first["state"], "up");
+    assert!(second["state"] != "up", "{second}");
+    assert!(second["reconnects"].as_u64() <= Some(3), "{second}");
+    assert!(second["next_attempt_secs"].as_u64() > Some(60), "{second}");
+    // never: both stay, with the identity's one address.
+    let (first, second) = &outcomes[2];
     assert_eq!(
-        (&s["state"], &s["reconnects"]),
-        (&"up".into(), &0.into()),
-        "{s}"
+        (&first["state"], &second["state"]),
+        (&"up".into(), &"up".into())
     );
-    assert_eq!(lab.client_status(&first)["reconnects"], 1);
-    assert!(lab.ping(1, 3));
+    assert_eq!(first["reconnects"], 0);
+    assert_eq!(second["reconnects"], 0);
 }
 
 #[test]

@@ -40,7 +40,7 @@ mod nat;
 pub mod ts;
 
 use std::cmp::Reverse;
-use std::collections::{BTreeSet, BinaryHeap, HashMap, HashSet, VecDeque};
+use std::collections::{BTreeMap, BinaryHeap, HashMap, HashSet, VecDeque};
 use std::net::{IpAddr, Ipv6Addr, SocketAddr};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -470,10 +470,13 @@ pub enum Unique {
     /// one device per identity, the newest.
     #[default]
     Replace,
-    /// The newcomer is refused with AUTHENTICATION_FAILED unless it sends
-    /// INITIAL_CONTACT (the same device, restarted).
+    /// The newcomer is refused with AUTHENTICATION_FAILED, unless it sends
+    /// INITIAL_CONTACT from the address the identity's SA came from (the
+    /// same device, restarted), which replaces that SA.
     Keep,
-    /// Both stay, up to `ike_sas_per_identity`; INITIAL_CONTACT replaces.
+    /// Both stay, up to `ike_sas_per_identity`; INITIAL_CONTACT replaces
+    /// only the SAs from its own address (a device on another address
+    /// says INITIAL_CONTACT of its own first SA, not of the other's).
     Never,
 }
 
@@ -547,8 +550,9 @@ pub(crate) struct Shared {
     pub(crate) unknown_sa_told: PerSecond,
     /// What is revoked beyond the certificates' own dates.
     pub(crate) revocations: Revocations,
-    /// The live (not closed) IKE SAs of each authenticated identity.
-    pub(crate) by_identity: HashMap<CanonicalIdentity, BTreeSet<SaId>>,
+    /// The live (not closed) IKE SAs of each authenticated identity, with
+    /// the peer address each authenticated from.
+    pub(crate) by_identity: HashMap<CanonicalIdentity, BTreeMap<SaId, IpAddr>>,
 }
 
 impl Shared {
@@ -653,8 +657,9 @@ impl TimerTable {
 /// Actions an IKE SA asks of the endpoint, beyond its own state.
 #[derive(Debug, Default)]
 pub(crate) struct Effects {
-    /// INITIAL_CONTACT: remove other SAs of this peer identity.
-    pub(crate) replace_identity: Option<CanonicalIdentity>,
+    /// Remove the other SAs of this peer identity (those from this
+    /// address only, if one is given).
+    pub(crate) replace_identity: Option<(CanonicalIdentity, Option<IpAddr>)>,
     /// The SA left the half-open state (completed or failed).
     pub(crate) left_half_open: bool,
     /// A new generation (IKE SA rekey) has this local SPI: route it here.
@@ -724,7 +729,7 @@ impl Endpoint {
         self.shared
             .by_identity
             .get(identity)
-            .map_or(0, BTreeSet::len)
+            .map_or(0, BTreeMap::len)
     }
 
     /// Replaces what is revoked (CRL entries and the operator's list), and
@@ -940,16 +945,21 @@ impl Endpoint {
                     .by_identity
                     .entry(identity.clone())
                     .or_default()
-                    .insert(id);
+                    .insert(id, sa.remote().ip());
                 self.identity_of.insert(id, identity);
             }
         }
-        if let Some(identity) = effects.replace_identity {
+        if let Some((identity, only_from)) = effects.replace_identity {
             let others: Vec<SaId> = self
                 .shared
                 .by_identity
                 .get(&identity)
-                .map(|ids| ids.iter().copied().filter(|o| *o != id).collect())
+                .map(|ids| {
+                    ids.iter()
+                        .filter(|(o, ip)| **o != id && only_from.is_none_or(|f| f == **ip))
+                        .map(|(o, _)| *o)
+                        .collect()
+                })
                 .unwrap_or_default();
             for other in others {
                 if let Some(sa) = self.sas.get_mut(&other) {

@@ -164,19 +164,30 @@ impl IkeSa {
         }
         let proved = self.authenticate_peer(shared, now, idi, &found.certs, auth, true)?;
         let initial_contact = found.notify(NotifyType::INITIAL_CONTACT).is_some();
-        let live = shared
+        let live: Vec<IpAddr> = shared
             .by_identity
             .get(&proved.identity)
-            .map_or(0, |ids| ids.len());
-        let replaces = match config.unique {
-            Unique::Replace => live > 0,
-            Unique::Keep if live > 0 && !initial_contact => {
-                return Err(LocalPolicy::IdentityConnected.into())
-            }
-            Unique::Keep | Unique::Never => initial_contact,
+            .map(|ids| ids.values().copied().collect())
+            .unwrap_or_default();
+        let here = self.path.remote.ip();
+        let from_here = live.iter().filter(|ip| **ip == here).count();
+        // (whether it replaces, and whom: everyone, or only SAs from here)
+        let (replaces, only_from) = match config.unique {
+            Unique::Replace => (!live.is_empty(), None),
+            // INITIAL_CONTACT where the identity's SA came from: the same
+            // device, restarted. From elsewhere it is another device,
+            // whose own first SA it is.
+            Unique::Keep | Unique::Never if initial_contact && from_here > 0 => (true, Some(here)),
+            Unique::Keep if !live.is_empty() => return Err(LocalPolicy::IdentityConnected.into()),
+            Unique::Keep | Unique::Never => (false, None),
         };
-        if !replaces && live >= config.ike_sas_per_identity {
-            return Err(LocalPolicy::TooManyIkeSas(live).into());
+        let remaining = match (replaces, only_from) {
+            (true, None) => 0,
+            (true, Some(_)) => live.len() - from_here,
+            (false, _) => live.len(),
+        };
+        if remaining >= config.ike_sas_per_identity {
+            return Err(LocalPolicy::TooManyIkeSas(remaining).into());
         }
         let our_auth = self.our_auth(shared)?;
         let mut effects = Effects {
@@ -184,7 +195,7 @@ impl IkeSa {
             ..Effects::default()
         };
         if replaces {
-            effects.replace_identity = Some(proved.identity.clone());
+            effects.replace_identity = Some((proved.identity.clone(), only_from));
         }
         let mut head: Vec<Payload> = vec![PayloadBody::IdR(config.identity.clone()).into()];
         head.extend(Self::cert_payloads(shared));

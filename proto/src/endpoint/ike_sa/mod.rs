@@ -766,6 +766,11 @@ impl IkeSa {
         revocations.check(path, identity).is_err()
     }
 
+    /// The peer's address now.
+    pub(crate) fn remote(&self) -> SocketAddr {
+        self.path.remote
+    }
+
     /// (initiator's address, SPIi): the key of the endpoint's half-open
     /// table, where a responder SA is filed until it leaves that state.
     pub(crate) fn init_key(&self) -> (SocketAddr, u64) {
