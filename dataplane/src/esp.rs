@@ -164,6 +164,11 @@ impl std::fmt::Debug for EspSa {
 }
 
 impl EspSa {
+    /// The highest sequence number authenticated so far (0: none).
+    pub fn highest_received(&self) -> u64 {
+        self.window.top
+    }
+
     /// An SA for `spi` with the keys of its direction.
     pub fn new(spi: u32, keys: &EspKeys, esn: bool) -> Option<EspSa> {
         let (encr, cipher, integ) = keys.prepare()?;

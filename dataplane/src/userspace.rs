@@ -224,12 +224,15 @@ impl EspHandler for Shared {
             self.no_sa.fetch_add(1, Ordering::Relaxed);
             return;
         };
+        let highest = child.inbound.sa.highest_received();
         let Some(inner) = child.inbound.receive(packet) else {
             return;
         };
-        // Authenticated and inside the replay window: if it came from a
+        // Authenticated, and newer than any before it: if it came from a
         // new address, a NAT in front of the peer may have a new mapping.
-        if remote != child.peer && child.reported != Some(remote) {
+        // (A late packet from the old path moves nothing back.)
+        let newest = child.inbound.sa.highest_received() > highest;
+        if newest && remote != child.peer && child.reported != Some(remote) {
             child.reported = Some(remote);
             if let Some(tx) = lock(&self.moves).as_ref() {
                 let _ = tx.send(PeerMoved {

@@ -524,7 +524,35 @@ pub fn remove_leftovers(name: &str, rtnl: &mut Rtnl) -> io::Result<()> {
     if rtnl.link_exists(name)? {
         rtnl.delete_link(name)?;
     }
+    // A wireguard-go we could not signal ends once its link is gone; until
+    // it has, it may still remove the socket path a new one opens.
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while !wireguard_go_serving(name).is_empty() && Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(20));
+    }
     Ok(())
+}
+
+/// The wireguard-go processes whose last argument is `name`, by pid.
+fn wireguard_go_serving(name: &str) -> Vec<u32> {
+    let Ok(entries) = std::fs::read_dir("/proc") else {
+        return Vec::new();
+    };
+    entries
+        .filter_map(|e| e.ok()?.file_name().to_str()?.parse::<u32>().ok())
+        .filter(|pid| {
+            let Ok(cmdline) = std::fs::read(format!("/proc/{pid}/cmdline")) else {
+                return false;
+            };
+            let args: Vec<&[u8]> = cmdline
+                .split(|b| *b == 0)
+                .filter(|a| !a.is_empty())
+                .collect();
+            args.first().is_some_and(|a| a.ends_with(b"wireguard-go"))
+                && args.last().is_some_and(|a| *a == name.as_bytes())
+                && !is_zombie(*pid)
+        })
+        .collect()
 }
 
 /// Whether `pid` is a zombie (exited, waiting for a parent that is gone

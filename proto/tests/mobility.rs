@@ -232,3 +232,33 @@ fn without_mobike_a_roaming_initiator_is_told_to_reconnect() {
         "203.0.113.9:24500".parse().unwrap()
     );
 }
+
+#[test]
+fn answers_go_back_the_way_the_request_came() {
+    let mut client = client_config("ecdsa");
+    client.dpd_interval = Duration::from_secs(10);
+    let pool = MemPool::new(4);
+    let mut lab = Lab::pair(45, client, broker_config("ecdsa"), &pool);
+    lab.connect();
+    established(&mut lab);
+    // From now on the client's packets reach the broker from another
+    // address (as strongSwan's MOBIKE probes do, from an address it has
+    // not moved to yet), and only answers to that address reach it.
+    lab.masquerade = Some(Masquerade {
+        inside: ip(CLIENT),
+        public: ip("192.0.2.99"),
+        port_shift: 0,
+    });
+    let retransmits = lab.nodes[0].ep.stats().retransmits_sent;
+    lab.run_for(Duration::from_secs(60));
+    assert_eq!(downs(&lab.nodes[0].events), 0, "{:?}", lab.nodes[0].events);
+    assert_eq!(
+        lab.nodes[0].ep.stats().retransmits_sent,
+        retransmits,
+        "every liveness check answered at once"
+    );
+    // The peer is behind no NAT: the SA does not follow a packet, but
+    // every request was answered where it came from.
+    assert!(moves(&lab.nodes[1].events).is_empty());
+    assert!(lab.nodes[1].ep.stats().moves_refused >= 5);
+}

@@ -137,6 +137,11 @@ pub enum KernelEvent {
     },
 }
 
+/// How far ahead of the old state's counter a moved outbound state
+/// starts: more than a line-rate sender puts out between the read and the
+/// delete (microseconds), and a jump the peer's replay window takes.
+pub const OUTBOUND_SEQUENCE_MARGIN: u32 = 1 << 16;
+
 struct Installed {
     ike_sa: SaId,
     reqid: u32,
@@ -345,12 +350,17 @@ impl Xfrm {
     }
 
     /// Moves a Child SA's states and policies to the outer addresses and
-    /// encapsulation it has now (a NAT's new mapping, MOBIKE). A state's
-    /// addresses are part of its identity in the kernel, so each is read
-    /// for its counters and replay window, deleted, and added again with
-    /// them: the keys never count from zero again (with AES-GCM a repeated
-    /// sequence number would repeat a nonce). Then the policies'
-    /// templates follow. On failure the Child SA is removed altogether.
+    /// encapsulation it has now (a NAT's new mapping, MOBIKE). Where only
+    /// the encapsulation's ports change, each state is updated in place
+    /// and keeps its counters. Otherwise, since a state's addresses are
+    /// part of its identity in the kernel, it is read for its counters and
+    /// replay window and added again at the new addresses with them, the
+    /// outbound counter moved [`OUTBOUND_SEQUENCE_MARGIN`] ahead of what
+    /// the old state may still send meanwhile: the keys never count over
+    /// the same numbers twice (with AES-GCM that would repeat a nonce).
+    /// A state whose destination changes is added before the old one goes,
+    /// and the policies' templates move between the two. On failure the
+    /// Child SA is removed altogether.
     pub fn move_child(&self, child: &ChildSa) -> io::Result<()> {
         let result = self.move_states(child);
         if result.is_err() {
@@ -365,6 +375,7 @@ impl Xfrm {
             return Err(io::Error::new(io::ErrorKind::NotFound, "no such Child SA"));
         };
         let (old_local, old_remote, reqid) = (sa.local, sa.remote, sa.reqid);
+        let was_encapsulated = sa.encapsulated.is_some();
         let (local, remote) = (child.local.ip(), child.remote.ip());
         let encapsulated = child.udp_encapsulation.then_some(child.remote);
         if (old_local, old_remote, sa.encapsulated) == (local, remote, encapsulated) {
@@ -372,18 +383,37 @@ impl Xfrm {
         }
         let policies = sa.policies.clone();
         let (inbound, outbound) = self.sa_specs(child, reqid);
-        for (spec, old_src, old_dst) in [
-            (inbound, old_remote, old_local),
-            (outbound, old_local, old_remote),
+        // States of the old addresses to delete once the policies moved.
+        let mut stale = Vec::new();
+        for (spec, old_src, old_dst, is_outbound) in [
+            (inbound, old_remote, old_local, false),
+            (outbound, old_local, old_remote, true),
         ] {
+            let same_addresses = spec.src == old_src && spec.dst == old_dst;
+            if same_addresses && spec.encap.is_some() == was_encapsulated {
+                st.socket.request(msg::update_sa(&spec), 0)?;
+                continue;
+            }
             let answer = st.socket.get(msg::get_sa(old_src, old_dst, spec.spi))?;
-            let sequence = msg::sequence_of(&answer).ok_or_else(|| {
+            let mut sequence = msg::sequence_of(&answer).ok_or_else(|| {
                 io::Error::new(io::ErrorKind::InvalidData, "the SA has no replay state")
             })?;
-            st.socket
-                .request(msg::delete_sa(old_src, old_dst, spec.spi), 0)?;
-            st.socket
-                .request(msg::new_sa_continuing(&spec, &sequence), 0)?;
+            if is_outbound {
+                sequence
+                    .skip_ahead(OUTBOUND_SEQUENCE_MARGIN, spec.esn)
+                    .ok_or_else(|| io::Error::other("the SA's sequence numbers are used up"))?;
+            }
+            if spec.dst == old_dst {
+                // The same identity in the kernel: out, then in again.
+                st.socket
+                    .request(msg::delete_sa(old_src, old_dst, spec.spi), 0)?;
+                st.socket
+                    .request(msg::new_sa_continuing(&spec, &sequence), 0)?;
+            } else {
+                st.socket
+                    .request(msg::new_sa_continuing(&spec, &sequence), 0)?;
+                stale.push((old_src, old_dst, spec.spi));
+            }
         }
         if let Some(sa) = st.sas.get_mut(&child.inbound_spi) {
             sa.local = local;
@@ -396,6 +426,9 @@ impl Xfrm {
             if let Some(u) = st.policies.get_mut(&key) {
                 u.spec = spec;
             }
+        }
+        for (src, dst, spi) in stale {
+            gone_is_fine(st.socket.request(msg::delete_sa(src, dst, spi), 0))?;
         }
         Ok(())
     }
@@ -710,6 +743,8 @@ fn event_thread(mut socket: NetlinkSocket, tx: mpsc::UnboundedSender<KernelEvent
     // The kernel reports a new mapping for each packet until the SA is
     // moved: each SA's newest is passed on once.
     let mut mappings: HashMap<u32, SocketAddr> = HashMap::new();
+    // Bounded: SAs come and go, their entries with them in time.
+    const MAPPINGS_KEPT: usize = 1 << 16;
     loop {
         let messages = match socket.next_messages::<XfrmMessage>() {
             Ok(m) => m,
@@ -748,6 +783,9 @@ fn event_thread(mut socket: NetlinkSocket, tx: mpsc::UnboundedSender<KernelEvent
                 XfrmMessage::Mapping(m) => {
                     let map = &m.map;
                     let new = SocketAddr::new(ip_of(&map.new_saddr, map.id.family), map.new_sport);
+                    if mappings.len() >= MAPPINGS_KEPT {
+                        mappings.clear();
+                    }
                     if mappings.insert(map.id.spi, new) == Some(new) {
                         continue;
                     }

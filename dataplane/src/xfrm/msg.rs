@@ -214,6 +214,25 @@ pub enum Sequence {
     Extended(ReplayEsn),
 }
 
+impl Sequence {
+    /// Moves the outbound counter `by` ahead, past whatever the old state
+    /// may still send between being read and being deleted; `None` if the
+    /// counter (32 bits without `esn`) would run out.
+    pub fn skip_ahead(&mut self, by: u32, esn: bool) -> Option<()> {
+        match self {
+            Sequence::Legacy(r) => r.oseq = r.oseq.checked_add(by)?,
+            Sequence::Extended(r) if esn => {
+                let next = ((u64::from(r.oseq_hi) << 32) | u64::from(r.oseq))
+                    .checked_add(u64::from(by))?;
+                r.oseq = next as u32;
+                r.oseq_hi = (next >> 32) as u32;
+            }
+            Sequence::Extended(r) => r.oseq = r.oseq.checked_add(by)?,
+        }
+        Some(())
+    }
+}
+
 /// The sequence state in a `XFRM_MSG_GETSA` answer.
 pub fn sequence_of(answer: &XfrmMessage) -> Option<Sequence> {
     let XfrmMessage::AddSa(m) = answer else {
@@ -240,6 +259,16 @@ pub fn new_sa_continuing(spec: &SaSpec, sequence: &Sequence) -> XfrmMessage {
         });
     }
     message
+}
+
+/// `XFRM_MSG_UPDSA`: `ip xfrm state update ...` with the arguments of
+/// [`new_sa`]. The kernel keeps the state (and its counters) and takes the
+/// new encapsulation ports and lifetimes.
+pub fn update_sa(spec: &SaSpec) -> XfrmMessage {
+    match new_sa(spec) {
+        XfrmMessage::AddSa(m) => XfrmMessage::UpdateSa(m),
+        other => other,
+    }
 }
 
 fn sa_id(dst: IpAddr, spi: u32) -> UserSaId {

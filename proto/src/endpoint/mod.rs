@@ -552,7 +552,7 @@ pub(crate) struct Shared {
     pub(crate) revocations: Revocations,
     /// The live (not closed) IKE SAs of each authenticated identity, with
     /// the peer address each authenticated from.
-    pub(crate) by_identity: HashMap<CanonicalIdentity, BTreeMap<SaId, IpAddr>>,
+    pub(crate) by_identity: HashMap<CanonicalIdentity, BTreeMap<SaId, SocketAddr>>,
 }
 
 impl Shared {
@@ -654,12 +654,26 @@ impl TimerTable {
     }
 }
 
+/// Where one device of an identity is: its address, and behind a NAT its
+/// port too (two devices behind one NAT share the address).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct SameDevice {
+    pub(crate) ip: IpAddr,
+    pub(crate) port: Option<u16>,
+}
+
+impl SameDevice {
+    pub(crate) fn is_at(self, at: SocketAddr) -> bool {
+        at.ip() == self.ip && self.port.is_none_or(|p| p == at.port())
+    }
+}
+
 /// Actions an IKE SA asks of the endpoint, beyond its own state.
 #[derive(Debug, Default)]
 pub(crate) struct Effects {
     /// Remove the other SAs of this peer identity (those from this
     /// address only, if one is given).
-    pub(crate) replace_identity: Option<(CanonicalIdentity, Option<IpAddr>)>,
+    pub(crate) replace_identity: Option<(CanonicalIdentity, Option<SameDevice>)>,
     /// The SA left the half-open state (completed or failed).
     pub(crate) left_half_open: bool,
     /// A new generation (IKE SA rekey) has this local SPI: route it here.
@@ -945,7 +959,7 @@ impl Endpoint {
                     .by_identity
                     .entry(identity.clone())
                     .or_default()
-                    .insert(id, sa.remote().ip());
+                    .insert(id, sa.remote());
                 self.identity_of.insert(id, identity);
             }
         }
@@ -956,7 +970,7 @@ impl Endpoint {
                 .get(&identity)
                 .map(|ids| {
                     ids.iter()
-                        .filter(|(o, ip)| **o != id && only_from.is_none_or(|f| f == **ip))
+                        .filter(|(o, at)| **o != id && only_from.is_none_or(|d| d.is_at(**at)))
                         .map(|(o, _)| *o)
                         .collect()
                 })

@@ -164,13 +164,19 @@ impl IkeSa {
         }
         let proved = self.authenticate_peer(shared, now, idi, &found.certs, auth, true)?;
         let initial_contact = found.notify(NotifyType::INITIAL_CONTACT).is_some();
-        let live: Vec<IpAddr> = shared
+        let live: Vec<SocketAddr> = shared
             .by_identity
             .get(&proved.identity)
             .map(|ids| ids.values().copied().collect())
             .unwrap_or_default();
-        let here = self.path.remote.ip();
-        let from_here = live.iter().filter(|ip| **ip == here).count();
+        let here = SameDevice {
+            ip: self.path.remote.ip(),
+            port: self
+                .nat
+                .is_some_and(|n| n.peer_behind)
+                .then_some(self.path.remote.port()),
+        };
+        let from_here = live.iter().filter(|a| here.is_at(**a)).count();
         // (whether it replaces, and whom: everyone, or only SAs from here)
         let (replaces, only_from) = match config.unique {
             Unique::Replace => (!live.is_empty(), None),

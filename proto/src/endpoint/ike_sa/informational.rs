@@ -28,8 +28,9 @@ impl IkeSa {
             self.close(shared, now, reason);
             return;
         }
+        let in_kind = self.answer_in_kind(shared, &found, arrived);
         if let Some(ty) = found.error() {
-            self.send_response(shared, ExchangeType::INFORMATIONAL, id, &[]);
+            self.send_response(shared, ExchangeType::INFORMATIONAL, id, &in_kind);
             if ty == NotifyType::AUTHENTICATION_FAILED {
                 self.close(shared, now, DownReason::RefusedByPeer(ty));
             }
@@ -70,7 +71,7 @@ impl IkeSa {
         for inbound in gone {
             self.remove_child(shared, inbound);
         }
-        let reply: Vec<Payload> = if answer.is_empty() {
+        let mut reply: Vec<Payload> = if answer.is_empty() {
             Vec::new()
         } else {
             vec![PayloadBody::Delete(Delete {
@@ -80,6 +81,7 @@ impl IkeSa {
             })
             .into()]
         };
+        reply.extend(in_kind);
         self.send_response(shared, ExchangeType::INFORMATIONAL, id, &reply);
     }
 }

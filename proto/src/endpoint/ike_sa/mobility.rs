@@ -46,7 +46,9 @@ impl IkeSa {
         if remote == self.path.remote {
             return;
         }
-        if self.nat.is_some_and(|n| n.peer_behind) {
+        // Only a peer behind a NAT, and only where we are behind none
+        // ourselves (a broker behind a 1:1 NAT sees every client moved).
+        if self.nat.is_some_and(|n| n.peer_behind && !n.we_behind) {
             self.move_to(shared, remote, self.path.local);
         } else {
             shared.stats.moves_refused += 1;
@@ -65,6 +67,15 @@ impl IkeSa {
         let Some(s) = self.session_mut() else {
             return;
         };
+        // Who is where, for `unique`: the same device is the one at this
+        // address now.
+        if let Some(seen) = shared
+            .by_identity
+            .get_mut(&s.peer)
+            .and_then(|ids| ids.get_mut(&id))
+        {
+            *seen = remote;
+        }
         for c in &mut s.children {
             c.sa.local = local;
             c.sa.remote = remote;
@@ -111,12 +122,15 @@ impl IkeSa {
         if !self.mobike && !peer_follows {
             return false;
         }
-        self.path.local = local;
-        self.queue(if self.mobike {
-            Task::UpdateAddresses
+        if self.mobike {
+            self.path.local = local;
+            self.queue(Task::UpdateAddresses);
         } else {
-            Task::Dpd
-        });
+            // Our own Child SAs move now; the peer follows the liveness
+            // check that comes from here.
+            self.move_to(shared, self.path.remote, local);
+            self.queue(Task::Dpd);
+        }
         self.kick(shared, now);
         true
     }
@@ -179,6 +193,30 @@ impl IkeSa {
         self.move_to(shared, self.path.remote, self.path.local);
     }
 
+    /// What a MOBIKE peer's INFORMATIONAL asks to have answered in kind
+    /// (RFC 4555 3.7 and 3.8): its COOKIE2 returned, and NAT detection for
+    /// the addresses the request came between, with which a liveness
+    /// check finds out that a NAT's mapping changed.
+    pub(super) fn answer_in_kind(
+        &self,
+        shared: &mut Shared,
+        found: &Found<'_>,
+        arrived: Arrived,
+    ) -> Vec<Payload> {
+        let mut answer = Vec::new();
+        if !self.mobike {
+            return answer;
+        }
+        let spis = self.keyed().map(|k| (k.gen.spi_i, k.gen.spi_r));
+        if let (Some(spis), Some(_)) = (spis, found.notify(NotifyType::NAT_DETECTION_SOURCE_IP)) {
+            answer.extend(nat_detection(shared, spis, arrived.local, arrived.remote));
+        }
+        if let Some(c) = found.notify(NotifyType::COOKIE2) {
+            answer.push(notify(NotifyType::COOKIE2, c.data.clone()));
+        }
+        answer
+    }
+
     /// MOBIKE responder: the peer's UPDATE_SA_ADDRESSES. The SA moves to
     /// the addresses the request came between, NAT detection is redone
     /// for them, and the answer returns the peer's COOKIE2.
@@ -208,8 +246,12 @@ impl IkeSa {
             return;
         };
         let nat = found.nat_detected(spis.0, spis.1, arrived.remote, arrived.local);
-        if found.notify(NotifyType::NO_NATS_ALLOWED).is_some() && nat.is_some_and(NatDetection::any)
-        {
+        let translated = found
+            .notify(NotifyType::NO_NATS_ALLOWED)
+            .is_some_and(|n| !sent_as_arrived(&n.data, arrived));
+        if translated {
+            // The peer wants no NAT on the way, and there is one (RFC 4555
+            // 3.9): nothing moves.
             shared.stats.moves_refused += 1;
             let refusal = notify(NotifyType::UNEXPECTED_NAT_DETECTED, Vec::new());
             self.send_response(shared, ExchangeType::INFORMATIONAL, id, &[refusal]);
@@ -232,3 +274,18 @@ impl IkeSa {
 const COOKIE2_LEN: usize = 16;
 const COOKIE2_MIN: usize = 8;
 const COOKIE2_MAX: usize = 64;
+
+/// Whether NO_NATS_ALLOWED's data (RFC 4555 3.9: the request's source and
+/// destination addresses, then ports, as the peer sent it) is what
+/// arrived. Data that does not parse counts as a mismatch.
+fn sent_as_arrived(data: &[u8], arrived: Arrived) -> bool {
+    let octets = |a: SocketAddr| match a.ip() {
+        IpAddr::V4(v4) => v4.octets().to_vec(),
+        IpAddr::V6(v6) => v6.octets().to_vec(),
+    };
+    let mut expected = octets(arrived.remote);
+    expected.extend(octets(arrived.local));
+    expected.extend(arrived.remote.port().to_be_bytes());
+    expected.extend(arrived.local.port().to_be_bytes());
+    data == expected.as_slice()
+}

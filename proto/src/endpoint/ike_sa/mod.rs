@@ -30,7 +30,9 @@ use std::time::{Duration, Instant};
 
 use super::nat::{nat_hash, NatDetection};
 use super::ts::{contains, ipv6_host, narrow};
-use super::{ChildSa, ConnectRequest, DownReason, Effects, Event, SaId, Shared, Stats, Unique};
+use super::{
+    ChildSa, ConnectRequest, DownReason, Effects, Event, SaId, SameDevice, Shared, Stats, Unique,
+};
 use crate::auth::{self, hash_algorithms_notify, signed_octets, SignMode};
 use crate::cert::{match_identity, CertId, Purpose};
 use crate::crypto::sk::{Reassembly, SkCipher};
@@ -366,6 +368,8 @@ pub(crate) struct IkeSa {
     /// Both sides announced MOBIKE_SUPPORTED (RFC 4555): the initiator
     /// moves the SA with UPDATE_SA_ADDRESSES.
     mobike: bool,
+    /// Where the request being handled came from: its answer goes there.
+    replying_to: Option<Arrived>,
     last_heard: Instant,
     /// (initiator's address, SPIi): how a retransmitted IKE_SA_INIT finds
     /// the SA while it is half-open (responder) or initiating.
@@ -712,6 +716,7 @@ impl IkeSa {
             nat: None,
             esp_in_udp: false,
             mobike: false,
+            replying_to: None,
             last_heard: now,
             init_key,
             down_reported: false,
@@ -805,8 +810,18 @@ impl IkeSa {
     }
 
     fn send(&self, shared: &mut Shared, datagrams: &[Vec<u8>]) {
+        self.send_to(shared, self.path.remote, self.path.local, datagrams);
+    }
+
+    fn send_to(
+        &self,
+        shared: &mut Shared,
+        remote: SocketAddr,
+        local: SocketAddr,
+        datagrams: &[Vec<u8>],
+    ) {
         for d in datagrams {
-            push_datagram(shared, self.path.remote, self.path.local, d);
+            push_datagram(shared, remote, local, d);
         }
     }
 
@@ -882,7 +897,10 @@ impl IkeSa {
         inner: &[Payload],
     ) {
         let datagrams = self.seal(shared, exchange, true, id, inner);
-        self.send(shared, &datagrams);
+        match self.replying_to {
+            Some(to) => self.send_to(shared, to.remote, to.local, &datagrams),
+            None => self.send(shared, &datagrams),
+        }
         if let Some(k) = self.keyed_mut() {
             k.gen.expected_peer_id = id.wrapping_add(1);
             k.gen.last_response = Some((id, datagrams));
@@ -922,7 +940,7 @@ impl IkeSa {
                 .filter(|g| g.last_response.as_ref().is_some_and(|(id, _)| *id == 0))
                 .and_then(|g| g.answer_retransmission(now, &mut shared.stats));
             if let Some(cached) = cached {
-                self.send(shared, &cached);
+                self.send_to(shared, remote, local, &cached);
             }
             return Effects::default();
         }
@@ -959,7 +977,7 @@ impl IkeSa {
                     && gen.sk_in.open(datagram).is_ok()
                 {
                     if let Some(cached) = gen.answer_retransmission(now, &mut shared.stats) {
-                        self.send(shared, &cached);
+                        self.send_to(shared, remote, local, &cached);
                     }
                 } else {
                     shared.stats.stray += 1;
@@ -1010,7 +1028,8 @@ impl IkeSa {
         if retransmission {
             if opened.fragment.is_none_or(|(n, _)| n == 1) {
                 if let Some(cached) = gen.answer_retransmission(now, &mut shared.stats) {
-                    self.send(shared, &cached);
+                    // Answered where it came from (RFC 7296 2.11).
+                    self.send_to(shared, remote, local, &cached);
                 }
             }
             return Effects::default();
@@ -1032,25 +1051,38 @@ impl IkeSa {
         } else {
             (opened.first_payload, opened.plaintext)
         };
-        // Authenticated: the peer is alive, and where a NAT may have moved
-        // it, this is its address now.
         self.last_heard = now;
-        self.follow_peer(shared, remote, local);
         let arrived = Arrived { remote, local };
         let payloads = match parse_chain(first, &plaintext) {
             Ok(p) => p,
             Err(e) => {
                 shared.stats.invalid += 1;
                 if !response {
+                    self.replying_to = Some(arrived);
                     self.send_error_response(shared, header.exchange, header.message_id, &e.into());
+                    self.replying_to = None;
                 }
                 return Effects::default();
             }
         };
+        // Authenticated and new: where a NAT may have moved the peer, this
+        // is its address now; an address update moves it explicitly.
+        let updates = !response
+            && payloads.iter().any(|p| {
+                matches!(&p.body, PayloadBody::Notify(n) if n.ty == NotifyType::UPDATE_SA_ADDRESSES)
+            });
+        if !updates {
+            self.follow_peer(shared, remote, local);
+        }
         if response {
             self.handle_response(shared, now, &payloads, arrived)
         } else {
-            self.handle_request(shared, now, header, &payloads, arrived)
+            // Answers go back the way the request came (RFC 7296 2.11),
+            // whether or not the SA follows.
+            self.replying_to = Some(arrived);
+            let effects = self.handle_request(shared, now, header, &payloads, arrived);
+            self.replying_to = None;
+            effects
         }
     }
 
