@@ -318,7 +318,7 @@ mod tests {
     fn store(dir: &Path, size: u64) -> SledLeaseStore {
         let base: Ipv6Addr = "2001:db8:100::100".parse().unwrap();
         let reserved = [(id("vip@example.net"), "2001:db8:100::101".parse().unwrap())];
-        SledLeaseStore::open(dir, base, size, &reserved).unwrap()
+        crate::reopen(|| SledLeaseStore::open(dir, base, size, &reserved))
     }
 
     #[test]

@@ -198,7 +198,7 @@ mod tests {
             assert!(list.revoke(&Revoked::Serial("10:02".into())).unwrap());
             assert!(list.revoke(&Revoked::Serial("nonsense".into())).is_err());
         }
-        let db = sled::open(dir.path()).unwrap();
+        let db = crate::reopen(|| sled::open(dir.path()));
         let list = RevocationList::open(&db).unwrap();
         let entries: Vec<Revoked> = list
             .list()

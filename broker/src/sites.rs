@@ -491,13 +491,14 @@ mod tests {
     }
 
     fn store4(dir: &Path, hold_down: u64, net: &str, len: u8) -> SiteStore {
-        SiteStore::open(
-            dir,
-            ("2001:db8:1000::".parse().unwrap(), 48),
-            (net.parse().unwrap(), len),
-            hold_down,
-        )
-        .unwrap()
+        crate::reopen(|| {
+            SiteStore::open(
+                dir,
+                ("2001:db8:1000::".parse().unwrap(), 48),
+                (net.parse().unwrap(), len),
+                hold_down,
+            )
+        })
     }
 
     fn overlaps(a: &Site, b: &Site) -> bool {
