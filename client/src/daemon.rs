@@ -92,6 +92,14 @@ fn is_permanent(reason: &DownReason) -> bool {
     }
 }
 
+/// Sleeps until `at`, or for ever without one.
+async fn sleep_until_or_never(at: Option<tokio::time::Instant>) {
+    match at {
+        Some(t) => tokio::time::sleep_until(t).await,
+        None => std::future::pending().await,
+    }
+}
+
 /// How long address and route changes must settle before the client
 /// looks at where its traffic to the broker leaves now.
 const ADDRESS_SETTLE: Duration = Duration::from_millis(300);
@@ -283,18 +291,8 @@ pub async fn run(config: Config, credentials: Credentials) -> Result<(), String>
     let mut retry_at: Option<tokio::time::Instant> = Some(tokio::time::Instant::now());
     let mut stopping = false;
     loop {
-        let retry = async {
-            match retry_at {
-                Some(t) => tokio::time::sleep_until(t).await,
-                None => std::future::pending().await,
-            }
-        };
-        let recheck = async {
-            match recheck_at {
-                Some(t) => tokio::time::sleep_until(t).await,
-                None => std::future::pending().await,
-            }
-        };
+        let retry = sleep_until_or_never(retry_at);
+        let recheck = sleep_until_or_never(recheck_at);
         tokio::select! {
             Some(()) = changed.recv() => {
                 // A change comes in bursts (address, then routes): look

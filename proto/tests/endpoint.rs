@@ -137,17 +137,6 @@ fn handshake_for_every_default_suite() {
     }
 }
 
-fn sa_id(lab: &Lab, node: usize) -> sixgate_proto::endpoint::SaId {
-    lab.nodes[node]
-        .events
-        .iter()
-        .find_map(|e| match e {
-            Event::IkeSaUp { sa, .. } => Some(*sa),
-            _ => None,
-        })
-        .expect("IKE SA up")
-}
-
 fn rekeyed(events: &[Event]) -> Vec<(u32, ChildSa)> {
     events
         .iter()
@@ -185,7 +174,7 @@ fn child_rekey_with_and_without_pfs_from_both_sides() {
         lab.connect();
         established(&mut lab);
         let first = child_ups(&lab.nodes[rekeyer].events)[0].clone();
-        let sa = sa_id(&lab, rekeyer);
+        let sa = lab.ike_sa(rekeyer);
         let now = lab.now;
         lab.nodes[rekeyer]
             .ep
@@ -212,7 +201,7 @@ fn ike_sa_rekey_keeps_children_and_traffic_going() {
         let mut lab = Lab::pair(8, client_config("rsa"), broker_config("rsa"), &pool);
         lab.connect();
         established(&mut lab);
-        let sa = sa_id(&lab, rekeyer);
+        let sa = lab.ike_sa(rekeyer);
         let now = lab.now;
         lab.nodes[rekeyer].ep.rekey_ike_sa(now, sa);
         lab.run_for(Duration::from_secs(5));
@@ -229,12 +218,12 @@ fn ike_sa_rekey_keeps_children_and_traffic_going() {
         }
         // The new generation works: a Child SA rekey and a delete over it.
         let child = child_ups(&lab.nodes[0].events)[0].clone();
-        let csa = sa_id(&lab, 0);
+        let csa = lab.ike_sa(0);
         let now = lab.now;
         lab.nodes[0].ep.rekey_child_sa(now, csa, child.inbound_spi);
         lab.run_for(Duration::from_secs(5));
         assert_eq!(rekeyed(&lab.nodes[1].events).len(), 1);
-        let (now, bsa) = (lab.now, sa_id(&lab, 1));
+        let (now, bsa) = (lab.now, lab.ike_sa(1));
         lab.nodes[1].ep.delete_ike_sa(now, bsa);
         lab.run_for(Duration::from_secs(30));
         assert_eq!(
@@ -299,7 +288,7 @@ fn simultaneous_child_rekeys_leave_one_sa() {
         established(&mut lab);
         let c = child_ups(&lab.nodes[0].events)[0].clone();
         let b = child_ups(&lab.nodes[1].events)[0].clone();
-        let (csa, bsa) = (sa_id(&lab, 0), sa_id(&lab, 1));
+        let (csa, bsa) = (lab.ike_sa(0), lab.ike_sa(1));
         let now = lab.now;
         lab.nodes[0].ep.rekey_child_sa(now, csa, c.inbound_spi);
         lab.nodes[1].ep.rekey_child_sa(now, bsa, b.inbound_spi);
@@ -441,7 +430,7 @@ fn lossy_links_converge() {
         );
         // Rekey and delete over the same link.
         let c = child_ups(&lab.nodes[0].events)[0].clone();
-        let csa = sa_id(&lab, 0);
+        let csa = lab.ike_sa(0);
         let now = lab.now;
         lab.nodes[0].ep.rekey_child_sa(now, csa, c.inbound_spi);
         let ok = lab.run_until(Duration::from_secs(300), |lab| {
@@ -926,7 +915,7 @@ fn replayed_and_out_of_window_messages_are_dropped_and_counted() {
     lab.connect();
     established(&mut lab);
     // A Child SA rekey by the client: CREATE_CHILD_SA, then INFORMATIONAL.
-    let (csa, now) = (sa_id(&lab, 0), lab.now);
+    let (csa, now) = (lab.ike_sa(0), lab.now);
     let child = child_ups(&lab.nodes[0].events)[0].inbound_spi;
     lab.nodes[0].ep.rekey_child_sa(now, csa, child);
     lab.run_for(Duration::from_secs(5));
@@ -983,7 +972,7 @@ fn simultaneous_ike_rekeys_settle_on_one_new_ike_sa() {
         );
         lab.connect();
         established(&mut lab);
-        let (csa, bsa, now) = (sa_id(&lab, 0), sa_id(&lab, 1), lab.now);
+        let (csa, bsa, now) = (lab.ike_sa(0), lab.ike_sa(1), lab.now);
         lab.nodes[0].ep.rekey_ike_sa(now, csa);
         lab.nodes[1].ep.rekey_ike_sa(now, bsa);
         let ok = lab.run_until(Duration::from_secs(60), |lab| {

@@ -17,17 +17,7 @@ fn established(lab: &mut Lab) -> (SaId, SaId) {
             .all(|n| n.events.iter().any(|e| matches!(e, Event::ChildSaUp(_))))
     });
     assert!(ok, "not established: {:?}", lab.nodes[1].events);
-    let id = |n: usize| {
-        lab.nodes[n]
-            .events
-            .iter()
-            .find_map(|e| match e {
-                Event::IkeSaUp { sa, .. } => Some(*sa),
-                _ => None,
-            })
-            .expect("IkeSaUp")
-    };
-    (id(0), id(1))
+    (lab.ike_sa(0), lab.ike_sa(1))
 }
 
 /// The Child SAs of each PathChanged a node raised, with its addresses.

@@ -1026,6 +1026,29 @@ path = "{dir}/broker-state"
         }
     }
 
+    /// A strongSwan broker (the example ECDSA PKI, its pool
+    /// 2001:db8:100::100/120, forwarding on) and client 0 (sixgate,
+    /// client@example.net) up within `limit`: the charon, the client, its
+    /// configuration and its address. Panics with both logs if the client
+    /// does not come up.
+    pub fn sixgate_client_of_a_strongswan_broker(
+        &self,
+        limit: Duration,
+    ) -> (StrongSwan, Daemon, PathBuf, String) {
+        self.broker
+            .run(&["sysctl", "-qw", "net.ipv6.conf.all.forwarding=1"]);
+        let conf = SwanConnection::default().broker();
+        let swan = StrongSwan::start(&self.broker, "ecdsa", "broker", "", &conf, SwanMode::Routes);
+        let config = self.ecdsa_client_config("client", "client", "");
+        let client = self.start_client(0, &config);
+        let address = self.wait_up(0, &config, limit).unwrap_or_else(|| {
+            let log = swan.log();
+            let tail: Vec<&str> = log.lines().rev().take(40).collect();
+            panic!("not up: {}\n{}", client.log_text(), tail.join("\n"))
+        });
+        (swan, client, config, address)
+    }
+
     pub fn start_broker(&self, config: &Path) -> Daemon {
         let log = self.dir.path().join(format!("broker-{}.log", unique("")));
         let d = Daemon::spawn(

@@ -148,14 +148,7 @@ fn the_sixgate_client_moves_with_mobike_and_its_tcp_stream_goes_on() {
 #[test]
 fn the_sixgate_client_moves_with_mobike_against_a_strongswan_broker() {
     let lab = TunnelLab::new(1);
-    lab.broker
-        .run(&["sysctl", "-qw", "net.ipv6.conf.all.forwarding=1"]);
-    let conf = SwanConnection::default().broker();
-    let swan = StrongSwan::start(&lab.broker, "ecdsa", "broker", "", &conf, SwanMode::Routes);
-    let cconf = lab.ecdsa_client_config("client", "client", "");
-    let client = lab.start_client(0, &cconf);
-    lab.wait_up(0, &cconf, UP)
-        .unwrap_or_else(|| panic!("not up: {}\n{}", client.log_text(), swan.log()));
+    let (swan, client, cconf, _) = lab.sixgate_client_of_a_strongswan_broker(UP);
     assert!(wait_for(UP, || lab.ping(0, 3).then_some(())).is_some());
     let ike_sa = swan_ike_sa(&swan);
 

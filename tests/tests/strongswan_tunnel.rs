@@ -42,24 +42,7 @@ fn strongswan_client_through_the_sixgate_broker() {
 #[test]
 fn sixgate_client_through_a_strongswan_broker() {
     let lab = TunnelLab::new(1);
-    lab.broker
-        .run(&["sysctl", "-qw", "net.ipv6.conf.all.forwarding=1"]);
-    let conf = SwanConnection::default().broker();
-    let swan = StrongSwan::start(&lab.broker, "ecdsa", "broker", "", &conf, SwanMode::Routes);
-    let cconf = lab.ecdsa_client_config("client", "client", "");
-    let client = lab.start_client(0, &cconf);
-    let address = lab.wait_up(0, &cconf, UP).unwrap_or_else(|| {
-        panic!(
-            "not up: {}\n{}",
-            client.log_text(),
-            swan.log()
-                .lines()
-                .rev()
-                .take(40)
-                .collect::<Vec<_>>()
-                .join("\n")
-        )
-    });
+    let (_swan, _client, _config, address) = lab.sixgate_client_of_a_strongswan_broker(UP);
     assert!(address.starts_with("2001:db8:100::"), "{address}");
     let ok = wait_for(UP, || lab.ping(0, 3).then_some(()));
     assert!(

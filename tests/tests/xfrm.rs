@@ -404,6 +404,17 @@ fn without_esp_or_cap_net_admin_the_xfrm_backend_explains_itself() {
     );
 }
 
+/// Whether the broker's kernel states come to lead to `dst`, with pings
+/// through them, within [`UP`].
+fn broker_states_moved_to(lab: &TunnelLab, dst: &str) -> bool {
+    let dst = format!("dst {dst}");
+    wait_for(UP, || {
+        let states = lab.broker.run(&["ip", "xfrm", "state"]);
+        (states.contains(&dst) && lab.ping(0, 1)).then_some(())
+    })
+    .is_some()
+}
+
 /// The highest outbound sequence number among a namespace's SAs.
 fn highest_oseq(ns: &Netns) -> u64 {
     ns.run(&["ip", "-s", "xfrm", "state"])
@@ -428,12 +439,8 @@ fn in_vm_mobike_moves_the_kernel_states_with_their_counters() {
     let (before, oseq) = (spis(&lab.broker), highest_oseq(&lab.broker));
     assert!(oseq > 1000, "{oseq}");
     lab.move_client_address(0, "192.0.2.2/24", "192.0.2.50/24");
-    let moved = wait_for(UP, || {
-        let states = lab.broker.run(&["ip", "xfrm", "state"]);
-        (states.contains("dst 192.0.2.50") && lab.ping(0, 1)).then_some(())
-    });
     assert!(
-        moved.is_some(),
+        broker_states_moved_to(&lab, "192.0.2.50"),
         "{}
 {}
 {}",
@@ -462,12 +469,8 @@ fn in_vm_a_nat_rebinding_moves_the_kernel_states() {
     assert!(ping_works(&lab), "{}", pair.broker.log_text());
     let before = spis(&lab.broker);
     home.renumber("192.0.2.20/24", "192.0.2.21/24");
-    let moved = wait_for(UP, || {
-        let states = lab.broker.run(&["ip", "xfrm", "state"]);
-        (states.contains("dst 192.0.2.21") && lab.ping(0, 1)).then_some(())
-    });
     assert!(
-        moved.is_some(),
+        broker_states_moved_to(&lab, "192.0.2.21"),
         "{}
 {}",
         lab.broker.run(&["ip", "xfrm", "state"]),

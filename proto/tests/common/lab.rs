@@ -238,6 +238,18 @@ impl Lab {
         &mut self.nodes[1]
     }
 
+    /// The first IKE SA node `node` reported up.
+    pub fn ike_sa(&self, node: usize) -> SaId {
+        self.nodes[node]
+            .events
+            .iter()
+            .find_map(|e| match e {
+                Event::IkeSaUp { sa, .. } => Some(*sa),
+                _ => None,
+            })
+            .expect("IKE SA up")
+    }
+
     pub fn connect(&mut self) -> SaId {
         let now = self.now;
         self.nodes[0].ep.connect(now, connect_request())

@@ -154,6 +154,7 @@ impl IkeSa {
             we_initiated: false,
         };
         let child = self.make_child(
+            shared,
             &choice,
             inbound_spi,
             keymat,
@@ -364,6 +365,7 @@ impl IkeSa {
             we_initiated: true,
         };
         self.make_child(
+            shared,
             &choice,
             rekey.new_inbound_spi,
             keymat,

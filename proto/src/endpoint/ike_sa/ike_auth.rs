@@ -329,6 +329,7 @@ impl IkeSa {
             we_initiated: false,
         };
         let child = self.make_child(
+            shared,
             &request.choice,
             inbound_spi,
             keymat,
@@ -369,6 +370,7 @@ impl IkeSa {
     /// decides which direction is inbound.
     pub(super) fn make_child(
         &self,
+        shared: &Shared,
         choice: &EspChoice,
         inbound_spi: u32,
         keymat: KeymatInput<'_>,
@@ -414,7 +416,7 @@ impl IkeSa {
             remote_ts,
             local: self.path.local,
             remote: self.path.remote,
-            udp_encapsulation: self.esp_in_udp,
+            udp_encapsulation: self.esp_in_udp(shared),
         })
     }
 
@@ -554,6 +556,7 @@ impl IkeSa {
             we_initiated: true,
         };
         self.make_child(
+            shared,
             &choice,
             child_spi,
             keymat,

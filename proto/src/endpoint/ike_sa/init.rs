@@ -271,7 +271,7 @@ impl IkeSa {
             (remote, spi_i),
             State::Keyed(Box::new(keyed)),
         );
-        sa.set_nat(shared, nat);
+        sa.nat = nat;
         sa.send(shared, &[response]);
         Ok(InitOutcome::HalfOpen(Box::new(sa)))
     }
@@ -376,7 +376,7 @@ impl IkeSa {
         let mut gen = Generation::new(shared, self.id, suite, seed, keys, spi_i, spi_r, true)?;
         gen.next_request_id = 1;
         let (local, remote) = (self.path.local, self.path.remote);
-        self.set_nat(shared, found.nat_detected(spi_i, spi_r, remote, local));
+        self.nat = found.nat_detected(spi_i, spi_r, remote, local);
         let State::InitSent(init) = std::mem::replace(
             &mut self.state,
             State::Closed {
@@ -409,7 +409,7 @@ impl IkeSa {
         self.state = State::Keyed(Box::new(Keyed::new(gen, peer_fragmentation, phase)));
         // MOBIKE needs IKE on the NAT-T port, where a NAT met later will
         // not cut it off (RFC 4555 3.3).
-        if (self.esp_in_udp || shared.config.mobike) && !self.path.on_nat_t_port {
+        if (self.esp_in_udp(shared) || shared.config.mobike) && !self.path.on_nat_t_port {
             self.nat_t_switch(shared);
         }
         self.last_heard = now;

@@ -17,13 +17,6 @@
 use super::*;
 
 impl IkeSa {
-    /// Takes what NAT detection found; ESP goes in UDP if it found a
-    /// translation or we pretend one.
-    pub(super) fn set_nat(&mut self, shared: &Shared, nat: Option<NatDetection>) {
-        self.nat = nat;
-        self.esp_in_udp = nat.is_some_and(|n| n.any() || shared.config.force_udp_encapsulation);
-    }
-
     /// An authenticated message (or ESP packet) came from `remote` to
     /// `local`: move there if RFC 7296 2.23 lets us.
     pub(super) fn follow_peer(
@@ -63,7 +56,7 @@ impl IkeSa {
             remote,
             on_nat_t_port: local.port() == shared.config.nat_t_port,
         };
-        let (id, esp_in_udp) = (self.id, self.esp_in_udp);
+        let (id, esp_in_udp) = (self.id, self.esp_in_udp(shared));
         let Some(s) = self.session_mut() else {
             return;
         };
@@ -119,17 +112,16 @@ impl IkeSa {
         let peer_follows = self
             .nat
             .is_some_and(|n| n.we_behind || shared.config.force_udp_encapsulation);
-        if !self.mobike && !peer_follows {
-            return false;
-        }
         if self.mobike {
             self.path.local = local;
             self.queue(Task::UpdateAddresses);
-        } else {
+        } else if peer_follows {
             // Our own Child SAs move now; the peer follows the liveness
             // check that comes from here.
             self.move_to(shared, self.path.remote, local);
             self.queue(Task::Dpd);
+        } else {
+            return false;
         }
         self.kick(shared, now);
         true
@@ -138,7 +130,7 @@ impl IkeSa {
     /// MOBIKE initiator: tells the peer to use the addresses this request
     /// travels between.
     pub(super) fn send_update_addresses(&mut self, shared: &mut Shared, now: Instant) {
-        let Some(spis) = self.keyed().map(|k| (k.gen.spi_i, k.gen.spi_r)) else {
+        let Some(spis) = self.spis() else {
             return;
         };
         let cookie2 = random_bytes(shared, COOKIE2_LEN);
@@ -184,11 +176,11 @@ impl IkeSa {
             self.close(shared, now, DownReason::MoveFailed(why));
             return;
         }
-        let Some((spi_i, spi_r)) = self.keyed().map(|k| (k.gen.spi_i, k.gen.spi_r)) else {
+        let Some((spi_i, spi_r)) = self.spis() else {
             return;
         };
         if let Some(nat) = found.nat_detected(spi_i, spi_r, arrived.remote, arrived.local) {
-            self.set_nat(shared, Some(nat));
+            self.nat = Some(nat);
         }
         self.move_to(shared, self.path.remote, self.path.local);
     }
@@ -207,7 +199,7 @@ impl IkeSa {
         if !self.mobike {
             return answer;
         }
-        let spis = self.keyed().map(|k| (k.gen.spi_i, k.gen.spi_r));
+        let spis = self.spis();
         if let (Some(spis), Some(_)) = (spis, found.notify(NotifyType::NAT_DETECTION_SOURCE_IP)) {
             answer.extend(nat_detection(shared, spis, arrived.local, arrived.remote));
         }
@@ -242,7 +234,7 @@ impl IkeSa {
             self.send_error_response(shared, ExchangeType::INFORMATIONAL, id, &e);
             return;
         }
-        let Some(spis) = self.keyed().map(|k| (k.gen.spi_i, k.gen.spi_r)) else {
+        let Some(spis) = self.spis() else {
             return;
         };
         let nat = found.nat_detected(spis.0, spis.1, arrived.remote, arrived.local);
@@ -258,7 +250,7 @@ impl IkeSa {
             return;
         }
         if nat.is_some() {
-            self.set_nat(shared, nat);
+            self.nat = nat;
         }
         // Moved first, so that the answer takes the new path too.
         self.move_to(shared, arrived.remote, arrived.local);

@@ -362,9 +362,6 @@ pub(crate) struct IkeSa {
     path: Path,
     /// What NAT detection found, if the peer took part in it.
     nat: Option<NatDetection>,
-    /// ESP must be carried in UDP (a NAT, or one we pretend): set with
-    /// `nat`, by [`IkeSa::set_nat`].
-    esp_in_udp: bool,
     /// Both sides announced MOBIKE_SUPPORTED (RFC 4555): the initiator
     /// moves the SA with UPDATE_SA_ADDRESSES.
     mobike: bool,
@@ -714,7 +711,6 @@ impl IkeSa {
             id,
             path,
             nat: None,
-            esp_in_udp: false,
             mobike: false,
             replying_to: None,
             last_heard: now,
@@ -769,6 +765,18 @@ impl IkeSa {
             _ => return false,
         };
         revocations.check(path, identity).is_err()
+    }
+
+    /// The SPIs of the current generation, as in its headers.
+    fn spis(&self) -> Option<(u64, u64)> {
+        self.keyed().map(|k| (k.gen.spi_i, k.gen.spi_r))
+    }
+
+    /// ESP is carried in UDP: NAT detection found a translation, or we
+    /// pretend one.
+    fn esp_in_udp(&self, shared: &Shared) -> bool {
+        self.nat
+            .is_some_and(|n| n.any() || shared.config.force_udp_encapsulation)
     }
 
     /// The peer's address now.
