@@ -12,15 +12,18 @@ use sixgate_dataplane::plane::DataPlane;
 use sixgate_dataplane::udp::IkeSockets;
 use sixgate_dataplane::xfrm::Owner;
 use sixgate_dataplane::{netconf, secrets, wireguard};
+use sixgate_runtime::clock;
 use sixgate_runtime::control::{self, Incoming};
 use sixgate_runtime::engine::{self, Command, Connection, Parts, Role, RuntimeStats};
-use sixgate_runtime::pki::{self, Credentials};
+use sixgate_runtime::pki::Credentials;
 use sixgate_runtime::plane;
 use sixgate_runtime::privileges::{self, RunAs};
 use tokio::signal::unix::{signal, SignalKind};
 use tokio::sync::oneshot;
 
+use sixgate_broker::check;
 use sixgate_broker::config::{Config, DEFAULT_DEVICE};
+use sixgate_broker::enroll::CaStore;
 use sixgate_broker::leases::{Lease, Leases, SledLeaseStore};
 use sixgate_broker::revocations::{self, RevocationList, Revoked, RevokedEntry};
 use sixgate_broker::sitenet::{SiteNet, SiteState};
@@ -47,6 +50,8 @@ pub enum Request {
     Unrevoke(Revoked),
     Revoked,
     Stats,
+    /// End an identity's IKE SAs.
+    Disconnect(String),
 }
 
 /// The broker's counters, for `stats`.
@@ -81,18 +86,10 @@ pub enum Response {
 pub fn prepare(config: &Config) -> Result<Credentials, String> {
     secrets::restrict_umask();
     let f = &config.file;
-    let credentials = Credentials::load(
-        &f.ike.identity.to_string(),
-        &f.ike.certificate,
-        &f.ike.private_key,
-        &f.ike.ca,
-    )
-    .map_err(|e| format!("{}: {e}", config.path.display()))?;
-    if let Some(leaf) = credentials.chain.first() {
-        for w in pki::server_certificate_warnings(leaf, &credentials.identity) {
-            tracing::warn!("{}: {w}", f.ike.certificate.display());
-        }
-    }
+    // The same findings as `check` (but the ports, which binding finds).
+    let (findings, credentials) = check::findings(config, check::Ports::Skip, clock::unix_now());
+    findings.conclude(&config.path)?;
+    let credentials = credentials.ok_or("the credentials did not load")?;
     // Leases, the WireGuard private key and the site keys live here.
     secrets::private_dir(&f.storage.path)
         .map_err(|e| format!("{}: {e}", f.storage.path.display()))?;
@@ -119,7 +116,7 @@ pub fn prepare(config: &Config) -> Result<Credentials, String> {
 pub async fn run(config: Config, credentials: Credentials) -> Result<(), String> {
     let f = &config.file;
     let anchors = credentials.anchors.clone();
-    let (mut crls, warnings) = revocations::load_crls(&f.ike.crl, &anchors, unix_now())?;
+    let (mut crls, warnings) = revocations::load_crls(&f.ike.crl, &anchors, clock::unix_now())?;
     for w in warnings {
         tracing::warn!("{w}");
     }
@@ -252,6 +249,7 @@ pub async fn run(config: Config, credentials: Credentials) -> Result<(), String>
                     Request::Revoked => revoked
                         .list()
                         .map_or_else(Response::Error, Response::Revoked),
+                    Request::Disconnect(identity) => disconnect(&runtime, &identity).await,
                     Request::Stats => {
                         let (tx, rx) = oneshot::channel();
                         let _ = runtime.commands.send(Command::Stats(tx));
@@ -271,7 +269,7 @@ pub async fn run(config: Config, credentials: Credentials) -> Result<(), String>
             _ = hup.recv() => {
                 // Re-read the CRLs; a file that no longer reads keeps the
                 // entries it had, and says so.
-                match revocations::load_crls(&f.ike.crl, &anchors, unix_now()) {
+                match revocations::load_crls(&f.ike.crl, &anchors, clock::unix_now()) {
                     Ok((fresh, warnings)) => {
                         for w in warnings {
                             tracing::warn!("{w}");
@@ -309,34 +307,6 @@ pub async fn run(config: Config, credentials: Credentials) -> Result<(), String>
         tracing::warn!("removing the firewall table {}: {e}", ROAD_WARRIORS.0);
     }
     Ok(())
-}
-
-/// Unix seconds as `YYYY-MM-DD HH:MM:SS UTC` (the civil calendar from a
-/// day count, as in Howard Hinnant's `civil_from_days`).
-fn utc_text(unix: u64) -> String {
-    let days = (unix / 86_400) as i64;
-    let secs = unix % 86_400;
-    let z = days + 719_468;
-    let era = z.div_euclid(146_097);
-    let doe = z.rem_euclid(146_097);
-    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
-    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
-    let mp = (5 * doy + 2) / 153;
-    let day = doy - (153 * mp + 2) / 5 + 1;
-    let month = if mp < 10 { mp + 3 } else { mp - 9 };
-    let year = yoe + era * 400 + i64::from(month <= 2);
-    format!(
-        "{year:04}-{month:02}-{day:02} {:02}:{:02}:{:02} UTC",
-        secs / 3600,
-        secs / 60 % 60,
-        secs % 60
-    )
-}
-
-fn unix_now() -> i64 {
-    SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map_or(0, |d| d.as_secs() as i64)
 }
 
 /// `client revoke` / `client unrevoke`: the list changes durably, then the
@@ -396,6 +366,32 @@ fn site_request(sites: Option<&mut SiteNet>, request: Request) -> Response {
     result.unwrap_or_else(Response::Error)
 }
 
+/// `client disconnect`: every IKE SA of the identity gets a Delete.
+async fn disconnect(runtime: &engine::RuntimeHandle, identity: &str) -> Response {
+    let canonical = match sixgate_runtime::pki::parse_identity(identity) {
+        Ok(c) => c.to_string(),
+        Err(e) => return Response::Error(format!("{identity}: {e}")),
+    };
+    let (tx, rx) = oneshot::channel();
+    let _ = runtime.commands.send(Command::Connections(tx));
+    let Ok(connections) = rx.await else {
+        return Response::Error("the runtime stopped".into());
+    };
+    let mut ended = 0;
+    for c in connections.iter().filter(|c| c.identity == canonical) {
+        let _ = runtime
+            .commands
+            .send(Command::DeleteIkeSa(sixgate_proto::endpoint::SaId(c.sa)));
+        ended += 1;
+    }
+    if ended == 0 {
+        Response::Error(format!("{canonical} is not connected"))
+    } else {
+        tracing::info!("{canonical}: disconnected by the operator ({ended} IKE SAs)");
+        Response::Done(format!("{canonical}: {ended} IKE SAs deleted"))
+    }
+}
+
 /// Sends a request to the running broker.
 pub async fn ask(config: &Config, request: &Request) -> Result<Response, String> {
     match control::ask(&config.control_socket, request)
@@ -407,8 +403,9 @@ pub async fn ask(config: &Config, request: &Request) -> Result<Response, String>
     }
 }
 
-pub async fn print_leases(config: &Config) -> Result<(), String> {
+pub async fn print_leases(config: &Config, json: bool) -> Result<(), String> {
     match ask(config, &Request::Leases).await? {
+        Response::Leases(leases) if json => sixgate_runtime::process::print_json(&leases),
         Response::Leases(leases) => {
             println!("{:<40} {:<32} STATE", "IDENTITY", "ADDRESS");
             for l in leases {
@@ -508,7 +505,7 @@ pub async fn client_verb(config: &Config, request: Request) -> Result<(), String
                     Revoked::Identity(i) => ("identity", i),
                     Revoked::Serial(s) => ("serial", s),
                 };
-                println!("{kind:<10} {what:<48} {}", utc_text(e.since));
+                println!("{kind:<10} {what:<48} {}", clock::utc_text(e.since as i64));
             }
             Ok(())
         }
@@ -521,8 +518,10 @@ pub async fn site_verb(
     config: &Config,
     request: Request,
     out: Option<&std::path::Path>,
+    json: bool,
 ) -> Result<(), String> {
     match ask(config, &request).await? {
+        Response::Sites(sites) if json => sixgate_runtime::process::print_json(&sites),
         Response::Site(site) => {
             let verb = match request {
                 Request::SiteAdd { .. } => "added",
@@ -591,12 +590,88 @@ pub async fn site_verb(
     }
 }
 
-#[cfg(test)]
-mod tests {
-    #[test]
-    fn utc_text() {
-        assert_eq!(super::utc_text(0), "1970-01-01 00:00:00 UTC");
-        assert_eq!(super::utc_text(1_780_272_000), "2026-06-01 00:00:00 UTC");
-        assert_eq!(super::utc_text(951_825_599), "2000-02-29 11:59:59 UTC");
+/// One enrolled or connected client, as `client list` shows it.
+#[derive(Debug, Serialize)]
+pub struct ClientRow {
+    /// The identity.
+    pub identity: String,
+    /// The serial number of the certificate the sixgate CA issued it, if
+    /// it did.
+    pub serial: Option<String>,
+    /// That certificate's expiry, Unix seconds.
+    pub certificate_expires: Option<i64>,
+    /// Its address lease, if it has one.
+    pub lease: Option<std::net::Ipv6Addr>,
+    /// Whether the lease is in use.
+    pub connected: bool,
+    /// Where it connects from, while connected.
+    pub remote: Vec<SocketAddr>,
+}
+
+/// `client list`: the CA's records joined with the broker's leases and
+/// connections; identities from another CA appear once they have a lease.
+pub async fn print_clients(config: &Config, json: bool) -> Result<(), String> {
+    let issued = CaStore::new(config).issued()?;
+    let Response::Leases(leases) = ask(config, &Request::Leases).await? else {
+        return Err("unexpected answer to Leases".into());
+    };
+    let Response::Status(connections) = ask(config, &Request::Status).await? else {
+        return Err("unexpected answer to Status".into());
+    };
+    let mut rows: std::collections::BTreeMap<String, ClientRow> = Default::default();
+    for i in issued {
+        let r = rows
+            .entry(i.identity.clone())
+            .or_insert_with(|| empty_row(&i.identity));
+        r.serial = Some(i.serial);
+        r.certificate_expires = Some(i.not_after);
+    }
+    for l in leases {
+        let r = rows
+            .entry(l.identity.clone())
+            .or_insert_with(|| empty_row(&l.identity));
+        r.lease = Some(l.address);
+    }
+    for c in connections {
+        let r = rows
+            .entry(c.identity.clone())
+            .or_insert_with(|| empty_row(&c.identity));
+        r.connected = true;
+        r.remote.push(c.remote);
+    }
+    let rows: Vec<ClientRow> = rows.into_values().collect();
+    if json {
+        return sixgate_runtime::process::print_json(&rows);
+    }
+    println!(
+        "{:<36} {:<24} {:<28} {:<10} FROM",
+        "IDENTITY", "CERTIFICATE EXPIRES", "LEASE", "CONNECTED"
+    );
+    for r in rows {
+        let expires = r
+            .certificate_expires
+            .map_or_else(|| "(not issued here)".to_string(), clock::utc_text);
+        let lease = r.lease.map_or_else(|| "-".to_string(), |a| a.to_string());
+        let from: Vec<String> = r.remote.iter().map(|a| a.to_string()).collect();
+        println!(
+            "{:<36} {:<24} {:<28} {:<10} {}",
+            r.identity,
+            expires,
+            lease,
+            if r.connected { "yes" } else { "no" },
+            from.join(" ")
+        );
+    }
+    Ok(())
+}
+
+fn empty_row(identity: &str) -> ClientRow {
+    ClientRow {
+        identity: identity.to_string(),
+        serial: None,
+        certificate_expires: None,
+        lease: None,
+        connected: false,
+        remote: Vec::new(),
     }
 }

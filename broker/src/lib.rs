@@ -1,9 +1,12 @@
 //! sixgate-broker as a library: the configuration, the address lease
-//! store, the revocation list and the DMZ site store, used by the `sixgate-broker` binary (and
+//! store, the revocation list, the DMZ site store and the checks a start makes, used by the `sixgate-broker` binary (and
 //! by tests).
 
+pub mod check;
 pub mod config;
+pub mod enroll;
 pub mod leases;
+pub mod profiles;
 pub mod revocations;
 pub mod siteconfig;
 pub mod sitenet;

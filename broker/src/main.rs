@@ -1,8 +1,10 @@
 //! sixgate-broker: the IKEv2 responder that gives IPv4-only clients a
 //! routed IPv6 address over ESP, and its management verbs.
 //!
-//! `run` starts the daemon; `leases` and `status` ask the running daemon
-//! over its control socket (found through the same configuration file).
+//! `run` starts the daemon and `check` checks what it would start with;
+//! `ca` and `client add` work on the files alone; the other verbs ask the
+//! running daemon over its control socket (found through the same
+//! configuration file, `/etc/sixgate/broker.toml` unless `--config`).
 
 mod daemon;
 
@@ -13,7 +15,9 @@ use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
 use sixgate_broker::revocations::Revoked;
-use sixgate_runtime::{logging, process};
+use sixgate_broker::{check, enroll};
+use sixgate_runtime::ca::KeyKind;
+use sixgate_runtime::{clock, logging, process};
 
 #[derive(Parser)]
 #[command(
@@ -24,6 +28,10 @@ use sixgate_runtime::{logging, process};
 struct Cli {
     #[command(flatten)]
     log: logging::LogArgs,
+    /// The configuration file (of the running broker, for the verbs that
+    /// ask it).
+    #[arg(long, global = true, default_value = "/etc/sixgate/broker.toml")]
+    config: PathBuf,
     #[command(subcommand)]
     command: Verb,
 }
@@ -31,41 +39,77 @@ struct Cli {
 #[derive(Subcommand)]
 enum Verb {
     /// Run the broker daemon in the foreground.
-    Run {
-        /// The configuration file.
-        #[arg(long)]
-        config: PathBuf,
-    },
+    Run,
+    /// Check the configuration, the credentials and the ports as a start
+    /// would, without starting: each problem with the key it is about.
+    Check,
     /// Print the address leases.
     Leases {
-        /// The configuration file of the running broker.
+        /// As JSON.
         #[arg(long)]
-        config: PathBuf,
+        json: bool,
     },
     /// Print the connected clients and their SAs.
     Status {
-        /// The configuration file of the running broker.
-        #[arg(long)]
-        config: PathBuf,
         /// Print the connections as JSON, as the control socket gives them.
         #[arg(long)]
         json: bool,
     },
     /// Print the broker's counters (drops, retransmissions, leases).
-    Stats {
-        /// The configuration file of the running broker.
-        #[arg(long)]
-        config: PathBuf,
+    Stats,
+    /// The broker's own certificate authority (in the state directory).
+    Ca {
+        #[command(subcommand)]
+        verb: CaVerb,
     },
     /// Manage DMZ sites (delegated prefixes over WireGuard).
     Site {
         #[command(subcommand)]
         verb: SiteVerb,
     },
-    /// Manage road-warrior clients: revocation.
+    /// Manage road-warrior clients: enrollment, connections, revocation.
     Client {
         #[command(subcommand)]
         verb: ClientVerb,
+    },
+}
+
+#[derive(Subcommand)]
+enum CaVerb {
+    /// Make a new CA (its key 0600 in the state directory).
+    Init {
+        /// An RSA (3072-bit) key instead of ECDSA P-256, for clients that
+        /// need RSA.
+        #[arg(long)]
+        rsa: bool,
+        /// The CA's common name.
+        #[arg(long, default_value = "sixgate CA")]
+        name: String,
+        /// Days the CA is valid.
+        #[arg(long, default_value_t = 3650)]
+        days: u32,
+    },
+    /// Use an existing CA's certificate and key (PEM) instead.
+    Import {
+        /// The CA certificate.
+        certificate: PathBuf,
+        /// Its private key.
+        key: PathBuf,
+    },
+    /// Issue the broker's certificate: SAN DNS:NAME, serverAuth and the
+    /// IKE-intermediate EKU the stock clients look for.
+    IssueBroker {
+        /// The broker's host name, as clients are told to reach it.
+        name: String,
+        /// Where to write broker.pem (the chain) and broker.key.
+        #[arg(long)]
+        out: PathBuf,
+        /// An RSA key instead of ECDSA P-256.
+        #[arg(long)]
+        rsa: bool,
+        /// Days the certificate is valid.
+        #[arg(long, default_value_t = 825)]
+        days: u32,
     },
 }
 
@@ -93,31 +137,50 @@ impl RevocationTarget {
 
 #[derive(Subcommand)]
 enum ClientVerb {
+    /// Issue a client certificate and write a bundle for every client
+    /// kind: sixgate-client, strongSwan, Apple, Windows, Android.
+    Add {
+        /// The client's identity: alice@example.net, or a host name.
+        identity: String,
+        /// Where to write the bundle; default ./IDENTITY.
+        #[arg(long)]
+        out: Option<PathBuf>,
+        /// An RSA key instead of ECDSA P-256.
+        #[arg(long)]
+        rsa: bool,
+        /// The broker's name or address for the clients; default the
+        /// broker's identity when that is a host name.
+        #[arg(long)]
+        broker: Option<String>,
+        /// Days the certificate is valid.
+        #[arg(long, default_value_t = 825)]
+        days: u32,
+    },
+    /// List the enrolled clients: certificate expiry, lease, connected.
+    List {
+        /// As JSON.
+        #[arg(long)]
+        json: bool,
+    },
+    /// End an identity's tunnels now (it may connect again).
+    Disconnect {
+        /// The client's identity, in any spelling.
+        identity: String,
+    },
     /// Revoke an identity or a certificate: its tunnels end at once and it
     /// cannot connect again until `unrevoke`.
     Revoke {
         #[command(flatten)]
         target: RevocationTarget,
-        /// The configuration file of the running broker.
-        #[arg(long)]
-        config: PathBuf,
     },
     /// Take an identity or certificate off the revocation list.
     Unrevoke {
         #[command(flatten)]
         target: RevocationTarget,
-        /// The configuration file of the running broker.
-        #[arg(long)]
-        config: PathBuf,
     },
     /// List the revoked identities and certificates.
-    Revoked {
-        /// The configuration file of the running broker.
-        #[arg(long)]
-        config: PathBuf,
-    },
+    Revoked,
 }
-
 #[derive(Subcommand)]
 enum SiteVerb {
     /// Add a site: allocate its prefix and keys, configure its peer.
@@ -130,23 +193,17 @@ enum SiteVerb {
         /// 64, 60 or 56; default `[sites] prefix_length`.
         #[arg(long)]
         prefix_length: Option<u8>,
-        /// The configuration file of the running broker.
-        #[arg(long)]
-        config: PathBuf,
     },
     /// List the sites with their latest handshake and counters.
     List {
-        /// The configuration file of the running broker.
+        /// As JSON.
         #[arg(long)]
-        config: PathBuf,
+        json: bool,
     },
     /// Show one site.
     Show {
         /// The site's name.
         name: String,
-        /// The configuration file of the running broker.
-        #[arg(long)]
-        config: PathBuf,
     },
     /// Write the DMZ router's files (wg-quick, nftables, dnsmasq).
     Config {
@@ -161,45 +218,21 @@ enum SiteVerb {
         /// The DMZ router's LAN interface.
         #[arg(long, default_value = "eth1")]
         lan: String,
-        /// The configuration file of the running broker.
-        #[arg(long)]
-        config: PathBuf,
     },
     /// Remove a site (its prefix is held back for `[sites] hold_down`).
     Remove {
         /// The site's name.
         name: String,
-        /// The configuration file of the running broker.
-        #[arg(long)]
-        config: PathBuf,
     },
 }
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
-    let path = match &cli.command {
-        Verb::Run { config }
-        | Verb::Leases { config }
-        | Verb::Status { config, .. }
-        | Verb::Stats { config } => config.clone(),
-        Verb::Site { verb } => match verb {
-            SiteVerb::Add { config, .. }
-            | SiteVerb::List { config }
-            | SiteVerb::Show { config, .. }
-            | SiteVerb::Config { config, .. }
-            | SiteVerb::Remove { config, .. } => config.clone(),
-        },
-        Verb::Client { verb } => match verb {
-            ClientVerb::Revoke { config, .. }
-            | ClientVerb::Unrevoke { config, .. }
-            | ClientVerb::Revoked { config } => config.clone(),
-        },
-    };
     if let Err(e) = cli.log.init() {
         eprintln!("sixgate-broker: {e}");
         return ExitCode::from(2);
     }
-    let config = match config::Config::load(&path) {
+    let config = match config::Config::load(&cli.config) {
         Ok(c) => c,
         Err(e) => {
             eprintln!("sixgate-broker: {e}");
@@ -208,7 +241,7 @@ fn main() -> ExitCode {
     };
     // Root's work first, while this process has one thread.
     let credentials = match &cli.command {
-        Verb::Run { .. } => match daemon::prepare(&config) {
+        Verb::Run => match daemon::prepare(&config) {
             Ok(c) => Some(c),
             Err(e) => return process::exit("sixgate-broker", Err(e)),
         },
@@ -218,19 +251,37 @@ fn main() -> ExitCode {
         }
     };
     process::run("sixgate-broker", async {
+        use daemon::Request;
         match cli.command {
-            Verb::Run { .. } => daemon::run(config, credentials.expect("prepared")).await,
-            Verb::Leases { .. } => daemon::print_leases(&config).await,
-            Verb::Status { json, .. } => daemon::print_status(&config, json).await,
-            Verb::Stats { .. } => daemon::print_stats(&config).await,
+            Verb::Run => daemon::run(config, credentials.expect("prepared")).await,
+            Verb::Check => {
+                let (findings, _) =
+                    check::findings(&config, check::Ports::Check, clock::unix_now());
+                findings.report(&config.path)
+            }
+            Verb::Ca { verb } => {
+                let store = enroll::CaStore::new(&config);
+                match verb {
+                    CaVerb::Init { rsa, name, days } => store.init(&name, key_kind(rsa), days),
+                    CaVerb::Import { certificate, key } => store.import(&certificate, &key),
+                    CaVerb::IssueBroker {
+                        name,
+                        out,
+                        rsa,
+                        days,
+                    } => store.issue_broker(&name, &out, key_kind(rsa), days),
+                }
+                .map(|text| print!("{text}"))
+            }
+            Verb::Leases { json } => daemon::print_leases(&config, json).await,
+            Verb::Status { json } => daemon::print_status(&config, json).await,
+            Verb::Stats => daemon::print_stats(&config).await,
             Verb::Site { verb } => {
-                use daemon::Request;
-                let (request, out) = match verb {
+                let (request, out, json) = match verb {
                     SiteVerb::Add {
                         name,
                         public_key,
                         prefix_length,
-                        ..
                     } => (
                         Request::SiteAdd {
                             name,
@@ -238,29 +289,56 @@ fn main() -> ExitCode {
                             prefix_length,
                         },
                         None,
+                        false,
                     ),
-                    SiteVerb::List { .. } => (Request::SiteList, None),
-                    SiteVerb::Show { name, .. } => (Request::SiteShow(name), None),
+                    SiteVerb::List { json } => (Request::SiteList, None, json),
+                    SiteVerb::Show { name } => (Request::SiteShow(name), None, false),
                     SiteVerb::Config {
                         name,
                         out,
                         uplink,
                         lan,
-                        ..
-                    } => (Request::SiteConfig { name, uplink, lan }, Some(out)),
-                    SiteVerb::Remove { name, .. } => (Request::SiteRemove(name), None),
+                    } => (Request::SiteConfig { name, uplink, lan }, Some(out), false),
+                    SiteVerb::Remove { name } => (Request::SiteRemove(name), None, false),
                 };
-                daemon::site_verb(&config, request, out.as_deref()).await
+                daemon::site_verb(&config, request, out.as_deref(), json).await
             }
-            Verb::Client { verb } => {
-                use daemon::Request;
-                let request = match verb {
-                    ClientVerb::Revoke { target, .. } => Request::Revoke(target.entry()),
-                    ClientVerb::Unrevoke { target, .. } => Request::Unrevoke(target.entry()),
-                    ClientVerb::Revoked { .. } => Request::Revoked,
-                };
-                daemon::client_verb(&config, request).await
-            }
+            Verb::Client { verb } => match verb {
+                ClientVerb::Add {
+                    identity,
+                    out,
+                    rsa,
+                    broker,
+                    days,
+                } => enroll::client_add(
+                    &config,
+                    &identity,
+                    out.as_deref(),
+                    key_kind(rsa),
+                    broker.as_deref(),
+                    days,
+                )
+                .map(|text| print!("{text}")),
+                ClientVerb::List { json } => daemon::print_clients(&config, json).await,
+                ClientVerb::Disconnect { identity } => {
+                    daemon::client_verb(&config, Request::Disconnect(identity)).await
+                }
+                ClientVerb::Revoke { target } => {
+                    daemon::client_verb(&config, Request::Revoke(target.entry())).await
+                }
+                ClientVerb::Unrevoke { target } => {
+                    daemon::client_verb(&config, Request::Unrevoke(target.entry())).await
+                }
+                ClientVerb::Revoked => daemon::client_verb(&config, Request::Revoked).await,
+            },
         }
     })
+}
+
+fn key_kind(rsa: bool) -> KeyKind {
+    if rsa {
+        KeyKind::Rsa
+    } else {
+        KeyKind::EcdsaP256
+    }
 }

@@ -25,6 +25,9 @@ impl TryFrom<String> for Broker {
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct Config {
+    /// The file it was read from.
+    #[serde(skip)]
+    pub path: PathBuf,
     pub broker: Broker,
     pub broker_identity: Identity,
     pub identity: Identity,
@@ -95,6 +98,7 @@ pub const DEFAULT_DEVICE: &str = "sgc0";
 impl Config {
     pub fn load(path: &Path) -> Result<Config, ConfigError> {
         let mut c: Config = common::load(path)?;
+        c.path = path.to_path_buf();
         let bad = |key: &str, problem: &str| ConfigError::key(path, key, problem);
         common::resolve(path, &mut c.certificate);
         common::resolve(path, &mut c.private_key);

@@ -20,7 +20,7 @@ use sixgate_runtime::control::{self, Incoming};
 use sixgate_runtime::engine::{self, Command, Parts, Role, RuntimeHandle, Traffic};
 use sixgate_runtime::pki::Credentials;
 use sixgate_runtime::privileges::{self, Capability, RunAs};
-use sixgate_runtime::{plane, process};
+use sixgate_runtime::{clock, plane, process};
 use tokio::signal::unix::{signal, SignalKind};
 use tokio::sync::oneshot;
 
@@ -185,12 +185,10 @@ pub fn detach(path: &Path, config: &Config, log_level: &str) -> Result<(), Strin
 /// /etc/resolv.conf as another user than root, CAP_DAC_OVERRIDE).
 pub fn prepare(config: &Config) -> Result<Credentials, String> {
     secrets::restrict_umask();
-    let credentials = Credentials::load(
-        &config.identity.to_string(),
-        &config.certificate,
-        &config.private_key,
-        &config.ca,
-    )?;
+    // The same findings as `check` (but the ports, which binding finds).
+    let (findings, credentials) = crate::check::findings(config, false, clock::unix_now());
+    findings.conclude(&config.path)?;
+    let credentials = credentials.ok_or("the credentials did not load")?;
     let run_as = config
         .process
         .user

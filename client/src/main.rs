@@ -4,6 +4,7 @@
 //! up. `up` runs it (in the foreground, or detached with `--daemon`);
 //! `down` and `status` talk to the running client over its control socket.
 
+mod check;
 mod config;
 mod daemon;
 
@@ -11,7 +12,7 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
-use sixgate_runtime::{logging, process};
+use sixgate_runtime::{clock, logging, process};
 
 #[derive(Parser)]
 #[command(
@@ -22,6 +23,10 @@ use sixgate_runtime::{logging, process};
 struct Cli {
     #[command(flatten)]
     log: logging::LogArgs,
+    /// The configuration file (of the running client, for `down` and
+    /// `status`).
+    #[arg(long, global = true, default_value = "/etc/sixgate/client.toml")]
+    config: PathBuf,
     #[command(subcommand)]
     command: Verb,
 }
@@ -30,24 +35,17 @@ struct Cli {
 enum Verb {
     /// Connect and keep the tunnel up.
     Up {
-        /// The configuration file.
-        #[arg(long)]
-        config: PathBuf,
         /// Detach from the terminal once the daemon is running.
         #[arg(long)]
         daemon: bool,
     },
     /// Disconnect and remove the address and routes.
-    Down {
-        /// The configuration file of the running client.
-        #[arg(long)]
-        config: PathBuf,
-    },
+    Down,
+    /// Check the configuration, the credentials and the ports as `up`
+    /// would, without connecting: each problem with the key it is about.
+    Check,
     /// Print the tunnel's state, address, DNS servers and counters.
     Status {
-        /// The configuration file of the running client.
-        #[arg(long)]
-        config: PathBuf,
         /// Print the status as JSON, as the control socket gives it.
         #[arg(long)]
         json: bool,
@@ -56,26 +54,21 @@ enum Verb {
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
-    let path = match &cli.command {
-        Verb::Up { config, .. } | Verb::Down { config } | Verb::Status { config, .. } => {
-            config.clone()
-        }
-    };
     if let Err(e) = cli.log.init() {
         eprintln!("sixgate-client: {e}");
         return ExitCode::from(2);
     }
-    let config = match config::Config::load(&path) {
+    let config = match config::Config::load(&cli.config) {
         Ok(c) => c,
         Err(e) => {
             eprintln!("sixgate-client: {e}");
             return ExitCode::from(2);
         }
     };
-    if let Verb::Up { daemon: true, .. } = cli.command {
+    if let Verb::Up { daemon: true } = cli.command {
         return process::exit(
             "sixgate-client",
-            daemon::detach(&path, &config, &cli.log.log_level),
+            daemon::detach(&cli.config, &config, &cli.log.log_level),
         );
     }
     // Root's work first, while this process has one thread.
@@ -92,8 +85,12 @@ fn main() -> ExitCode {
     process::run("sixgate-client", async {
         match cli.command {
             Verb::Up { .. } => daemon::run(config, credentials.expect("prepared")).await,
-            Verb::Down { .. } => daemon::down(&config).await,
-            Verb::Status { json, .. } => daemon::print_status(&config, json).await,
+            Verb::Down => daemon::down(&config).await,
+            Verb::Status { json } => daemon::print_status(&config, json).await,
+            Verb::Check => {
+                let (findings, _) = check::findings(&config, true, clock::unix_now());
+                findings.report(&config.path)
+            }
         }
     })
 }

@@ -13,6 +13,8 @@
 
 pub mod admission;
 pub mod ca;
+pub mod check;
+pub mod clock;
 pub mod config;
 pub mod control;
 pub mod engine;

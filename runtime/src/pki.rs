@@ -70,40 +70,24 @@ pub fn check_key_matches(chain: &[Vec<u8>], key: &PrivateKey) -> Result<(), Stri
     }
 }
 
-/// What the stock clients demand of a broker's certificate that it lacks,
-/// each in a sentence that names who would refuse it: the identity among
-/// its subjectAltNames (every client compares them with the server name it
-/// was given), and the serverAuth extended key usage (Windows wants it
-/// always; iOS and macOS when the extension is there).
-pub fn server_certificate_warnings(leaf: &[u8], identity: &Identification) -> Vec<String> {
+/// What the stock clients demand of a broker's certificate beyond what
+/// IKE peers check, in a sentence that names who would refuse it: the
+/// serverAuth extended key usage (Windows wants it always; iOS and macOS
+/// when the extension is there).
+pub fn stock_client_eku_warning(leaf: &[u8]) -> Option<&'static str> {
     use x509_parser::prelude::FromDer;
-    let mut warnings = Vec::new();
-    if sixgate_proto::cert::match_identity(leaf, identity).is_err() {
-        let name = CanonicalIdentity::from_wire(identity)
-            .map_or_else(|_| format!("{identity:?}"), |c| c.to_string());
-        warnings.push(format!(
-            "the broker's certificate does not name {name} in its subjectAltName: \
-             iOS, macOS, Windows and Android clients (and strongSwan) compare it with the \
-             server name they were given and will refuse the broker"
-        ));
-    }
-    let Ok((_, cert)) = x509_parser::certificate::X509Certificate::from_der(leaf) else {
-        return warnings;
-    };
+    let (_, cert) = x509_parser::certificate::X509Certificate::from_der(leaf).ok()?;
     match cert.extended_key_usage() {
-        Ok(Some(eku)) if eku.value.server_auth => {}
-        Ok(Some(_)) => warnings.push(
+        Ok(Some(eku)) if eku.value.server_auth => None,
+        Ok(Some(_)) => Some(
             "the broker's certificate has an extendedKeyUsage without serverAuth: Windows, \
-             iOS and macOS clients will refuse it"
-                .into(),
+             iOS and macOS clients will refuse it",
         ),
-        _ => warnings.push(
+        _ => Some(
             "the broker's certificate has no extendedKeyUsage: Windows clients refuse a \
-             server certificate without serverAuth"
-                .into(),
+             server certificate without serverAuth",
         ),
     }
-    warnings
 }
 
 /// What a daemon proves itself with and trusts, read at start (before it
@@ -120,26 +104,6 @@ pub struct Credentials {
 }
 
 impl Credentials {
-    /// Reads the chain, the key (which must match the chain's leaf) and the
-    /// trust anchors; `identity` must be one the leaf certifies.
-    pub fn load(
-        identity: &str,
-        certificate: &Path,
-        private_key: &Path,
-        ca: &[impl AsRef<Path>],
-    ) -> Result<Credentials, String> {
-        let chain = load_chain(certificate)?;
-        let identity = own_identity(identity, &chain)?;
-        let key = load_key(private_key)?;
-        check_key_matches(&chain, &key).map_err(|e| format!("{}: {e}", private_key.display()))?;
-        Ok(Credentials {
-            identity,
-            chain,
-            key,
-            anchors: load_anchors(ca)?,
-        })
-    }
-
     /// An engine configuration with these credentials and defaults
     /// otherwise.
     pub fn endpoint_config(self) -> sixgate_proto::endpoint::Config {
@@ -165,17 +129,11 @@ mod tests {
 
     #[test]
     fn a_broker_certificate_the_stock_clients_refuse_is_warned_about() {
-        let broker = Identification::fqdn("broker.example.net");
-        assert!(server_certificate_warnings(&leaf("ecdsa/broker.pem"), &broker).is_empty());
-        // A client's certificate (emailProtection only, an rfc822 SAN).
-        let warnings = server_certificate_warnings(&leaf("policy/eku-client.pem"), &broker);
-        assert_eq!(warnings.len(), 2, "{warnings:?}");
-        assert!(warnings[0].contains("subjectAltName") && warnings[0].contains("iOS"));
-        assert!(warnings[1].contains("without serverAuth") && warnings[1].contains("Windows"));
-        let ku_only = server_certificate_warnings(&leaf("policy/ku-client.pem"), &broker);
-        assert!(
-            ku_only.iter().any(|w| w.contains("no extendedKeyUsage")),
-            "{ku_only:?}"
-        );
+        assert_eq!(stock_client_eku_warning(&leaf("ecdsa/broker.pem")), None);
+        // A client's certificate (emailProtection only).
+        let eku = stock_client_eku_warning(&leaf("policy/eku-client.pem")).unwrap();
+        assert!(eku.contains("without serverAuth") && eku.contains("Windows"));
+        let ku_only = stock_client_eku_warning(&leaf("policy/ku-client.pem")).unwrap();
+        assert!(ku_only.contains("no extendedKeyUsage"), "{ku_only}");
     }
 }

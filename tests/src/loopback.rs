@@ -17,7 +17,7 @@ use sixgate_proto::cert::{certificates_from_pem, TrustAnchors};
 use sixgate_proto::endpoint::{self, ts, ChildSa, ConnectRequest, Event, SaId};
 use sixgate_proto::identity::CanonicalIdentity;
 use sixgate_runtime::admission::LeaseStore;
-use sixgate_runtime::ca::{CertificateAuthority, Usage};
+use sixgate_runtime::ca::{CertificateAuthority, KeyKind, Usage};
 use sixgate_runtime::engine::{self, Parts, Role, RuntimeHandle};
 use sixgate_runtime::plane::Plane;
 use tokio::sync::mpsc;
@@ -27,13 +27,13 @@ pub const IKE_PORT: u16 = 5500;
 pub const NAT_T_PORT: u16 = IKE_PORT + 1;
 
 pub fn ca() -> CertificateAuthority {
-    CertificateAuthority::generate("sixgate runtime test CA", 2).unwrap()
+    CertificateAuthority::generate("sixgate runtime test CA", KeyKind::EcdsaP256, 2).unwrap()
 }
 
 /// The engine configuration of `identity`, with a certificate from `ca`.
 pub fn ike_config(ca: &CertificateAuthority, identity: &str, usage: Usage) -> endpoint::Config {
     let id = CanonicalIdentity::parse(identity).unwrap();
-    let issued = ca.issue(&id, usage, 2).unwrap();
+    let issued = ca.issue(&id, usage, KeyKind::EcdsaP256, 2).unwrap();
     let chain = certificates_from_pem(issued.certificate.as_bytes()).unwrap();
     let key = PrivateKey::from_pem(issued.private_key.as_bytes()).unwrap();
     let anchors =

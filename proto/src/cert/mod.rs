@@ -128,6 +128,11 @@ pub struct CertId {
 }
 
 impl CertId {
+    /// The place of the certificate `der`.
+    pub fn of_der(der: &[u8]) -> Result<CertId, CertError> {
+        Ok(CertId::of(&parse(der)?))
+    }
+
     fn of(cert: &X509Certificate<'_>) -> CertId {
         CertId {
             issuer: cert.issuer().as_raw().to_vec(),
@@ -312,6 +317,49 @@ pub fn match_identity(der: &[u8], id: &Identification) -> Result<CanonicalIdenti
         return Err(CertError::IdentityMismatch);
     }
     CanonicalIdentity::from_wire(id).map_err(|_| CertError::IdentityMismatch)
+}
+
+/// A certificate's validity period, `(notBefore, notAfter)` in seconds
+/// since the Unix epoch, so a daemon can say how long its own certificate
+/// has left.
+pub fn validity_period(der: &[u8]) -> Result<(i64, i64), CertError> {
+    let validity = parse(der)?.validity().clone();
+    Ok((
+        validity.not_before.timestamp(),
+        validity.not_after.timestamp(),
+    ))
+}
+
+/// Checks a leaf's keyUsage and extendedKeyUsage as a peer checking it for
+/// `purpose` would, so a daemon finds out before its peers do.
+pub fn check_usage(der: &[u8], purpose: Purpose) -> Result<(), CertError> {
+    policy::check_leaf_usage(&parse(der)?, purpose)
+}
+
+/// The names a certificate vouches for as IKE identities: its subject (a
+/// DN) and its dNSName, rfc822Name and iPAddress SANs, for messages that
+/// say what an identity could have been.
+pub fn certified_names(der: &[u8]) -> Result<Vec<String>, CertError> {
+    let cert = parse(der)?;
+    let mut names = Vec::new();
+    if let Ok(Some(ext)) = cert.subject_alternative_name() {
+        for name in &ext.value.general_names {
+            match name {
+                GeneralName::DNSName(d) => names.push((*d).to_string()),
+                GeneralName::RFC822Name(e) => names.push((*e).to_string()),
+                GeneralName::IPAddress(a) => {
+                    if let Ok(v4) = <[u8; 4]>::try_from(*a) {
+                        names.push(std::net::Ipv4Addr::from(v4).to_string());
+                    } else if let Ok(v6) = <[u8; 16]>::try_from(*a) {
+                        names.push(std::net::Ipv6Addr::from(v6).to_string());
+                    }
+                }
+                _ => {}
+            }
+        }
+    }
+    names.push(cert.subject().to_string());
+    Ok(names)
 }
 
 /// The DER of the certificate's subject, for an ID_DER_ASN1_DN identity.

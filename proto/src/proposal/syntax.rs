@@ -30,6 +30,7 @@ pub enum ProposalSyntaxError {
     Misplaced(String, String, &'static str),
 }
 
+#[derive(Clone, Copy, PartialEq, Eq)]
 enum Keyword {
     Encr(Encryption),
     Integ(Integrity),
@@ -38,37 +39,95 @@ enum Keyword {
     Esn(bool),
 }
 
-fn keyword(word: &str) -> Option<(Keyword, bool)> {
+/// Each keyword, whether it needs `legacy`, and what it stands for. The
+/// first word for an algorithm is the one [`IkePolicy::to_strongswan`]
+/// writes; the others are strongSwan's aliases.
+const WORDS: [(&str, bool, Keyword); 30] = {
     use Keyword::*;
-    // (what, whether it needs legacy)
-    Some(match word {
-        "aes128" | "aes" => (Encr(Encryption::AesCbc { key_bits: 128 }), false),
-        "aes256" => (Encr(Encryption::AesCbc { key_bits: 256 }), false),
-        "aes128gcm16" | "aes128gcm128" | "aes128gcm" => {
-            (Encr(Encryption::AesGcm16 { key_bits: 128 }), false)
-        }
-        "aes256gcm16" | "aes256gcm128" | "aes256gcm" => {
-            (Encr(Encryption::AesGcm16 { key_bits: 256 }), false)
-        }
-        "chacha20poly1305" => (Encr(Encryption::ChaCha20Poly1305), false),
-        "sha1" | "sha" | "sha1_96" => (Integ(Integrity::HmacSha1_96), true),
-        "sha256" | "sha2_256" => (Integ(Integrity::HmacSha256_128), false),
-        "sha384" | "sha2_384" => (Integ(Integrity::HmacSha384_192), false),
-        "sha512" | "sha2_512" => (Integ(Integrity::HmacSha512_256), false),
-        "prfsha1" => (Prf(crate::crypto::Prf::HmacSha1), true),
-        "prfsha256" => (Prf(crate::crypto::Prf::HmacSha256), false),
-        "prfsha384" => (Prf(crate::crypto::Prf::HmacSha384), false),
-        "prfsha512" => (Prf(crate::crypto::Prf::HmacSha512), false),
-        "modp1024" => (Ke(KeGroup::Modp1024), true),
-        "modp2048" => (Ke(KeGroup::Modp2048), false),
-        "modp3072" => (Ke(KeGroup::Modp3072), false),
-        "ecp256" => (Ke(KeGroup::Ecp256), false),
-        "ecp384" => (Ke(KeGroup::Ecp384), false),
-        "curve25519" | "x25519" => (Ke(KeGroup::Curve25519), false),
-        "esn" => (Esn(true), false),
-        "noesn" => (Esn(false), false),
-        _ => return None,
-    })
+    [
+        ("aes128", false, Encr(Encryption::AesCbc { key_bits: 128 })),
+        ("aes", false, Encr(Encryption::AesCbc { key_bits: 128 })),
+        ("aes256", false, Encr(Encryption::AesCbc { key_bits: 256 })),
+        (
+            "aes128gcm16",
+            false,
+            Encr(Encryption::AesGcm16 { key_bits: 128 }),
+        ),
+        (
+            "aes128gcm128",
+            false,
+            Encr(Encryption::AesGcm16 { key_bits: 128 }),
+        ),
+        (
+            "aes128gcm",
+            false,
+            Encr(Encryption::AesGcm16 { key_bits: 128 }),
+        ),
+        (
+            "aes256gcm16",
+            false,
+            Encr(Encryption::AesGcm16 { key_bits: 256 }),
+        ),
+        (
+            "aes256gcm128",
+            false,
+            Encr(Encryption::AesGcm16 { key_bits: 256 }),
+        ),
+        (
+            "aes256gcm",
+            false,
+            Encr(Encryption::AesGcm16 { key_bits: 256 }),
+        ),
+        (
+            "chacha20poly1305",
+            false,
+            Encr(Encryption::ChaCha20Poly1305),
+        ),
+        ("sha1", true, Integ(Integrity::HmacSha1_96)),
+        ("sha", true, Integ(Integrity::HmacSha1_96)),
+        ("sha1_96", true, Integ(Integrity::HmacSha1_96)),
+        ("sha256", false, Integ(Integrity::HmacSha256_128)),
+        ("sha2_256", false, Integ(Integrity::HmacSha256_128)),
+        ("sha384", false, Integ(Integrity::HmacSha384_192)),
+        ("sha2_384", false, Integ(Integrity::HmacSha384_192)),
+        ("sha512", false, Integ(Integrity::HmacSha512_256)),
+        ("sha2_512", false, Integ(Integrity::HmacSha512_256)),
+        ("prfsha1", true, Prf(crate::crypto::Prf::HmacSha1)),
+        ("prfsha256", false, Prf(crate::crypto::Prf::HmacSha256)),
+        ("prfsha384", false, Prf(crate::crypto::Prf::HmacSha384)),
+        ("prfsha512", false, Prf(crate::crypto::Prf::HmacSha512)),
+        ("modp1024", true, Ke(KeGroup::Modp1024)),
+        ("modp2048", false, Ke(KeGroup::Modp2048)),
+        ("modp3072", false, Ke(KeGroup::Modp3072)),
+        ("ecp256", false, Ke(KeGroup::Ecp256)),
+        ("ecp384", false, Ke(KeGroup::Ecp384)),
+        ("curve25519", false, Ke(KeGroup::Curve25519)),
+        ("x25519", false, Ke(KeGroup::Curve25519)),
+    ]
+};
+
+fn keyword(word: &str) -> Option<(Keyword, bool)> {
+    match word {
+        "esn" => Some((Keyword::Esn(true), false)),
+        "noesn" => Some((Keyword::Esn(false), false)),
+        _ => WORDS
+            .iter()
+            .find(|(w, ..)| *w == word)
+            .map(|(_, legacy, k)| (*k, *legacy)),
+    }
+}
+
+/// strongSwan's word for an algorithm (every algorithm has one).
+fn word_of(k: Keyword) -> &'static str {
+    WORDS
+        .iter()
+        .find(|(.., w)| *w == k)
+        .map_or("?", |(word, ..)| word)
+}
+
+/// `a-b-c` from words.
+fn joined(words: impl IntoIterator<Item = &'static str>) -> String {
+    words.into_iter().collect::<Vec<_>>().join("-")
 }
 
 /// The PRF strongSwan derives from an integrity algorithm when an IKE
@@ -267,6 +326,66 @@ impl EspPolicy {
     }
 }
 
+impl IkePolicy {
+    /// The policy as strongSwan proposals, for a peer's configuration:
+    /// one for the AEAD ciphers (with the PRFs) and one for the others
+    /// (with the integrity algorithms), each with every group, as
+    /// strongSwan keeps the two kinds apart. [`IkePolicy::from_strongswan`]
+    /// reads them back as the same policy.
+    pub fn to_strongswan(&self) -> Vec<String> {
+        let ke = self.ke.iter().map(|g| word_of(Keyword::Ke(*g)));
+        let prf = self.prf.iter().map(|p| word_of(Keyword::Prf(*p)));
+        let (aead, cbc): (Vec<Encryption>, Vec<Encryption>) =
+            self.encr.iter().partition(|e| e.is_aead());
+        let mut out = Vec::new();
+        if !aead.is_empty() {
+            out.push(joined(
+                aead.iter()
+                    .map(|e| word_of(Keyword::Encr(*e)))
+                    .chain(prf.clone())
+                    .chain(ke.clone()),
+            ));
+        }
+        if !cbc.is_empty() && !self.integ.is_empty() {
+            out.push(joined(
+                cbc.iter()
+                    .map(|e| word_of(Keyword::Encr(*e)))
+                    .chain(self.integ.iter().map(|i| word_of(Keyword::Integ(*i))))
+                    .chain(prf)
+                    .chain(ke),
+            ));
+        }
+        out
+    }
+}
+
+impl EspPolicy {
+    /// The policy as strongSwan ESP proposals (AEAD and the others apart,
+    /// the PFS groups in both); ESN is left to strongSwan's default.
+    pub fn to_strongswan(&self) -> Vec<String> {
+        let pfs = self.pfs.iter().map(|g| word_of(Keyword::Ke(*g)));
+        let (aead, cbc): (Vec<Encryption>, Vec<Encryption>) =
+            self.encr.iter().partition(|e| e.is_aead());
+        let mut out = Vec::new();
+        if !aead.is_empty() {
+            out.push(joined(
+                aead.iter()
+                    .map(|e| word_of(Keyword::Encr(*e)))
+                    .chain(pfs.clone()),
+            ));
+        }
+        if !cbc.is_empty() && !self.integ.is_empty() {
+            out.push(joined(
+                cbc.iter()
+                    .map(|e| word_of(Keyword::Encr(*e)))
+                    .chain(self.integ.iter().map(|i| word_of(Keyword::Integ(*i))))
+                    .chain(pfs),
+            ));
+        }
+        out
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -326,6 +445,39 @@ mod tests {
                 .unwrap_err()
                 .to_string();
             assert!(e.contains(says), "{bad}: {e}");
+        }
+    }
+
+    #[test]
+    fn policies_written_as_strongswan_proposals_read_back_the_same() {
+        for (ike, esp, legacy) in [
+            (vec!["default"], vec!["default"], Legacy::Refuse),
+            (vec!["default"], vec!["default"], Legacy::Allow),
+            (
+                vec!["aes256-sha1-modp1024", "aes128gcm16-prfsha256-ecp256"],
+                vec!["aes256-sha1", "aes128gcm16-ecp256"],
+                Legacy::Allow,
+            ),
+            (
+                vec!["chacha20poly1305-prfsha512-x25519"],
+                vec!["aes256gcm16-modp3072"],
+                Legacy::Refuse,
+            ),
+        ] {
+            let i = IkePolicy::from_strongswan(&ike, legacy).unwrap();
+            let written = i.to_strongswan();
+            let mut back = IkePolicy::from_strongswan(&written, legacy).unwrap();
+            // Written AEAD-first; the sets and each list's order within a
+            // kind are what a peer's choice depends on.
+            back.encr
+                .sort_by_key(|e| i.encr.iter().position(|x| x == e));
+            assert_eq!(back, i, "{ike:?} -> {written:?}");
+            let e = EspPolicy::from_strongswan(&esp, legacy).unwrap();
+            let written = e.to_strongswan();
+            let mut back = EspPolicy::from_strongswan(&written, legacy).unwrap();
+            back.encr
+                .sort_by_key(|x| e.encr.iter().position(|y| y == x));
+            assert_eq!(back, e, "{esp:?} -> {written:?}");
         }
     }
 }
