@@ -103,7 +103,7 @@ pub fn prepare(config: &Config) -> Result<Credentials, String> {
     }
     let run_as = f.process.user.as_deref().map(RunAs::lookup).transpose()?;
     if let Some(user) = &run_as {
-        user.own_tree(&f.storage.path)?;
+        user.own_tree(&f.storage.path, &[&CaStore::new(config).dir()])?;
         if f.sites.is_some() {
             // wireguard-go, run as the same user, puts its socket there.
             user.share_dir(std::path::Path::new(wireguard::SOCKET_DIR))?;

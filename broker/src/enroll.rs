@@ -72,6 +72,11 @@ impl<'a> CaStore<'a> {
         }
     }
 
+    /// The CA's directory.
+    pub fn dir(&self) -> PathBuf {
+        self.dir.clone()
+    }
+
     /// The CA's certificate file.
     pub fn certificate_path(&self) -> PathBuf {
         self.dir.join(CA_CERTIFICATE)

@@ -199,7 +199,7 @@ pub fn prepare(config: &Config) -> Result<Credentials, String> {
     if let Some(user) = &run_as {
         if let Some(dir) = config.control_socket.parent() {
             secrets::private_dir(dir).map_err(|e| format!("{}: {e}", dir.display()))?;
-            user.own_tree(dir)?;
+            user.own_tree(dir, &[])?;
         }
         if config.resolv_conf {
             keep.push(Capability::CAP_DAC_OVERRIDE);

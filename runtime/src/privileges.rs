@@ -53,8 +53,12 @@ impl RunAs {
     }
 
     /// Makes `path` and everything below it (not following symlinks) the
-    /// user's, so that it can go on writing there.
-    pub fn own_tree(&self, path: &Path) -> Result<(), String> {
+    /// user's, so that it can go on writing there; what is under `keep`
+    /// stays root's (the broker's CA key, which the daemon never needs).
+    pub fn own_tree(&self, path: &Path, keep: &[&Path]) -> Result<(), String> {
+        if keep.contains(&path) {
+            return Ok(());
+        }
         let meta =
             std::fs::symlink_metadata(path).map_err(|e| format!("{}: {e}", path.display()))?;
         lchown(path, Some(self.uid.as_raw()), Some(self.gid.as_raw()))
@@ -62,7 +66,7 @@ impl RunAs {
         if meta.is_dir() {
             for entry in std::fs::read_dir(path).map_err(|e| format!("{}: {e}", path.display()))? {
                 let entry = entry.map_err(|e| format!("{}: {e}", path.display()))?;
-                self.own_tree(&entry.path())?;
+                self.own_tree(&entry.path(), keep)?;
             }
         }
         Ok(())

@@ -457,6 +457,38 @@ impl StrongSwan {
         )
         .expect("key");
         std::fs::write(d.join("swanctl.conf"), swanctl_conf).expect("swanctl.conf");
+        Self::run_charon(ns, dir, extra_charon, install_routes, libipsec)
+    }
+
+    /// Starts charon in `ns` (kernel-libipsec with its routes) on a
+    /// swanctl directory as a user would copy it to /etc/swanctl:
+    /// `swanctl.conf` with `x509/`, `x509ca/` and `private/` beside it.
+    pub fn start_with_swanctl_dir(ns: &Netns, swanctl: &Path) -> StrongSwan {
+        let dir = TempDir::new("sgswan");
+        for sub in ["x509", "x509ca", "private"] {
+            let to = dir.path().join(sub);
+            std::fs::create_dir_all(&to).expect("mkdir");
+            for entry in std::fs::read_dir(swanctl.join(sub)).expect("swanctl dir") {
+                let entry = entry.expect("entry");
+                std::fs::copy(entry.path(), to.join(entry.file_name())).expect("copy");
+            }
+        }
+        std::fs::copy(
+            swanctl.join("swanctl.conf"),
+            dir.path().join("swanctl.conf"),
+        )
+        .expect("swanctl.conf");
+        Self::run_charon(ns, dir, "", true, true)
+    }
+
+    fn run_charon(
+        ns: &Netns,
+        dir: TempDir,
+        extra_charon: &str,
+        install_routes: bool,
+        libipsec: bool,
+    ) -> StrongSwan {
+        let d = dir.path();
         let conf = format!(
             r#"charon {{
     load = random nonce openssl pem pkcs1 pkcs8 x509 revocation constraints pubkey kdf {libipsec}kernel-netlink socket-default vici

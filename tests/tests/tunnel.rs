@@ -646,7 +646,21 @@ fn the_daemons_give_up_root_and_keep_working() {
     let bconf = lab.broker_config("2001:db8:100::100/120", &[], "");
     let text = std::fs::read_to_string(&bconf).unwrap();
     std::fs::write(&bconf, format!("{text}[process]\nuser = \"nobody\"\n")).unwrap();
+    // The broker's own CA is in its state directory, but its key stays
+    // root's: the daemon never signs.
+    let made = lab.broker_cli(&["ca", "init"], &bconf);
+    assert!(made.contains("made a CA"), "{made}");
     let mut broker = lab.start_broker(&bconf);
+    let ca = lab.dir.path().join("broker-state/ca");
+    for path in [ca.clone(), ca.join("ca.key")] {
+        use std::os::unix::fs::MetadataExt;
+        assert_eq!(
+            std::fs::metadata(&path).unwrap().uid(),
+            0,
+            "{}",
+            path.display()
+        );
+    }
     let c = lab.ecdsa_client_config("c", "client", "");
     let client = lab.start_client(0, &c);
     let address = lab.wait_up(0, &c, UP);
