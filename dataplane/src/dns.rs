@@ -99,7 +99,15 @@ fn write_atomically(path: &Path, bytes: &[u8]) -> io::Result<()> {
         .unwrap_or(0o644);
     fs::write(&tmp, bytes)?;
     fs::set_permissions(&tmp, fs::Permissions::from_mode(mode))?;
-    fs::rename(&tmp, path)
+    match fs::rename(&tmp, path) {
+        // A file bind-mounted over resolv.conf (containers, `ip netns
+        // exec`) cannot be renamed onto: it is rewritten in place.
+        Err(e) if e.raw_os_error() == Some(libc::EBUSY) => {
+            let _ = fs::remove_file(&tmp);
+            fs::write(path, bytes)
+        }
+        other => other,
+    }
 }
 
 #[cfg(test)]

@@ -897,3 +897,68 @@ fn after_a_broker_crash_and_restart_clients_with_default_timers_are_back_within_
     );
     assert!(lab.ping(0, 3));
 }
+
+/// `resolv_conf = true` on a laptop: the broker's DNS server is in place
+/// while up, `down` puts the original back byte for byte, and after a
+/// kill -9 the next start puts it back before anything else. The client's
+/// /etc/resolv.conf is the namespace's own (`ip netns exec` mounts
+/// /etc/netns/NAME/resolv.conf over it), so it is rewritten in place.
+#[test]
+fn resolv_conf_comes_back_byte_for_byte_on_down_and_after_a_crash() {
+    let lab = TunnelLab::new(1);
+    let bconf = lab.broker_config("2001:db8:100::100/120", &[], "");
+    let mut broker = lab.start_broker(&bconf);
+    let etc = NetnsEtc(std::path::PathBuf::from("/etc/netns").join(&lab.clients[0].name));
+    std::fs::create_dir_all(&etc.0).unwrap();
+    let resolv = etc.0.join("resolv.conf");
+    let original = b"# from the home router\nnameserver 192.0.2.53\nsearch lan\noptions edns0 \n";
+    std::fs::write(&resolv, original).unwrap();
+    let c = lab.ecdsa_client_config("dns", "client", "resolv_conf = true");
+    let ours = || {
+        std::fs::read_to_string(&resolv)
+            .unwrap()
+            .contains("nameserver 2001:db8:ffff::53")
+    };
+
+    let mut client = lab.start_client(0, &c);
+    assert!(lab.wait_up(0, &c, UP).is_some(), "{}", client.log_text());
+    assert!(
+        wait_for(UP, || ours().then_some(())).is_some(),
+        "{}",
+        client.log_text()
+    );
+    let client_bin = sixgate_tests::workspace_bin("sixgate-client");
+    let down = lab.clients[0].try_run(&[
+        client_bin.to_str().unwrap(),
+        "down",
+        "--config",
+        c.to_str().unwrap(),
+    ]);
+    assert!(
+        down.status.success(),
+        "{}",
+        String::from_utf8_lossy(&down.stderr)
+    );
+    assert!(client.terminate(UP).is_some());
+    assert_eq!(std::fs::read(&resolv).unwrap(), original, "after down");
+
+    // kill -9 while up: ours stays behind, until the next start.
+    let mut client = lab.start_client(0, &c);
+    assert!(lab.wait_up(0, &c, UP).is_some(), "{}", client.log_text());
+    assert!(wait_for(UP, || ours().then_some(())).is_some());
+    client.kill();
+    assert!(ours(), "a killed client cannot clean up");
+    broker.kill();
+    let client = lab.start_client(0, &c);
+    let restored = wait_for(UP, || {
+        (std::fs::read(&resolv).unwrap() == original).then_some(())
+    });
+    assert!(
+        restored.is_some(),
+        "not restored at start:\n{}",
+        client.log_text()
+    );
+    assert!(client
+        .log_text()
+        .contains("restored /etc/resolv.conf as it was before a crash"));
+}
