@@ -2,7 +2,7 @@
 //! the runtime, the DMZ sites beside it, and the control socket's
 //! requests answered from both.
 
-use std::net::SocketAddr;
+use std::net::{Ipv6Addr, SocketAddr};
 use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
@@ -12,12 +12,14 @@ use sixgate_dataplane::plane::DataPlane;
 use sixgate_dataplane::udp::IkeSockets;
 use sixgate_dataplane::xfrm::Owner;
 use sixgate_dataplane::{netconf, secrets, wireguard};
-use sixgate_runtime::clock;
+use sixgate_proto::cert::Revocations;
+use sixgate_proto::identity::CanonicalIdentity;
 use sixgate_runtime::control::{self, Incoming};
 use sixgate_runtime::engine::{self, Command, Connection, Parts, Role, RuntimeStats};
 use sixgate_runtime::pki::Credentials;
 use sixgate_runtime::plane;
 use sixgate_runtime::privileges::{self, RunAs};
+use sixgate_runtime::{clock, notify};
 use tokio::signal::unix::{signal, SignalKind};
 use tokio::sync::oneshot;
 
@@ -52,6 +54,8 @@ pub enum Request {
     Stats,
     /// End an identity's IKE SAs.
     Disconnect(String),
+    /// Read the configuration again.
+    Reload,
 }
 
 /// The broker's counters, for `stats`.
@@ -113,19 +117,143 @@ pub fn prepare(config: &Config) -> Result<Credentials, String> {
     Ok(credentials)
 }
 
-pub async fn run(config: Config, credentials: Credentials) -> Result<(), String> {
+/// The engine's configuration: the credentials, and what the broker's
+/// configuration says of proposals, lifetimes, DNS and limits.
+fn engine_config(
+    config: &Config,
+    credentials: Credentials,
+    dp: &DataPlane,
+) -> sixgate_proto::endpoint::Config {
     let f = &config.file;
-    let anchors = credentials.anchors.clone();
-    let (mut crls, warnings) = revocations::load_crls(&f.ike.crl, &anchors, clock::unix_now())?;
-    for w in warnings {
-        tracing::warn!("{w}");
-    }
-    let reservations: Vec<_> = f
+    let mut ike = credentials.endpoint_config();
+    ike.dns = f.pool.dns.clone();
+    ike.ike_policy = config.ike_policy.clone();
+    ike.esp_policy = config.esp_policy.clone();
+    ike.dpd_interval = Duration::from_secs(f.ike.dpd_interval);
+    ike.mobike = f.ike.mobike;
+    ike.fragment_size = f.ike.fragment_size;
+    ike.child_lifetime = Duration::from_secs(f.ike.child_lifetime);
+    ike.ike_lifetime = Duration::from_secs(f.ike.ike_lifetime);
+    ike.rekey_jitter = ike.child_lifetime.min(ike.ike_lifetime) / 10;
+    ike.force_udp_encapsulation =
+        dp.forces_udp_encapsulation() || f.dataplane.force_udp_encapsulation;
+    let limits = &f.limits;
+    ike.ike_sas_per_identity = limits.ike_sas_per_identity;
+    ike.child_sas_per_ike_sa = limits.child_sas_per_ike_sa;
+    ike.traffic_selectors_per_child_sa = limits.traffic_selectors_per_child_sa;
+    ike.half_open_share = limits.half_open_per_source;
+    ike.max_half_open = limits.half_open;
+    ike.rekey_grace = Duration::from_secs(limits.rekey_grace);
+    ike.unique = limits.unique;
+    ike
+}
+
+fn reservations_of(config: &Config) -> Vec<(CanonicalIdentity, Ipv6Addr)> {
+    config
+        .file
         .pool
         .reservations
         .iter()
         .map(|(id, addr)| (id.0.clone(), *addr))
-        .collect();
+        .collect()
+}
+
+/// The road warriors' firewall for a configuration.
+fn firewall(config: &Config, dp: &DataPlane) -> Result<(), String> {
+    let f = &config.file;
+    let services: Vec<Service> = f.pool.broker_services.iter().map(|s| s.0).collect();
+    let ingress = dp.ingress();
+    let rules = RoadWarriorRules {
+        ingress: &ingress,
+        pool: &f.pool.prefix.to_string(),
+        services: &services,
+        client_to_client: f.pool.client_to_client,
+    };
+    ROAD_WARRIORS
+        .replace(&rules.render())
+        .map_err(|e| format!("the road warriors' firewall table {}: {e}", ROAD_WARRIORS.0))
+}
+
+/// What the running broker holds that a reload replaces.
+struct Reloadable<'a> {
+    dp: &'a DataPlane,
+    runtime: &'a engine::RuntimeHandle,
+    store: &'a SledLeaseStore,
+    revoked: &'a RevocationList,
+    crls: &'a mut Revocations,
+}
+
+/// `reload` and SIGHUP: the configuration file read again and checked as
+/// a start checks it; the CA and own credentials, CRLs, proposals,
+/// lifetimes, limits, DNS, static reservations and the firewall's services
+/// replaced without touching an SA. What only a start can change is named.
+/// A configuration with an error changes nothing.
+fn reload(running: &Config, held: Reloadable<'_>) -> Result<String, String> {
+    notify::reloading();
+    let result = reload_now(running, held);
+    notify::notify("READY=1");
+    result
+}
+
+fn reload_now(running: &Config, held: Reloadable<'_>) -> Result<String, String> {
+    let fresh = Config::load(&running.path).map_err(|e| e.to_string())?;
+    let now = clock::unix_now();
+    let (findings, credentials) = check::findings(&fresh, check::Ports::Skip, now);
+    findings.conclude(&fresh.path)?;
+    let credentials = credentials.ok_or("the credentials did not load")?;
+    let (crls, warnings) = revocations::load_crls(&fresh.file.ike.crl, &credentials.anchors, now)?;
+    for w in warnings {
+        tracing::warn!("{w}");
+    }
+    let (old, new) = (&running.file, &fresh.file);
+    let at_start: Vec<&str> = [
+        ("ike.listen", old.ike.listen != new.ike.listen),
+        ("pool.prefix", old.pool.prefix != new.pool.prefix),
+        ("storage", old.storage.path != new.storage.path),
+        ("control", running.control_socket != fresh.control_socket),
+        (
+            "dataplane",
+            format!("{:?}", old.dataplane) != format!("{:?}", new.dataplane),
+        ),
+        (
+            "sites",
+            format!("{:?}", old.sites) != format!("{:?}", new.sites),
+        ),
+        ("process", old.process.user != new.process.user),
+    ]
+    .into_iter()
+    .filter_map(|(key, changed)| changed.then_some(key))
+    .collect();
+    let revocations = held.revoked.revocations(&crls)?;
+    firewall(&fresh, held.dp)?;
+    held.store.set_reservations(&reservations_of(&fresh));
+    let engine = engine_config(&fresh, credentials, held.dp);
+    let commands = &held.runtime.commands;
+    let _ = commands.send(Command::SetConfig(engine::NewConfig(Arc::new(engine))));
+    let _ = commands.send(Command::SetRevocations(revocations));
+    *held.crls = crls;
+    let mut text = format!(
+        "reloaded {}: credentials, CRLs, proposals, limits and {} static reservations",
+        fresh.path.display(),
+        new.pool.reservations.len()
+    );
+    if !at_start.is_empty() {
+        text.push_str(&format!(
+            "; changed but kept until the next start: {}",
+            at_start.join(", ")
+        ));
+    }
+    Ok(text)
+}
+
+pub async fn run(config: Config, credentials: Credentials) -> Result<(), String> {
+    let f = &config.file;
+    let (mut crls, warnings) =
+        revocations::load_crls(&f.ike.crl, &credentials.anchors, clock::unix_now())?;
+    for w in warnings {
+        tracing::warn!("{w}");
+    }
+    let reservations = reservations_of(&config);
     let store = Arc::new(
         SledLeaseStore::open(
             &f.storage.path,
@@ -153,42 +281,12 @@ pub async fn run(config: Config, credentials: Credentials) -> Result<(), String>
     );
     let (dp, kernel_events) = DataPlane::start(&plane, nat_t)?;
     let dp = Arc::new(dp);
-    let services: Vec<Service> = f.pool.broker_services.iter().map(|s| s.0).collect();
-    let ingress = dp.ingress();
-    let rules = RoadWarriorRules {
-        ingress: &ingress,
-        pool: &f.pool.prefix.to_string(),
-        services: &services,
-        client_to_client: f.pool.client_to_client,
-    };
-    if let Err(e) = ROAD_WARRIORS.replace(&rules.render()) {
+    if let Err(e) = firewall(&config, &dp) {
         dp.stop();
-        return Err(format!(
-            "the road warriors' firewall table {}: {e}",
-            ROAD_WARRIORS.0
-        ));
+        return Err(e);
     }
 
-    let mut ike = credentials.endpoint_config();
-    ike.dns = f.pool.dns.clone();
-    ike.ike_policy = config.ike_policy.clone();
-    ike.esp_policy = config.esp_policy.clone();
-    ike.dpd_interval = Duration::from_secs(f.ike.dpd_interval);
-    ike.mobike = f.ike.mobike;
-    ike.fragment_size = f.ike.fragment_size;
-    ike.child_lifetime = child_lifetime;
-    ike.ike_lifetime = Duration::from_secs(f.ike.ike_lifetime);
-    ike.rekey_jitter = ike.child_lifetime.min(ike.ike_lifetime) / 10;
-    ike.force_udp_encapsulation =
-        dp.forces_udp_encapsulation() || f.dataplane.force_udp_encapsulation;
-    let limits = &f.limits;
-    ike.ike_sas_per_identity = limits.ike_sas_per_identity;
-    ike.child_sas_per_ike_sa = limits.child_sas_per_ike_sa;
-    ike.traffic_selectors_per_child_sa = limits.traffic_selectors_per_child_sa;
-    ike.half_open_share = limits.half_open_per_source;
-    ike.max_half_open = limits.half_open;
-    ike.rekey_grace = Duration::from_secs(limits.rekey_grace);
-    ike.unique = limits.unique;
+    let ike = engine_config(&config, credentials, &dp);
     let kernel_events = plane::kernel_events(&dp, kernel_events);
     let mut runtime = engine::spawn(Parts {
         ike: Arc::new(ike),
@@ -229,6 +327,10 @@ pub async fn run(config: Config, credentials: Credentials) -> Result<(), String>
     let listener = control::bind(&config.control_socket)
         .map_err(|e| format!("{}: {e}", config.control_socket.display()))?;
     let mut requests = control::serve::<Request, Response>(listener, Response::Error);
+    notify::notify(&format!(
+        "READY=1\nSTATUS=listening on {:?}, pool {}",
+        f.ike.listen, f.pool.prefix
+    ));
 
     loop {
         tokio::select! {
@@ -250,6 +352,19 @@ pub async fn run(config: Config, credentials: Credentials) -> Result<(), String>
                         .list()
                         .map_or_else(Response::Error, Response::Revoked),
                     Request::Disconnect(identity) => disconnect(&runtime, &identity).await,
+                    Request::Reload => {
+                        let held = Reloadable { dp: &dp, runtime: &runtime, store: &store, revoked: &revoked, crls: &mut crls };
+                        match reload(&config, held) {
+                            Ok(text) => {
+                                tracing::info!("reload: {text}");
+                                Response::Done(text)
+                            }
+                            Err(e) => {
+                                tracing::error!("reload: {e}; nothing changed");
+                                Response::Error(format!("{e}; nothing changed"))
+                            }
+                        }
+                    }
                     Request::Stats => {
                         let (tx, rx) = oneshot::channel();
                         let _ = runtime.commands.send(Command::Stats(tx));
@@ -267,23 +382,10 @@ pub async fn run(config: Config, credentials: Credentials) -> Result<(), String>
                 let _ = reply.send(response);
             }
             _ = hup.recv() => {
-                // Re-read the CRLs; a file that no longer reads keeps the
-                // entries it had, and says so.
-                match revocations::load_crls(&f.ike.crl, &anchors, clock::unix_now()) {
-                    Ok((fresh, warnings)) => {
-                        for w in warnings {
-                            tracing::warn!("{w}");
-                        }
-                        crls = fresh;
-                        match revoked.revocations(&crls) {
-                            Ok(all) => {
-                                let _ = runtime.commands.send(Command::SetRevocations(all));
-                                tracing::info!("SIGHUP: revocations re-read");
-                            }
-                            Err(e) => tracing::error!("revocation list: {e}"),
-                        }
-                    }
-                    Err(e) => tracing::error!("SIGHUP: {e}; the CRLs read before stay in force"),
+                let held = Reloadable { dp: &dp, runtime: &runtime, store: &store, revoked: &revoked, crls: &mut crls };
+                match reload(&config, held) {
+                    Ok(text) => tracing::info!("SIGHUP: {text}"),
+                    Err(e) => tracing::error!("SIGHUP: {e}; nothing changed"),
                 }
             }
             _ = liveness.tick() => {
@@ -300,6 +402,7 @@ pub async fn run(config: Config, credentials: Credentials) -> Result<(), String>
     }
     // Orderly stop: tell every client, give the deletes a moment, then
     // remove what we installed.
+    notify::notify("STOPPING=1");
     runtime.shutdown(Duration::from_secs(2)).await;
     let _ = std::fs::remove_file(&config.control_socket);
     dp.stop();

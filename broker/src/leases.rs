@@ -19,6 +19,7 @@
 use std::collections::{BTreeMap, HashSet};
 use std::net::Ipv6Addr;
 use std::path::Path;
+use std::sync::RwLock;
 
 use std::io;
 
@@ -45,8 +46,22 @@ pub struct SledLeaseStore {
     tree: sled::Tree,
     base: u128,
     size: u64,
-    reservations: BTreeMap<Vec<u8>, Ipv6Addr>,
-    reserved: HashSet<Ipv6Addr>,
+    reservations: RwLock<Reservations>,
+}
+
+/// The static reservations, which a reload replaces.
+struct Reservations {
+    by_identity: BTreeMap<Vec<u8>, Ipv6Addr>,
+    addresses: HashSet<Ipv6Addr>,
+}
+
+impl Reservations {
+    fn new(list: &[(CanonicalIdentity, Ipv6Addr)]) -> Reservations {
+        Reservations {
+            by_identity: list.iter().map(|(i, a)| (i.storage_key(), *a)).collect(),
+            addresses: list.iter().map(|(_, a)| *a).collect(),
+        }
+    }
 }
 
 fn identity_text(key: &[u8]) -> String {
@@ -89,11 +104,7 @@ impl SledLeaseStore {
             tree,
             base: u128::from(base),
             size,
-            reservations: reservations
-                .iter()
-                .map(|(i, a)| (i.storage_key(), *a))
-                .collect(),
-            reserved: reservations.iter().map(|(_, a)| *a).collect(),
+            reservations: RwLock::new(Reservations::new(reservations)),
         };
         store.migrate_wire_keys()?;
         store.release_all()?;
@@ -141,7 +152,7 @@ impl SledLeaseStore {
         for item in self.tree.scan_prefix(b"L") {
             let (_, addr) = item?;
             if let Some(addr) = addr_of(&addr) {
-                if !self.reserved.contains(&addr)
+                if !self.is_reserved(addr)
                     && self.tree.get(prefixed(b'r', &addr.octets()))?.is_none()
                 {
                     self.mark_released(addr)?;
@@ -158,6 +169,30 @@ impl SledLeaseStore {
         batch.insert(prefixed(b'R', &seq), &addr.octets());
         batch.insert(prefixed(b'r', &addr.octets()), &seq);
         self.tree.apply_batch(batch)
+    }
+
+    fn is_reserved(&self, addr: Ipv6Addr) -> bool {
+        self.reservations
+            .read()
+            .unwrap_or_else(|e| e.into_inner())
+            .addresses
+            .contains(&addr)
+    }
+
+    fn reservation_of(&self, key: &[u8]) -> Option<Ipv6Addr> {
+        self.reservations
+            .read()
+            .unwrap_or_else(|e| e.into_inner())
+            .by_identity
+            .get(key)
+            .copied()
+    }
+
+    /// Replaces the static reservations (a reload). An address newly
+    /// reserved for one identity while another holds it goes to its new
+    /// owner once the holder has disconnected; the holder gets another.
+    pub fn set_reservations(&self, list: &[(CanonicalIdentity, Ipv6Addr)]) {
+        *self.reservations.write().unwrap_or_else(|e| e.into_inner()) = Reservations::new(list);
     }
 
     fn in_pool(&self, addr: Ipv6Addr) -> bool {
@@ -196,18 +231,27 @@ impl SledLeaseStore {
     pub fn assign_address(&self, identity: &CanonicalIdentity) -> sled::Result<Option<Ipv6Addr>> {
         let key = identity.storage_key();
         let mut batch = sled::Batch::default();
-        if let Some(addr) = self.reservations.get(&key) {
-            self.lease_to(&mut batch, &key, *addr);
-            self.unrelease(&mut batch, *addr)?;
+        if let Some(addr) = self.reservation_of(&key) {
+            let released = self.tree.get(prefixed(b'r', &addr.octets()))?.is_some();
+            match self.tree.get(prefixed(b'O', &addr.octets()))? {
+                // Reserved since its holder connected: not while it is.
+                Some(owner) if owner.as_ref() != key.as_slice() && !released => return Ok(None),
+                Some(owner) if owner.as_ref() != key.as_slice() => {
+                    batch.remove(prefixed(b'L', &owner));
+                }
+                _ => {}
+            }
+            self.lease_to(&mut batch, &key, addr);
+            self.unrelease(&mut batch, addr)?;
             self.commit(batch)?;
-            return Ok(Some(*addr));
+            return Ok(Some(addr));
         }
         if let Some(addr) = self
             .tree
             .get(prefixed(b'L', &key))?
             .and_then(|v| addr_of(&v))
         {
-            if self.in_pool(addr) && !self.reserved.contains(&addr) {
+            if self.in_pool(addr) && !self.is_reserved(addr) {
                 self.unrelease(&mut batch, addr)?;
                 self.commit(batch)?;
                 return Ok(Some(addr));
@@ -223,9 +267,7 @@ impl SledLeaseStore {
         while next < self.size {
             let addr = Ipv6Addr::from(self.base + u128::from(next));
             next += 1;
-            if self.reserved.contains(&addr)
-                || self.tree.contains_key(prefixed(b'O', &addr.octets()))?
-            {
+            if self.is_reserved(addr) || self.tree.contains_key(prefixed(b'O', &addr.octets()))? {
                 continue;
             }
             batch.insert(b"N", &next.to_be_bytes());
@@ -259,9 +301,10 @@ impl SledLeaseStore {
         addr: Ipv6Addr,
     ) -> sled::Result<()> {
         let owner = self.tree.get(prefixed(b'O', &addr.octets()))?;
-        if self.reserved.contains(&addr)
-            || owner.as_deref() != Some(identity.storage_key().as_slice())
-        {
+        let key = identity.storage_key();
+        // A reservation stays its owner's; an address reserved for someone
+        // else since (a reload) is released for them.
+        if self.reservation_of(&key) == Some(addr) || owner.as_deref() != Some(key.as_slice()) {
             return Ok(());
         }
         if self.tree.get(prefixed(b'r', &addr.octets()))?.is_none() {
@@ -280,7 +323,7 @@ impl SledLeaseStore {
                 identity: identity_text(&k[1..]),
                 address,
                 active: self.tree.get(prefixed(b'r', &address.octets()))?.is_none(),
-                reserved: self.reserved.contains(&address),
+                reserved: self.is_reserved(address),
             });
         }
         out.sort_by_key(|l| l.address);
@@ -427,6 +470,31 @@ mod tests {
                 .find(|l| l.address == a)
                 .unwrap()
                 .active
+        );
+    }
+
+    #[test]
+    fn a_reservation_made_by_a_reload_waits_for_the_address_s_holder() {
+        let dir = tempfile::tempdir().unwrap();
+        let s = store(dir.path(), 8);
+        let holder = id("holder@example.net");
+        let held = s.assign_address(&holder).unwrap().unwrap();
+        let vip = id("new-vip@example.net");
+        s.set_reservations(&[(vip.clone(), held)]);
+        assert_eq!(
+            s.assign_address(&vip).unwrap(),
+            None,
+            "in use by a connected holder"
+        );
+        s.release_address(&holder, held).unwrap();
+        assert_eq!(s.assign_address(&vip).unwrap(), Some(held));
+        let moved = s.assign_address(&holder).unwrap().unwrap();
+        assert_ne!(moved, held);
+        let leases = s.list().unwrap();
+        assert_eq!(
+            leases.iter().filter(|l| l.address == held).count(),
+            1,
+            "{leases:?}"
         );
     }
 }

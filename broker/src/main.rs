@@ -57,6 +57,10 @@ enum Verb {
     },
     /// Print the broker's counters (drops, retransmissions, leases).
     Stats,
+    /// Make the running broker read its configuration again (as SIGHUP
+    /// does): credentials, CRLs, proposals, limits, static reservations;
+    /// no tunnel is dropped.
+    Reload,
     /// The broker's own certificate authority (in the state directory).
     Ca {
         #[command(subcommand)]
@@ -276,6 +280,7 @@ fn main() -> ExitCode {
             Verb::Leases { json } => daemon::print_leases(&config, json).await,
             Verb::Status { json } => daemon::print_status(&config, json).await,
             Verb::Stats => daemon::print_stats(&config).await,
+            Verb::Reload => daemon::client_verb(&config, Request::Reload).await,
             Verb::Site { verb } => {
                 let (request, out, json) = match verb {
                     SiteVerb::Add {

@@ -20,7 +20,7 @@ use sixgate_runtime::control::{self, Incoming};
 use sixgate_runtime::engine::{self, Command, Parts, Role, RuntimeHandle, Traffic};
 use sixgate_runtime::pki::Credentials;
 use sixgate_runtime::privileges::{self, Capability, RunAs};
-use sixgate_runtime::{clock, plane, process};
+use sixgate_runtime::{clock, notify, plane, process};
 use tokio::signal::unix::{signal, SignalKind};
 use tokio::sync::oneshot;
 
@@ -274,6 +274,10 @@ pub async fn run(config: Config, credentials: Credentials) -> Result<(), String>
     let listener = control::bind(&config.control_socket)
         .map_err(|e| format!("{}: {e}", config.control_socket.display()))?;
     let mut requests = control::serve::<Request, Response>(listener, Response::Error);
+    notify::notify(&format!(
+        "READY=1\nSTATUS=connecting to {}",
+        config.broker.0
+    ));
     let mut term = signal(SignalKind::terminate()).map_err(|e| e.to_string())?;
     let mut int = signal(SignalKind::interrupt()).map_err(|e| e.to_string())?;
 
@@ -412,6 +416,7 @@ pub async fn run(config: Config, credentials: Credentials) -> Result<(), String>
     }
     // Tell the broker, wait a little for its answer, then remove the
     // address, routes, SAs and DNS settings, the device and the socket.
+    notify::notify("STOPPING=1");
     runtime.shutdown(Duration::from_secs(3)).await;
     let _ = std::fs::remove_file(&config.control_socket);
     dp.stop();

@@ -86,6 +86,9 @@ const SYMLINK: &[u8] = b"\0sixgate: a symlink to\0";
 
 /// Replaces `path` with `bytes` by a rename, so a reader never sees half a
 /// file, keeping the mode of what was there (resolv.conf is world-readable).
+/// Where only the file itself is writable (bind-mounted over, as by `ip
+/// netns exec` and containers, or the one writable path of a systemd unit
+/// with ProtectSystem=strict) it is rewritten in place instead.
 fn write_atomically(path: &Path, bytes: &[u8]) -> io::Result<()> {
     use std::os::unix::fs::PermissionsExt;
     let dir = path.parent().unwrap_or(Path::new("."));
@@ -97,17 +100,24 @@ fn write_atomically(path: &Path, bytes: &[u8]) -> io::Result<()> {
     let mode = fs::metadata(path)
         .map(|m| m.permissions().mode() & 0o777)
         .unwrap_or(0o644);
-    fs::write(&tmp, bytes)?;
-    fs::set_permissions(&tmp, fs::Permissions::from_mode(mode))?;
-    match fs::rename(&tmp, path) {
-        // A file bind-mounted over resolv.conf (containers, `ip netns
-        // exec`) cannot be renamed onto: it is rewritten in place.
-        Err(e) if e.raw_os_error() == Some(libc::EBUSY) => {
+    let renamed = fs::write(&tmp, bytes)
+        .and_then(|()| fs::set_permissions(&tmp, fs::Permissions::from_mode(mode)))
+        .and_then(|()| fs::rename(&tmp, path));
+    match renamed {
+        Err(e) if in_place_only(&e) && path.exists() => {
             let _ = fs::remove_file(&tmp);
             fs::write(path, bytes)
         }
         other => other,
     }
+}
+
+/// Whether an error says the directory cannot change but the file may.
+fn in_place_only(e: &io::Error) -> bool {
+    matches!(
+        e.raw_os_error(),
+        Some(libc::EBUSY | libc::EROFS | libc::EACCES | libc::EPERM)
+    )
 }
 
 #[cfg(test)]

@@ -74,6 +74,8 @@ pub enum Command {
     /// Replace what is revoked; the IKE SAs it now revokes end at once
     /// (with a Delete to each peer).
     SetRevocations(Revocations),
+    /// Replace the engine's configuration (a reload); SAs stay up.
+    SetConfig(NewConfig),
     /// Delete every IKE SA, wait up to `linger` for the peers to answer,
     /// remove everything installed, and stop.
     Shutdown {
@@ -82,6 +84,16 @@ pub enum Command {
         /// Answered once everything is removed.
         done: oneshot::Sender<()>,
     },
+}
+
+/// A configuration for [`Command::SetConfig`] (it holds a private key,
+/// which `Debug` does not show).
+pub struct NewConfig(pub Arc<endpoint::Config>);
+
+impl std::fmt::Debug for NewConfig {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("NewConfig(..)")
+    }
 }
 
 /// One Child SA, as status shows it.
@@ -448,6 +460,7 @@ impl Runtime {
             Command::SetRevocations(revocations) => {
                 self.endpoint.set_revocations(now, revocations);
             }
+            Command::SetConfig(NewConfig(config)) => self.endpoint.set_config(config),
             Command::Shutdown { linger, done } => {
                 let ids: Vec<SaId> = self.connections.keys().copied().collect();
                 for sa in ids {

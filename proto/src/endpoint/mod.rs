@@ -746,6 +746,14 @@ impl Endpoint {
             .map_or(0, BTreeMap::len)
     }
 
+    /// Replaces the configuration (a reload: new trust anchors, own
+    /// credentials, proposals, lifetimes). IKE SAs keep what they
+    /// negotiated; their next exchanges, and every new SA, go by the new
+    /// configuration.
+    pub fn set_config(&mut self, config: Arc<Config>) {
+        self.shared.config = config;
+    }
+
     /// Replaces what is revoked (CRL entries and the operator's list), and
     /// ends at once every authenticated IKE SA whose identity or
     /// certificates it now revokes, with a Delete to the peer that is not
