@@ -99,5 +99,10 @@ pub fn findings(config: &Config, ports: Ports, now: i64) -> (Findings, Option<Cr
             );
         }
     }
+    if let (Ports::Check, Some(metrics)) = (ports, &f.metrics) {
+        if let Err(e) = std::net::TcpListener::bind(metrics.listen) {
+            findings.error("metrics.listen", format!("TCP {}: {e}", metrics.listen));
+        }
+    }
     (findings, credentials)
 }

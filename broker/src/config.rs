@@ -42,6 +42,16 @@ pub struct File {
     /// `[process]`: the user to run as.
     #[serde(default)]
     pub process: ProcessSection,
+    /// `[metrics]`: Prometheus metrics, if wanted.
+    pub metrics: Option<MetricsSection>,
+}
+
+/// The `[metrics]` section.
+#[derive(Debug, Deserialize, Clone, PartialEq, Eq)]
+#[serde(deny_unknown_fields)]
+pub struct MetricsSection {
+    /// Where `GET /metrics` is served (`127.0.0.1:9469`).
+    pub listen: std::net::SocketAddr,
 }
 
 /// What one identity, one IKE SA and one source address may hold; the

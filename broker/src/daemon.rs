@@ -27,6 +27,7 @@ use sixgate_broker::check;
 use sixgate_broker::config::{Config, DEFAULT_DEVICE};
 use sixgate_broker::enroll::CaStore;
 use sixgate_broker::leases::{Lease, Leases, SledLeaseStore};
+use sixgate_broker::metrics;
 use sixgate_broker::revocations::{self, RevocationList, Revoked, RevokedEntry};
 use sixgate_broker::sitenet::{SiteNet, SiteState};
 use sixgate_broker::sites::{Site, SiteStore};
@@ -220,6 +221,7 @@ fn reload_now(running: &Config, held: Reloadable<'_>) -> Result<String, String> 
             format!("{:?}", old.sites) != format!("{:?}", new.sites),
         ),
         ("process", old.process.user != new.process.user),
+        ("metrics", old.metrics != new.metrics),
     ]
     .into_iter()
     .filter_map(|(key, changed)| changed.then_some(key))
@@ -323,6 +325,20 @@ pub async fn run(config: Config, credentials: Credentials) -> Result<(), String>
         f.pool.prefix,
         dp.describe()
     );
+    // The sender stays here too, so that the scrape branch below never
+    // sees a closed channel.
+    let (metrics_requests, mut scrapes) = tokio::sync::mpsc::channel(16);
+    if let Some(m) = &f.metrics {
+        let listener = tokio::net::TcpListener::bind(m.listen).await.map_err(|e| {
+            format!(
+                "{}: metrics.listen {}: {e}",
+                config.path.display(),
+                m.listen
+            )
+        })?;
+        tokio::spawn(metrics::serve(listener, metrics_requests.clone()));
+        tracing::info!("metrics on http://{}/metrics", m.listen);
+    }
     // Last: a control socket that answers means the daemon is running.
     let listener = control::bind(&config.control_socket)
         .map_err(|e| format!("{}: {e}", config.control_socket.display()))?;
@@ -387,6 +403,10 @@ pub async fn run(config: Config, credentials: Credentials) -> Result<(), String>
                     Ok(text) => tracing::info!("SIGHUP: {text}"),
                     Err(e) => tracing::error!("SIGHUP: {e}; nothing changed"),
                 }
+            }
+            Some(reply) = scrapes.recv() => {
+                let snapshot = metrics_snapshot(&config, &runtime, &store, sites.as_mut()).await;
+                let _ = reply.send(metrics::render(&snapshot));
             }
             _ = liveness.tick() => {
                 if let Some(s) = sites.as_mut() {
@@ -467,6 +487,28 @@ fn site_request(sites: Option<&mut SiteNet>, request: Request) -> Response {
         _ => Err("not a site request".into()),
     };
     result.unwrap_or_else(Response::Error)
+}
+
+/// What a metrics scrape shows, gathered from the runtime, the stores and
+/// the sites.
+async fn metrics_snapshot(
+    config: &Config,
+    runtime: &engine::RuntimeHandle,
+    store: &SledLeaseStore,
+    sites: Option<&mut SiteNet>,
+) -> metrics::Snapshot {
+    let (stats_tx, stats_rx) = oneshot::channel();
+    let (conns_tx, conns_rx) = oneshot::channel();
+    let _ = runtime.commands.send(Command::Stats(stats_tx));
+    let _ = runtime.commands.send(Command::Connections(conns_tx));
+    metrics::Snapshot {
+        runtime: stats_rx.await.unwrap_or_default(),
+        connections: conns_rx.await.unwrap_or_default(),
+        leases: store.list().unwrap_or_default(),
+        pool_size: config.pool_size,
+        sites: sites.and_then(|s| s.list().ok()).unwrap_or_default(),
+        firewall_dropped: nft::dropped_packets(ROAD_WARRIORS).ok(),
+    }
 }
 
 /// `client disconnect`: every IKE SA of the identity gets a Delete.
@@ -550,6 +592,9 @@ pub async fn print_status(config: &Config, json: bool) -> Result<(), String> {
                     r.child_sas.len(),
                     r.traffic.dropped_spoofed
                 );
+                for line in r.sa_lines() {
+                    println!("{line}");
+                }
             }
             Ok(())
         }
@@ -624,7 +669,17 @@ pub async fn site_verb(
     json: bool,
 ) -> Result<(), String> {
     match ask(config, &request).await? {
-        Response::Sites(sites) if json => sixgate_runtime::process::print_json(&sites),
+        Response::Sites(sites) if json => {
+            // The keys stay out of listings (`site config` writes them).
+            let mut value = serde_json::to_value(&sites).map_err(|e| e.to_string())?;
+            for site in value.as_array_mut().into_iter().flatten() {
+                if let Some(s) = site["site"].as_object_mut() {
+                    s.remove("private_key");
+                    s.remove("preshared_key");
+                }
+            }
+            sixgate_runtime::process::print_json(&value)
+        }
         Response::Site(site) => {
             let verb = match request {
                 Request::SiteAdd { .. } => "added",

@@ -6,6 +6,7 @@ pub mod check;
 pub mod config;
 pub mod enroll;
 pub mod leases;
+pub mod metrics;
 pub mod profiles;
 pub mod revocations;
 pub mod siteconfig;

@@ -17,7 +17,7 @@ use sixgate_dataplane::udp::IkeSockets;
 use sixgate_dataplane::xfrm::Owner;
 use sixgate_proto::endpoint::{ts, ConnectRequest, DownReason, Event, SaId};
 use sixgate_runtime::control::{self, Incoming};
-use sixgate_runtime::engine::{self, Command, Parts, Role, RuntimeHandle, Traffic};
+use sixgate_runtime::engine::{self, Command, Connection, Parts, Role, RuntimeHandle, Traffic};
 use sixgate_runtime::pki::Credentials;
 use sixgate_runtime::privileges::{self, Capability, RunAs};
 use sixgate_runtime::{clock, notify, plane, process};
@@ -34,7 +34,7 @@ enum Request {
 
 #[derive(Debug, Serialize, Deserialize)]
 enum Response {
-    Status(Status),
+    Status(Box<Status>),
     Stopping,
     Error(String),
 }
@@ -51,6 +51,9 @@ struct Status {
     last_error: Option<String>,
     /// Seconds until the next attempt, while waiting for one.
     next_attempt_secs: Option<u64>,
+    /// The IKE SA with its algorithms, SPIs and timers, while there is one.
+    #[serde(default)]
+    ike_sa: Option<Connection>,
 }
 
 /// The tunnel as the reconnect policy sees it.
@@ -399,7 +402,7 @@ pub async fn run(config: Config, credentials: Credentials) -> Result<(), String>
             }
             Some(Incoming { request, reply }) = requests.recv() => {
                 let response = match request {
-                    Request::Status => Response::Status(current_status(&config, &tunnel, retry_at, &runtime).await),
+                    Request::Status => Response::Status(Box::new(current_status(&config, &tunnel, retry_at, &runtime).await)),
                     Request::Down => {
                         stopping = true;
                         Response::Stopping
@@ -473,7 +476,7 @@ async fn current_status(
             .as_ref()
             .map(|c| c.dns.clone())
             .unwrap_or_default(),
-        traffic: connection.map(|c| c.traffic).unwrap_or_default(),
+        traffic: connection.as_ref().map(|c| c.traffic).unwrap_or_default(),
         connected_secs: tunnel
             .up_since
             .and_then(|t| t.elapsed().ok())
@@ -484,6 +487,7 @@ async fn current_status(
             t.saturating_duration_since(tokio::time::Instant::now())
                 .as_secs()
         }),
+        ike_sa: connection,
     }
 }
 
@@ -544,6 +548,9 @@ pub async fn print_status(config: &Config, json: bool) -> Result<(), String> {
             }
             if let Some(t) = s.next_attempt_secs {
                 println!("next try:   in {t}s");
+            }
+            for line in s.ike_sa.iter().flat_map(Connection::sa_lines) {
+                println!("{line}");
             }
             Ok(())
         }

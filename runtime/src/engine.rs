@@ -113,6 +113,9 @@ pub struct ChildStatus {
     pub udp_encapsulation: bool,
     /// The peer's traffic selectors.
     pub remote_ts: Vec<String>,
+    /// Seconds until it is rekeyed (none while a rekey is under way).
+    #[serde(default)]
+    pub rekey_in_secs: Option<u64>,
 }
 
 /// Traffic of a connection: its Child SAs, live and rekeyed away.
@@ -172,6 +175,52 @@ pub struct Connection {
     pub child_sas: Vec<ChildStatus>,
     /// Its traffic.
     pub traffic: Traffic,
+    /// Seconds until the IKE SA is rekeyed (none while a rekey is under
+    /// way).
+    #[serde(default)]
+    pub ike_rekey_in_secs: Option<u64>,
+    /// Seconds since the peer was last heard from (a liveness check goes
+    /// out after `dpd_interval` of silence).
+    #[serde(default)]
+    pub last_heard_secs: u64,
+}
+
+impl Connection {
+    /// The IKE SA and its Child SAs as `status` prints them under the
+    /// connection's line, the way `swanctl --list-sas` shows them:
+    /// algorithms, SPIs, selectors, when each rekeys, when the peer was
+    /// last heard.
+    pub fn sa_lines(&self) -> Vec<String> {
+        let rekey =
+            |t: Option<u64>| t.map_or_else(|| "rekeying".to_string(), |s| format!("rekey in {s}s"));
+        let mut lines = vec![format!(
+            "  IKE SA #{}: {}, {}, peer heard {}s ago",
+            self.sa,
+            self.ike_suite,
+            rekey(self.ike_rekey_in_secs),
+            self.last_heard_secs
+        )];
+        for c in &self.child_sas {
+            lines.push(format!(
+                "  Child SA {}_i {}_o: {}{}{}{}, {}, remote {}",
+                c.inbound_spi,
+                c.outbound_spi,
+                c.encryption,
+                c.integrity
+                    .as_deref()
+                    .map_or_else(String::new, |i| format!("/{i}")),
+                if c.esn { "/ESN" } else { "" },
+                if c.udp_encapsulation {
+                    ", ESP in UDP"
+                } else {
+                    ""
+                },
+                rekey(c.rekey_in_secs),
+                c.remote_ts.join(" ")
+            ));
+        }
+        lines
+    }
 }
 
 /// The runtime's counters.
@@ -189,6 +238,51 @@ pub struct RuntimeStats {
     pub lease_flushes: u64,
     /// The engine's drop counters.
     pub ike: Stats,
+    /// IKE SAs now, authenticated or not.
+    #[serde(default)]
+    pub ike_sas: usize,
+    /// Half-open IKE SAs now.
+    #[serde(default)]
+    pub half_open: usize,
+    /// IKE SAs that came up.
+    #[serde(default)]
+    pub setups: u64,
+    /// IKE SAs rekeyed.
+    #[serde(default)]
+    pub ike_rekeys: u64,
+    /// Child SAs rekeyed.
+    #[serde(default)]
+    pub child_rekeys: u64,
+    /// IKE SAs (and attempts) that ended, by [`reason_label`].
+    #[serde(default)]
+    pub ends: BTreeMap<String, u64>,
+}
+
+/// What the runtime counts of the engine's events.
+#[derive(Default)]
+struct Tally {
+    setups: u64,
+    ike_rekeys: u64,
+    child_rekeys: u64,
+    ends: BTreeMap<String, u64>,
+}
+
+/// A short, bounded name for why an IKE SA ended, for metrics labels:
+/// the refusals carry the notify's name (`refused_AUTHENTICATION_FAILED`).
+pub fn reason_label(reason: &DownReason) -> String {
+    let notify_name = |n: &sixgate_proto::wire::NotifyType| n.name().unwrap_or("other");
+    match reason {
+        DownReason::DeletedByPeer => "deleted_by_peer".into(),
+        DownReason::DeletedLocally => "deleted_locally".into(),
+        DownReason::PeerDead => "peer_dead".into(),
+        DownReason::Replaced => "replaced".into(),
+        DownReason::HalfOpenTimeout => "half_open_timeout".into(),
+        DownReason::RefusedByPeer(n) => format!("refused_by_peer_{}", notify_name(n)),
+        DownReason::RefusedPeer(n, _) => format!("refused_{}", notify_name(n)),
+        DownReason::Revoked => "revoked".into(),
+        DownReason::MoveFailed(_) => "move_failed".into(),
+        _ => "other".into(),
+    }
 }
 
 /// Everything the runtime runs with.
@@ -289,6 +383,7 @@ pub fn spawn(parts: Parts) -> io::Result<RuntimeHandle> {
         connections: HashMap::new(),
         events: ev_tx,
         install_failures: 0,
+        tally: Tally::default(),
         receive,
         shutdown: None,
     };
@@ -338,6 +433,8 @@ struct Runtime {
     connections: HashMap<SaId, ConnState>,
     events: mpsc::UnboundedSender<Event>,
     install_failures: u64,
+    /// Setups, rekeys and ends, for [`RuntimeStats`].
+    tally: Tally,
     receive: Arc<ReceiveCounters>,
     /// Shutting down: until when, and whom to tell.
     shutdown: Option<(tokio::time::Instant, oneshot::Sender<()>)>,
@@ -535,6 +632,7 @@ impl Runtime {
                 remote,
                 initiator,
             } => {
+                self.tally.setups += 1;
                 if *initiator {
                     tracing::info!("connected to {peer_identity} at {remote}");
                 } else {
@@ -575,7 +673,10 @@ impl Runtime {
             Event::ChildSaRekeyed {
                 old_inbound_spi,
                 new,
-            } => self.child_up(new, Some(*old_inbound_spi)),
+            } => {
+                self.tally.child_rekeys += 1;
+                self.child_up(new, Some(*old_inbound_spi))
+            }
             Event::ChildSaDown {
                 ike_sa,
                 inbound_spi,
@@ -594,7 +695,12 @@ impl Runtime {
                 peer,
                 reason,
             } => self.ike_down(*sa, *remote, peer.as_deref(), reason),
-            Event::IkeSaRekeyed { sa } => tracing::debug!("IKE SA {} rekeyed", sa.0),
+            Event::IkeSaRekeyed { sa } => {
+                self.tally.ike_rekeys += 1;
+                if let Some(c) = self.connections.get(sa) {
+                    tracing::info!("IKE SA of {} at {} rekeyed", c.identity, c.remote);
+                }
+            }
             Event::PathChanged {
                 sa,
                 local,
@@ -717,6 +823,7 @@ impl Runtime {
             esn: child.esn,
             udp_encapsulation: child.udp_encapsulation,
             remote_ts: child.remote_ts.iter().map(selector_text).collect(),
+            rekey_in_secs: None,
         };
         if let Some(c) = self.connections.get_mut(&child.ike_sa) {
             c.remote = child.remote;
@@ -765,6 +872,7 @@ impl Runtime {
     }
 
     fn ike_down(&mut self, sa: SaId, remote: SocketAddr, peer: Option<&str>, reason: &DownReason) {
+        *self.tally.ends.entry(reason_label(reason)).or_default() += 1;
         let Some(c) = self.connections.remove(&sa) else {
             let who = peer.map_or_else(String::new, |p| format!(" as {p}"));
             match reason {
@@ -824,6 +932,17 @@ impl Runtime {
             .connections
             .iter()
             .map(|(sa, c)| {
+                let now = Instant::now();
+                let timers = self.endpoint.timers(*sa);
+                let until = |t: Instant| t.saturating_duration_since(now).as_secs();
+                let child_rekey = |spi: &str| {
+                    let spi = u32::from_str_radix(spi, 16).ok()?;
+                    let t = timers.as_ref()?;
+                    t.child_rekey_at
+                        .iter()
+                        .find(|(s, _)| *s == spi)
+                        .map(|(_, at)| until(*at))
+                };
                 let mut total = c.retired;
                 for spi in c.children.keys() {
                     if let Some(counters) = self.plane.counters(*spi) {
@@ -839,8 +958,19 @@ impl Runtime {
                     ike_suite: c.suite.clone(),
                     address: c.address,
                     dns: c.dns.clone(),
-                    child_sas: c.children.values().map(|ch| ch.status.clone()).collect(),
+                    child_sas: c
+                        .children
+                        .values()
+                        .map(|ch| ChildStatus {
+                            rekey_in_secs: child_rekey(&ch.status.inbound_spi),
+                            ..ch.status.clone()
+                        })
+                        .collect(),
                     traffic: total.into(),
+                    ike_rekey_in_secs: timers.as_ref().and_then(|t| t.ike_rekey_at).map(until),
+                    last_heard_secs: timers
+                        .as_ref()
+                        .map_or(0, |t| now.saturating_duration_since(t.last_heard).as_secs()),
                 }
             })
             .collect();
@@ -863,6 +993,12 @@ impl Runtime {
                 .as_ref()
                 .map_or(0, |c| load(&c.flushes)),
             ike: self.endpoint.stats().clone(),
+            ike_sas: self.endpoint.ike_sa_count(),
+            half_open: self.endpoint.half_open_count(),
+            setups: self.tally.setups,
+            ike_rekeys: self.tally.ike_rekeys,
+            child_rekeys: self.tally.child_rekeys,
+            ends: self.tally.ends.clone(),
         }
     }
 }

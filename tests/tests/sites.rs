@@ -449,6 +449,21 @@ fn a_dmz_site_from_the_generated_files_alone() {
         );
         let list = lab.cli(&["site", "list", "--config", config.to_str().unwrap()]);
         assert!(list.contains("home") && list.contains(" up"), "{list}");
+        let json: serde_json::Value = serde_json::from_str(&lab.cli(&[
+            "site",
+            "list",
+            "--json",
+            "--config",
+            config.to_str().unwrap(),
+        ]))
+        .unwrap();
+        assert_eq!(json[0]["site"]["name"], "home", "{json}");
+        assert_eq!(json[0]["up"], true, "{json}");
+        assert!(json[0]["last_handshake"].as_u64() > Some(0), "{json}");
+        assert!(
+            json[0]["site"].get("private_key").is_none(),
+            "no keys in listings: {json}"
+        );
 
         // The tunnel goes down: the prefix is answered with unreachable.
         down();

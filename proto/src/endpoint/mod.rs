@@ -221,6 +221,18 @@ pub struct ConnectRequest {
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub struct SaId(pub u64);
 
+/// An IKE SA's timers, as [`Endpoint::timers`] reports them.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SaTimers {
+    /// When the peer was last heard from (a liveness check goes out after
+    /// `dpd_interval` of silence).
+    pub last_heard: Instant,
+    /// When the IKE SA rekeys (none while a rekey is under way).
+    pub ike_rekey_at: Option<Instant>,
+    /// When each current Child SA rekeys, by inbound SPI.
+    pub child_rekey_at: Vec<(u32, Instant)>,
+}
+
 /// A datagram to send.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Transmit {
@@ -736,6 +748,17 @@ impl Endpoint {
     /// How many IKE SAs exist (any state).
     pub fn ike_sa_count(&self) -> usize {
         self.sas.len()
+    }
+
+    /// An IKE SA's timers, for status.
+    pub fn timers(&self, sa: SaId) -> Option<SaTimers> {
+        self.sas.get(&sa).map(|ike| ike.timers())
+    }
+
+    /// How many IKE SAs are half-open (responder side: IKE_SA_INIT
+    /// answered, IKE_AUTH not yet).
+    pub fn half_open_count(&self) -> usize {
+        self.half_open.total()
     }
 
     /// How many IKE SAs `identity` holds (authenticated ones).

@@ -700,6 +700,25 @@ impl Keyed {
 }
 
 impl IkeSa {
+    /// Its timers, for status: when the peer was last heard, when the IKE
+    /// SA and each current Child SA (by inbound SPI) rekey.
+    pub(crate) fn timers(&self) -> super::SaTimers {
+        let session = self.keyed().and_then(Keyed::session);
+        super::SaTimers {
+            last_heard: self.last_heard,
+            ike_rekey_at: session.and_then(|s| s.ike_rekey_at),
+            child_rekey_at: session
+                .map(|s| {
+                    s.children
+                        .iter()
+                        .filter(|c| c.superseded.is_none())
+                        .map(|c| (c.sa.inbound_spi, c.rekey_at))
+                        .collect()
+                })
+                .unwrap_or_default(),
+        }
+    }
+
     fn with_state(
         id: SaId,
         now: Instant,
