@@ -80,6 +80,9 @@ pub fn findings(config: &Config, ports: Ports, now: i64) -> (Findings, Option<Cr
     if let Some(sites) = &f.sites {
         check::interface_exists(&mut findings, "sites.uplink", &sites.uplink);
     }
+    if let Some(link) = &f.pool.proxy_ndp {
+        check::interface_exists(&mut findings, "pool.proxy_ndp", &link.0);
+    }
     if ports == Ports::Check {
         let ike: Vec<SocketAddr> = f
             .ike

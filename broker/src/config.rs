@@ -258,6 +258,10 @@ pub struct Pool {
     /// Whether clients may reach each other through the broker.
     #[serde(default)]
     pub client_to_client: bool,
+    /// An interface on which the broker answers neighbour solicitations
+    /// for each connected client's address (proxy NDP), for a pool inside
+    /// a /64 that the provider puts on that link instead of routing it.
+    pub proxy_ndp: Option<InterfaceName>,
 }
 
 /// A service on the broker, `udp/53`.

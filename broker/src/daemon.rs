@@ -102,6 +102,10 @@ pub fn prepare(config: &Config) -> Result<Credentials, String> {
     if let Err(e) = netconf::enable_ipv6_forwarding() {
         tracing::warn!("enabling IPv6 forwarding: {e}");
     }
+    if let Some(link) = &f.pool.proxy_ndp {
+        netconf::enable_proxy_ndp(&link.0)
+            .map_err(|e| format!("pool.proxy_ndp: turning on proxy_ndp on {}: {e}", link.0))?;
+    }
     if f.sites.is_some() {
         netconf::enable_ipv4_forwarding()
             .map_err(|e| format!("enabling IPv4 forwarding for the sites' NAT: {e}"))?;
@@ -221,6 +225,7 @@ fn reload_now(running: &Config, held: Reloadable<'_>) -> Result<String, String> 
             format!("{:?}", old.sites) != format!("{:?}", new.sites),
         ),
         ("process", old.process.user != new.process.user),
+        ("pool.proxy_ndp", old.pool.proxy_ndp != new.pool.proxy_ndp),
         ("metrics", old.metrics != new.metrics),
     ]
     .into_iter()
@@ -275,12 +280,13 @@ pub async fn run(config: Config, credentials: Credentials) -> Result<(), String>
         .socket(SocketAddr::new(f.ike.listen[0], 4500))
         .ok_or("no NAT-T socket")?;
     let child_lifetime = Duration::from_secs(f.ike.child_lifetime);
-    let plane = f.dataplane.plane_config(
+    let mut plane = f.dataplane.plane_config(
         Owner::Broker,
         DEFAULT_DEVICE,
         f.ike.listen[0],
         child_lifetime,
     );
+    plane.proxy_ndp = f.pool.proxy_ndp.as_ref().map(|l| l.0.clone());
     let (dp, kernel_events) = DataPlane::start(&plane, nat_t)?;
     let dp = Arc::new(dp);
     if let Err(e) = firewall(&config, &dp) {

@@ -1,7 +1,19 @@
 //! Sysctls the daemons need: forwarding, without losing router
-//! advertisements on interfaces that take them.
+//! advertisements on interfaces that take them, and proxy NDP.
 
 use std::io;
+
+/// Turns on proxy neighbour discovery on `link` (needed for its proxy
+/// entries to be answered).
+pub fn enable_proxy_ndp(link: &str) -> io::Result<()> {
+    if link.contains('/') || link.starts_with('.') {
+        return Err(io::Error::new(
+            io::ErrorKind::InvalidInput,
+            "not an interface name",
+        ));
+    }
+    std::fs::write(format!("/proc/sys/net/ipv6/conf/{link}/proxy_ndp"), "1")
+}
 
 /// Turns on IPv6 forwarding without losing router advertisements on
 /// interfaces that take them (accept_ra = 2 where it was 1).

@@ -52,6 +52,9 @@ pub struct PlaneConfig {
     /// Our outer address (policy-based mode puts addresses and routes on
     /// the link that holds it).
     pub local: IpAddr,
+    /// A link on which each routed client address is answered for by
+    /// proxy neighbour discovery (a pool inside an on-link /64).
+    pub proxy_ndp: Option<String>,
 }
 
 enum Backend {
@@ -67,6 +70,9 @@ pub struct DataPlane {
     link_index: u32,
     /// Whether `link` is ours to delete at the end.
     owns_link: bool,
+    /// The link whose neighbours' solicitations for client addresses we
+    /// answer, by index.
+    proxy_ndp: Option<u32>,
     rtnl: Mutex<Rtnl>,
 }
 
@@ -98,6 +104,15 @@ impl DataPlane {
             tracing::warn!("removing old routes: {e}");
             0
         });
+        let proxies = flush_proxy_neighbours(&mut rtnl);
+        let routes = routes + proxies;
+        let proxy_ndp = match &config.proxy_ndp {
+            Some(name) => Some(
+                rtnl.link_index(name)
+                    .map_err(|e| format!("pool.proxy_ndp {name}: {e}"))?,
+            ),
+            None => None,
+        };
         if stale + routes > 0 {
             tracing::info!(
                 "removed {stale} SAs and policies and {routes} routes of an earlier run"
@@ -115,6 +130,7 @@ impl DataPlane {
                     link: config.device.clone(),
                     link_index: index,
                     owns_link: true,
+                    proxy_ndp,
                     rtnl: Mutex::new(rtnl),
                 },
                 None,
@@ -185,6 +201,7 @@ impl DataPlane {
                 link,
                 link_index,
                 owns_link,
+                proxy_ndp,
                 rtnl: Mutex::new(rtnl),
             },
             Some(events),
@@ -343,12 +360,21 @@ impl DataPlane {
 
     /// Routes `addr`/128 into the tunnel (the broker, per client).
     pub fn add_host_route(&self, addr: Ipv6Addr) -> io::Result<()> {
-        self.rtnl().add_route(addr, 128, self.link_index, None)
+        let mut rtnl = self.rtnl();
+        rtnl.add_route(addr, 128, self.link_index, None)?;
+        match self.proxy_ndp {
+            Some(link) => rtnl.add_proxy_neighbour(link, addr),
+            None => Ok(()),
+        }
     }
 
     /// Removes a route added by [`DataPlane::add_host_route`].
     pub fn delete_host_route(&self, addr: Ipv6Addr) -> io::Result<()> {
-        self.rtnl().delete_route(addr, 128, self.link_index)
+        let mut rtnl = self.rtnl();
+        if let Some(link) = self.proxy_ndp {
+            rtnl.delete_proxy_neighbour(link, addr)?;
+        }
+        rtnl.delete_route(addr, 128, self.link_index)
     }
 
     /// Puts the client's virtual address in place, and the default route
@@ -373,10 +399,24 @@ impl DataPlane {
         }
         let mut rtnl = self.rtnl();
         let _ = rtnl.flush_own_routes();
+        flush_proxy_neighbours(&mut rtnl);
         if self.owns_link {
             let _ = rtnl.delete_link(&self.link);
         }
     }
+}
+
+/// Removes the proxy neighbour entries we added (at a stop, and those a
+/// killed daemon left); returns how many.
+fn flush_proxy_neighbours(rtnl: &mut Rtnl) -> usize {
+    let entries = rtnl.own_proxy_neighbours().unwrap_or_else(|e| {
+        tracing::warn!("listing proxy neighbours: {e}");
+        Vec::new()
+    });
+    entries
+        .iter()
+        .filter(|(link, addr)| rtnl.delete_proxy_neighbour(*link, *addr).is_ok())
+        .count()
 }
 
 /// The next kernel event, or never (the userspace backend has none).

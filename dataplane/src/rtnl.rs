@@ -20,6 +20,9 @@ use netlink_packet_route::address::{
 use netlink_packet_route::link::{
     InfoData, InfoKind, InfoXfrm, LinkAttribute, LinkFlags, LinkInfo, LinkMessage,
 };
+use netlink_packet_route::neighbour::{
+    NeighbourAddress, NeighbourAttribute, NeighbourFlags, NeighbourMessage, NeighbourState,
+};
 use netlink_packet_route::route::{
     RouteAddress, RouteAttribute, RouteMessage, RouteProtocol, RouteScope, RouteType,
 };
@@ -402,6 +405,65 @@ impl Rtnl {
                     table,
                     r.header.kind == RouteType::Unreachable,
                 ));
+            }
+        }
+        Ok(out)
+    }
+
+    fn proxy_message(&self, index: u32, addr: Ipv6Addr) -> NeighbourMessage {
+        let mut m = NeighbourMessage::default();
+        m.header.family = AddressFamily::Inet6;
+        m.header.ifindex = index;
+        m.header.state = NeighbourState::Permanent;
+        m.header.flags = NeighbourFlags::Proxy;
+        m.attributes
+            .push(NeighbourAttribute::Destination(NeighbourAddress::Inet6(
+                addr,
+            )));
+        m.attributes
+            .push(NeighbourAttribute::Protocol(RouteProtocol::Other(
+                self.protocol,
+            )));
+        m
+    }
+
+    /// Answers neighbour solicitations for `addr` on link `index` (`ip -6
+    /// neigh replace proxy ADDR dev LINK`), tagged with this socket's
+    /// protocol number; the link needs `proxy_ndp` on.
+    pub fn add_proxy_neighbour(&mut self, index: u32, addr: Ipv6Addr) -> io::Result<()> {
+        let m = self.proxy_message(index, addr);
+        self.socket.request(
+            RouteNetlinkMessage::NewNeighbour(m),
+            NLM_F_CREATE | NLM_F_REPLACE,
+        )
+    }
+
+    /// Removes a proxy entry added by [`Rtnl::add_proxy_neighbour`].
+    pub fn delete_proxy_neighbour(&mut self, index: u32, addr: Ipv6Addr) -> io::Result<()> {
+        let m = self.proxy_message(index, addr);
+        gone_is_fine(self.socket.request(RouteNetlinkMessage::DelNeighbour(m), 0))
+    }
+
+    /// The proxy entries with this socket's protocol number, as (link,
+    /// address).
+    pub fn own_proxy_neighbours(&mut self) -> io::Result<Vec<(u32, Ipv6Addr)>> {
+        let mut query = NeighbourMessage::default();
+        query.header.family = AddressFamily::Inet6;
+        query.header.flags = NeighbourFlags::Proxy;
+        let mut out = Vec::new();
+        for m in self.socket.dump(RouteNetlinkMessage::GetNeighbour(query))? {
+            let RouteNetlinkMessage::NewNeighbour(m) = m else {
+                continue;
+            };
+            let ours = m.attributes.iter().any(|a| {
+                matches!(a, NeighbourAttribute::Protocol(p) if *p == RouteProtocol::Other(self.protocol))
+            });
+            let addr = m.attributes.iter().find_map(|a| match a {
+                NeighbourAttribute::Destination(NeighbourAddress::Inet6(a)) => Some(*a),
+                _ => None,
+            });
+            if let (true, Some(addr)) = (ours, addr) {
+                out.push((m.header.ifindex, addr));
             }
         }
         Ok(out)

@@ -379,6 +379,7 @@ impl DataplaneSection {
             route_based: self.route_based,
             limits,
             local,
+            proxy_ndp: None,
         }
     }
 }

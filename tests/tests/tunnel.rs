@@ -962,3 +962,78 @@ fn resolv_conf_comes_back_byte_for_byte_on_down_and_after_a_crash() {
         .log_text()
         .contains("restored /etc/resolv.conf as it was before a crash"));
 }
+
+/// A VPS whose provider puts a /64 on the link instead of routing it: the
+/// pool is inside the inet link's on-link /64, and the inet host has no
+/// route for it but that link. With `proxy_ndp` the broker answers
+/// neighbour solicitations for each connected client's address there, so
+/// the client is reachable from inet, and after it disconnects (and the
+/// broker stops) no longer.
+#[test]
+fn proxy_ndp_serves_a_pool_inside_an_on_link_prefix() {
+    let lab = TunnelLab::new(1);
+    let addrs = lab.broker.run(&[
+        "ip",
+        "-o",
+        "-6",
+        "addr",
+        "show",
+        "to",
+        "2001:db8:ffff::1/128",
+    ]);
+    let link = addrs
+        .split_whitespace()
+        .nth(1)
+        .expect("the inet link")
+        .to_string();
+    let bconf = lab.broker_config("2001:db8:ffff::1:0/112", &[], "");
+    let text = std::fs::read_to_string(&bconf).unwrap();
+    let text = text.replace(
+        "[pool.static]",
+        &format!("proxy_ndp = \"{link}\"\n[pool.static]"),
+    );
+    std::fs::write(&bconf, text).unwrap();
+    let mut broker = lab.start_broker(&bconf);
+    let c = lab.ecdsa_client_config("ndp", "client", "");
+    let client = lab.start_client(0, &c);
+    let address = lab
+        .wait_up(0, &c, UP)
+        .unwrap_or_else(|| panic!("{}", broker.log_text()));
+    assert_eq!(address, "2001:db8:ffff::1:0");
+    let proxies = || lab.broker.run(&["ip", "-6", "neigh", "show", "proxy"]);
+    assert!(
+        proxies().contains(&format!("{address} dev {link}")),
+        "{}",
+        proxies()
+    );
+    let route = lab.inet.run(&["ip", "-6", "route", "get", &address]);
+    assert!(
+        !route.contains("via"),
+        "inet reaches the pool on-link only: {route}"
+    );
+    let ping = |count: &str| {
+        lab.inet
+            .try_run(&["ping", "-6", "-c", count, "-i", "0.2", "-W", "1", &address])
+            .status
+            .success()
+    };
+    assert!(
+        wait_for(UP, || ping("2").then_some(())).is_some(),
+        "{}\n{}",
+        client.log_text(),
+        broker.log_text()
+    );
+    let client_bin = sixgate_tests::workspace_bin("sixgate-client");
+    let down = lab.clients[0].try_run(&[
+        client_bin.to_str().unwrap(),
+        "down",
+        "--config",
+        c.to_str().unwrap(),
+    ]);
+    assert!(down.status.success());
+    let gone = wait_for(UP, || (!proxies().contains(&address)).then_some(()));
+    assert!(gone.is_some(), "{}", proxies());
+    assert!(!ping("3"), "reachable after the client left");
+    assert!(broker.terminate(UP).is_some());
+    assert!(!proxies().contains("proxy"), "{}", proxies());
+}
