@@ -78,7 +78,18 @@ pub fn findings(config: &Config, ports: Ports, now: i64) -> (Findings, Option<Cr
         }
     }
     if let Some(sites) = &f.sites {
-        check::interface_exists(&mut findings, "sites.uplink", &sites.uplink);
+        let (up4, up6) = (sites.uplink4(), sites.uplink6());
+        let key = |explicit: &Option<String>, own: &'static str| {
+            if explicit.is_some() {
+                own
+            } else {
+                "sites.uplink"
+            }
+        };
+        check::interface_exists(&mut findings, key(&sites.uplink4, "sites.uplink4"), up4);
+        if up6 != up4 {
+            check::interface_exists(&mut findings, key(&sites.uplink6, "sites.uplink6"), up6);
+        }
     }
     if let Some(link) = &f.pool.proxy_ndp {
         check::interface_exists(&mut findings, "pool.proxy_ndp", &link.0);

@@ -137,8 +137,13 @@ pub struct Sites {
     pub listen_port: u16,
     /// What sites connect to, host:port.
     pub endpoint: SiteEndpoint,
-    /// The broker's upstream interface.
-    pub uplink: String,
+    /// The broker's upstream interface, for both families unless
+    /// `uplink4` or `uplink6` name another.
+    pub uplink: Option<String>,
+    /// The IPv4 upstream (where the sites' IPv4 is NAT'd out).
+    pub uplink4: Option<String>,
+    /// The IPv6 upstream (where the sites' prefixes are routed from).
+    pub uplink6: Option<String>,
     /// A routing table (with rules) for the site prefixes, instead of main.
     pub table: Option<u32>,
     /// Which WireGuard.
@@ -152,6 +157,24 @@ pub struct Sites {
     /// Seconds a removed site's prefix is held back before reuse.
     #[serde(default = "default_hold_down")]
     pub hold_down: u64,
+}
+
+impl Sites {
+    /// The IPv4 upstream interface.
+    pub fn uplink4(&self) -> &str {
+        self.uplink4
+            .as_deref()
+            .or(self.uplink.as_deref())
+            .unwrap_or_default()
+    }
+
+    /// The IPv6 upstream interface.
+    pub fn uplink6(&self) -> &str {
+        self.uplink6
+            .as_deref()
+            .or(self.uplink.as_deref())
+            .unwrap_or_default()
+    }
 }
 
 fn default_site_length() -> u8 {
@@ -396,6 +419,12 @@ impl Config {
             }
             if sites.transfer4.0.prefix_len() > 30 {
                 return Err(bad("sites.transfer4", "needs at least a /30".into()));
+            }
+            if sites.uplink4().is_empty() || sites.uplink6().is_empty() {
+                return Err(bad(
+                    "sites.uplink",
+                    "name the upstream interface (or uplink4 and uplink6 both)".into(),
+                ));
             }
             if sites.peer_timeout < 3 {
                 return Err(bad("sites.peer_timeout", "at least 3 seconds".into()));

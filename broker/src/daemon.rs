@@ -29,6 +29,7 @@ use sixgate_broker::enroll::CaStore;
 use sixgate_broker::leases::{Lease, Leases, SledLeaseStore};
 use sixgate_broker::metrics;
 use sixgate_broker::revocations::{self, RevocationList, Revoked, RevokedEntry};
+use sixgate_broker::siteconfig::RouterOptions;
 use sixgate_broker::sitenet::{SiteNet, SiteState};
 use sixgate_broker::sites::{Site, SiteStore};
 
@@ -45,8 +46,7 @@ pub enum Request {
     SiteShow(String),
     SiteConfig {
         name: String,
-        uplink: String,
-        lan: String,
+        router: RouterOptions,
     },
     SiteRemove(String),
     Revoke(Revoked),
@@ -486,9 +486,7 @@ fn site_request(sites: Option<&mut SiteNet>, request: Request) -> Response {
             .map(Response::Site),
         Request::SiteList => sites.list().map(Response::Sites),
         Request::SiteShow(name) => sites.get(&name).map(Response::Site),
-        Request::SiteConfig { name, uplink, lan } => {
-            sites.files(&name, &uplink, &lan).map(Response::Files)
-        }
+        Request::SiteConfig { name, router } => sites.files(&name, &router).map(Response::Files),
         Request::SiteRemove(name) => sites.remove(&name).map(Response::Site),
         _ => Err("not a site request".into()),
     };

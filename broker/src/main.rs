@@ -15,6 +15,7 @@ use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
 use sixgate_broker::revocations::Revoked;
+use sixgate_broker::siteconfig::{self, RouterOptions};
 use sixgate_broker::{check, enroll};
 use sixgate_runtime::ca::KeyKind;
 use sixgate_runtime::{clock, logging, process};
@@ -75,6 +76,13 @@ enum Verb {
     Client {
         #[command(subcommand)]
         verb: ClientVerb,
+    },
+    /// Write the manual pages (roff) of every command to DIR.
+    #[command(hide = true)]
+    Man {
+        /// The directory (e.g. /usr/local/share/man/man8).
+        #[arg(long)]
+        out: PathBuf,
     },
 }
 
@@ -209,7 +217,8 @@ enum SiteVerb {
         /// The site's name.
         name: String,
     },
-    /// Write the DMZ router's files (wg-quick, nftables, dnsmasq).
+    /// Write the DMZ router's files (wg-quick, nftables, dnsmasq, a
+    /// systemd unit).
     Config {
         /// The site's name.
         name: String,
@@ -222,6 +231,20 @@ enum SiteVerb {
         /// The DMZ router's LAN interface.
         #[arg(long, default_value = "eth1")]
         lan: String,
+        /// The WireGuard interface (its file is NAME.conf).
+        #[arg(long, default_value = siteconfig::DEFAULT_INTERFACE)]
+        interface: String,
+        /// The DMZ's IPv4 LAN (NAT'd into the tunnel).
+        #[arg(long, default_value = siteconfig::DEFAULT_DMZ4)]
+        dmz4: ipnet::Ipv4Net,
+        /// A DNS server to announce on the DMZ LAN (repeatable); default
+        /// the router itself, forwarding to its resolvers.
+        #[arg(long)]
+        dns: Vec<std::net::IpAddr>,
+        /// Who may reach the router's SSH from the home side (CIDR);
+        /// default the whole home LAN.
+        #[arg(long)]
+        admin_from: Option<ipnet::IpNet>,
     },
     /// Remove a site (its prefix is held back for `[sites] hold_down`).
     Remove {
@@ -232,6 +255,14 @@ enum SiteVerb {
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
+    if let Verb::Man { out } = &cli.command {
+        // Before the configuration: pages need none.
+        let command = <Cli as clap::CommandFactory>::command();
+        return process::exit(
+            "sixgate-broker",
+            sixgate_runtime::manual::write_pages(command, out),
+        );
+    }
     if let Err(e) = cli.log.init() {
         eprintln!("sixgate-broker: {e}");
         return ExitCode::from(2);
@@ -258,6 +289,8 @@ fn main() -> ExitCode {
         use daemon::Request;
         match cli.command {
             Verb::Run => daemon::run(config, credentials.expect("prepared")).await,
+            // Written before the configuration was read.
+            Verb::Man { .. } => Ok(()),
             Verb::Check => {
                 let (findings, _) =
                     check::findings(&config, check::Ports::Check, clock::unix_now());
@@ -303,7 +336,25 @@ fn main() -> ExitCode {
                         out,
                         uplink,
                         lan,
-                    } => (Request::SiteConfig { name, uplink, lan }, Some(out), false),
+                        interface,
+                        dmz4,
+                        dns,
+                        admin_from,
+                    } => (
+                        Request::SiteConfig {
+                            name,
+                            router: RouterOptions {
+                                uplink,
+                                lan,
+                                interface,
+                                dmz4,
+                                dns,
+                                admin_from,
+                            },
+                        },
+                        Some(out),
+                        false,
+                    ),
                     SiteVerb::Remove { name } => (Request::SiteRemove(name), None, false),
                 };
                 daemon::site_verb(&config, request, out.as_deref(), json).await

@@ -15,7 +15,7 @@ use sixgate_dataplane::rtnl::{Route, RouteTarget, Rtnl, Rule, RT_TABLE_MAIN, SIT
 use sixgate_dataplane::wireguard::{self, key_hex, Device, Peer, PeerStats};
 
 use crate::config::{Sites, WireGuardBackend};
-use crate::siteconfig::SiteFiles;
+use crate::siteconfig::{RouterOptions, SiteFiles};
 use crate::sites::{check_public_key, decode_key, Site, SiteStore};
 
 /// Metric of the unreachable routes: below every real route.
@@ -243,7 +243,8 @@ impl SiteNet {
         sources.push(format!("{net6}/64"));
         let rules = SitesRules {
             wireguard: &self.cfg.interface.0,
-            uplink: &self.cfg.uplink,
+            uplink4: self.cfg.uplink4(),
+            uplink6: self.cfg.uplink6(),
             sources6: &sources,
             transfer4: &format!("{net4}/{len4}"),
             road_warriors: Some(&self.road_warriors),
@@ -307,9 +308,9 @@ impl SiteNet {
     pub fn files(
         &self,
         name: &str,
-        uplink: &str,
-        lan: &str,
+        router: &RouterOptions,
     ) -> Result<Vec<(String, String)>, String> {
+        router.check()?;
         let site = self.get(name)?;
         let broker = self.public_key();
         let files = SiteFiles {
@@ -318,8 +319,7 @@ impl SiteNet {
             endpoint: &self.cfg.endpoint.0,
             transfer4_length: self.store.transfer4_net().1,
             keepalive: (self.cfg.peer_timeout / 3).clamp(1, 25),
-            uplink,
-            lan,
+            router,
         };
         Ok(files.all())
     }

@@ -44,6 +44,13 @@ enum Verb {
     /// Check the configuration, the credentials and the ports as `up`
     /// would, without connecting: each problem with the key it is about.
     Check,
+    /// Write the manual pages (roff) of every command to DIR.
+    #[command(hide = true)]
+    Man {
+        /// The directory (e.g. /usr/local/share/man/man8).
+        #[arg(long)]
+        out: PathBuf,
+    },
     /// Print the tunnel's state, address, DNS servers and counters.
     Status {
         /// Print the status as JSON, as the control socket gives it.
@@ -54,6 +61,14 @@ enum Verb {
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
+    if let Verb::Man { out } = &cli.command {
+        // Before the configuration: pages need none.
+        let command = <Cli as clap::CommandFactory>::command();
+        return process::exit(
+            "sixgate-client",
+            sixgate_runtime::manual::write_pages(command, out),
+        );
+    }
     if let Err(e) = cli.log.init() {
         eprintln!("sixgate-client: {e}");
         return ExitCode::from(2);
@@ -86,6 +101,8 @@ fn main() -> ExitCode {
         match cli.command {
             Verb::Up { .. } => daemon::run(config, credentials.expect("prepared")).await,
             Verb::Down => daemon::down(&config).await,
+            // Written before the configuration was read.
+            Verb::Man { .. } => Ok(()),
             Verb::Status { json } => daemon::print_status(&config, json).await,
             Verb::Check => {
                 let (findings, _) = check::findings(&config, true, clock::unix_now());

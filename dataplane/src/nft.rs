@@ -63,8 +63,10 @@ pub fn load(ruleset: &str) -> io::Result<()> {
 pub struct SitesRules<'a> {
     /// The WireGuard interface.
     pub wireguard: &'a str,
-    /// The broker's uplink.
-    pub uplink: &'a str,
+    /// The broker's IPv4 upstream interface (the NAT goes out of it).
+    pub uplink4: &'a str,
+    /// Its IPv6 upstream interface (the same one on most hosts).
+    pub uplink6: &'a str,
     /// The IPv6 sources sites may use: their prefixes and the transfer /64.
     pub sources6: &'a [String],
     /// The IPv4 transfer network (NAT'd out of the uplink).
@@ -80,7 +82,7 @@ impl SitesRules<'_> {
     /// to the road warriors (and the replies to what reached them come
     /// back), and their IPv4 is masqueraded out of the uplink.
     pub fn render(&self) -> String {
-        let (wg, up, net4) = (self.wireguard, self.uplink, self.transfer4);
+        let (wg, up4, up6, net4) = (self.wireguard, self.uplink4, self.uplink6, self.transfer4);
         let sources = self.sources6.join(", ");
         let to_road_warriors = self.road_warriors.map_or_else(String::new, |pool| {
             format!("        iifname \"{wg}\" ip6 daddr {pool} accept\n")
@@ -93,11 +95,12 @@ impl SitesRules<'_> {
         iifname "{wg}" ip6 saddr != {{ {sources} }} drop
         iifname "{wg}" ip saddr != {net4} drop
         iifname "{wg}" ct state established,related accept
-{to_road_warriors}        iifname "{wg}" oifname != "{up}" drop
+{to_road_warriors}        iifname "{wg}" meta nfproto ipv6 oifname != "{up6}" drop
+        iifname "{wg}" meta nfproto ipv4 oifname != "{up4}" drop
     }}
     chain postrouting {{
         type nat hook postrouting priority srcnat; policy accept;
-        oifname "{up}" ip saddr {net4} masquerade
+        oifname "{up4}" ip saddr {net4} masquerade
     }}
 "#
         )
@@ -241,7 +244,8 @@ mod tests {
         ];
         let r = SitesRules {
             wireguard: "sgwg0",
-            uplink: "eth0",
+            uplink4: "eth0",
+            uplink6: "eth1",
             sources6: &sources,
             transfer4: "100.64.0.0/24",
             road_warriors: Some("2001:db8:100::/64"),
@@ -255,6 +259,11 @@ mod tests {
         );
         assert!(
             r.contains(r#"oifname "eth0" ip saddr 100.64.0.0/24 masquerade"#),
+            "{r}"
+        );
+        assert!(
+            r.contains(r#"iifname "sgwg0" meta nfproto ipv6 oifname != "eth1" drop"#)
+                && r.contains(r#"iifname "sgwg0" meta nfproto ipv4 oifname != "eth0" drop"#),
             "{r}"
         );
         assert!(r.contains("ct state established,related accept"), "{r}");

@@ -521,8 +521,12 @@ pub fn remove_leftovers(name: &str, rtnl: &mut Rtnl) -> io::Result<()> {
         Err(_) => {}
     }
     let _ = std::fs::remove_file(&path);
-    if rtnl.link_exists(name)? {
-        rtnl.delete_link(name)?;
+    // A wireguard-go whose socket went removes its link itself, maybe
+    // while we look: a link already gone is what we wanted.
+    match rtnl.delete_link(name) {
+        Err(e) if e.kind() == io::ErrorKind::NotFound || e.raw_os_error() == Some(libc::ENODEV) => {
+        }
+        other => other?,
     }
     // A wireguard-go we could not signal ends once its link is gone; until
     // it has, it may still remove the socket path a new one opens.

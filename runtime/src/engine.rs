@@ -887,9 +887,9 @@ impl Runtime {
             return;
         };
         if c.initiator {
-            tracing::info!("disconnected from {}: {reason}", c.identity);
+            tracing::info!("disconnected from {} at {}: {reason}", c.identity, c.remote);
         } else {
-            tracing::info!("{} disconnected: {reason}", c.identity);
+            tracing::info!("{} at {} disconnected: {reason}", c.identity, c.remote);
         }
         self.forget(c);
     }

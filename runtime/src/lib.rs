@@ -19,6 +19,7 @@ pub mod config;
 pub mod control;
 pub mod engine;
 pub mod logging;
+pub mod manual;
 pub mod notify;
 pub mod pki;
 pub mod plane;

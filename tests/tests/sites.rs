@@ -39,6 +39,16 @@ fn veth(a: &Netns, a_name: &str, b: &Netns, b_name: &str) {
     b.run(&["ip", "link", "set", b_name, "up"]);
 }
 
+/// /etc/netns/NAME/, which `ip netns exec NAME` mounts over /etc; removed
+/// with the guard.
+struct EtcNetns(std::path::PathBuf);
+
+impl Drop for EtcNetns {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
+}
+
 struct SitesLab {
     inet: Netns,
     broker: Netns,
@@ -283,7 +293,12 @@ fn a_dmz_site_from_the_generated_files_alone() {
         config.to_str().unwrap(),
     ]);
     assert_eq!(std::fs::read_to_string(&victim).unwrap(), "untouched");
-    for name in ["wg-sixgate.conf", "dmz.nft", "dnsmasq.conf"] {
+    for name in [
+        "wg-sixgate.conf",
+        "dmz.nft",
+        "dnsmasq.conf",
+        "sixgate-dmz.service",
+    ] {
         let meta = std::fs::symlink_metadata(files.join(name)).unwrap();
         use std::os::unix::fs::PermissionsExt;
         assert!(meta.file_type().is_file(), "{name} is a plain file");
@@ -292,13 +307,23 @@ fn a_dmz_site_from_the_generated_files_alone() {
     sixgate_tests::assert_private_tree(&lab.dir.path().join("state"));
     let wgconf = std::fs::read_to_string(files.join("wg-sixgate.conf")).unwrap();
     assert!(
-        wgconf.contains("Table = off")
+        !wgconf.contains("Table = off")
             && wgconf.contains("PrivateKey = ")
             && !wgconf.contains("PrivateKey =\n"),
         "{wgconf}"
     );
 
-    // The DMZ router, from the three files.
+    // The DMZ router, from the three files, on a PPPoE-style default
+    // route (a link, no gateway: the home router answers ARP for all).
+    lab.home
+        .run(&["sysctl", "-qw", "net.ipv4.conf.br0.proxy_arp=1"]);
+    lab.dmzr
+        .run(&["ip", "route", "replace", "default", "dev", "up0"]);
+    // The router's own resolver knows one name (its /etc/hosts, which
+    // `ip netns exec` takes from /etc/netns/NAME/).
+    let etc = EtcNetns(std::path::PathBuf::from("/etc/netns").join(&lab.dmzr.name));
+    std::fs::create_dir_all(&etc.0).unwrap();
+    std::fs::write(etc.0.join("hosts"), "203.0.113.2 inet.example.test\n").unwrap();
     lab.dmzr
         .run(&["nft", "-f", files.join("dmz.nft").to_str().unwrap()]);
     let mut up = lab.dmzr.command("wg-quick");
@@ -391,7 +416,10 @@ fn a_dmz_site_from_the_generated_files_alone() {
         let hook = lab.dir.path().join("udhcpc.sh");
         std::fs::write(
             &hook,
-            "#!/bin/sh\n[ \"$1\" = bound ] || exit 0\nip addr add \"$ip/${mask:-24}\" dev \"$interface\"\nip route replace default via \"$router\"\n",
+            format!(
+                "#!/bin/sh\n[ \"$1\" = bound ] || exit 0\nip addr add \"$ip/${{mask:-24}}\" dev \"$interface\"\nip route replace default via \"$router\"\necho \"$dns\" > {}\n",
+                lab.dir.path().join("dns").display()
+            ),
         )
         .unwrap();
         std::fs::set_permissions(&hook, std::os::unix::fs::PermissionsExt::from_mode(0o755))
@@ -424,6 +452,33 @@ fn a_dmz_site_from_the_generated_files_alone() {
                 .success()
         };
         assert!(ping4("203.0.113.2"), "IPv4 via NAT");
+        // The DNS server DHCP announced (the router itself) resolves.
+        let dns = std::fs::read_to_string(lab.dir.path().join("dns")).unwrap();
+        assert_eq!(dns.trim(), "10.77.0.1", "option 6");
+        let looked_up =
+            lab.dmzhost
+                .try_run(&["busybox", "nslookup", "inet.example.test", dns.trim()]);
+        let answer = String::from_utf8_lossy(&looked_up.stdout);
+        assert!(answer.contains("203.0.113.2"), "name resolution: {answer}");
+        // Management from the home LAN reaches the router's SSH port.
+        let mut sshd = lab.dmzr.command("iperf3");
+        sshd.args(["-s", "-1", "-p", "22"])
+            .stdout(Stdio::null())
+            .stderr(Stdio::null());
+        let mut sshd = sshd.spawn().unwrap();
+        let managed = wait_for(Duration::from_secs(10), || {
+            lab.homehost
+                .try_run(&["iperf3", "-c", "198.51.100.10", "-p", "22", "-t", "1"])
+                .status
+                .success()
+                .then_some(())
+        });
+        let _ = sshd.kill();
+        let _ = sshd.wait();
+        assert!(
+            managed.is_some(),
+            "TCP from the home LAN to the router's port 22"
+        );
         assert!(
             !ping4("198.51.100.50"),
             "the home host must be out of reach"
@@ -620,7 +675,7 @@ fn kernel_wireguard_passes_the_site_test_in_a_vm() {
 /// a name (nft refuses `ip daddr` with an IPv6 address).
 #[test]
 fn dmz_rules_load_for_every_kind_of_endpoint() {
-    use sixgate_broker::siteconfig::SiteFiles;
+    use sixgate_broker::siteconfig::{RouterOptions, SiteFiles};
     use sixgate_broker::sites::Site;
     use sixgate_runtime::config::HostPort;
     let ns = Netns::new("sgsn");
@@ -636,16 +691,27 @@ fn dmz_rules_load_for_every_kind_of_endpoint() {
         preshared_key: String::new(),
         created: 0,
     };
-    for endpoint in ["192.0.2.1:51820", "[2001:db8::1]:51820", "localhost:51820"] {
+    let admin = [None, Some("198.51.100.0/24"), Some("fd00::/64")];
+    for (endpoint, admin_from) in ["192.0.2.1:51820", "[2001:db8::1]:51820", "localhost:51820"]
+        .into_iter()
+        .zip(admin)
+    {
         let endpoint = HostPort::parse(endpoint, None).unwrap();
+        let router = RouterOptions {
+            uplink: "eth0".into(),
+            lan: "eth1".into(),
+            interface: "wg0".into(),
+            dmz4: "10.77.0.0/24".parse().unwrap(),
+            dns: Vec::new(),
+            admin_from: admin_from.map(|a| a.parse().unwrap()),
+        };
         let files = SiteFiles {
             site: &site,
             broker_public_key: "",
             endpoint: &endpoint,
             transfer4_length: 24,
             keepalive: 25,
-            uplink: "eth0",
-            lan: "eth1",
+            router: &router,
         };
         let path = dir.path().join("dmz.nft");
         std::fs::write(&path, files.nftables()).unwrap();
