@@ -644,4 +644,34 @@ path = "state"
             .to_string();
         assert!(e.contains("missing.toml"), "{e}");
     }
+
+    #[test]
+    fn sites_may_have_an_upstream_per_family() {
+        let dir = tempfile::tempdir().unwrap();
+        let sites = "[sites]\nprefix = \"2001:db8:200::/48\"\ntransfer4 = \"100.64.0.0/24\"\n\
+                     endpoint = \"192.0.2.1:51820\"\n";
+        let with = |lines: &str| GOOD.replace("[storage]", &format!("{sites}{lines}\n[storage]"));
+        for (lines, families) in [
+            ("uplink = \"eth0\"", ("eth0", "eth0")),
+            (
+                "uplink4 = \"ens3\"\nuplink6 = \"he-ipv6\"",
+                ("ens3", "he-ipv6"),
+            ),
+            (
+                "uplink = \"eth0\"\nuplink6 = \"he-ipv6\"",
+                ("eth0", "he-ipv6"),
+            ),
+        ] {
+            let c = Config::load(&write(dir.path(), &with(lines))).unwrap();
+            let s = c.file.sites.unwrap();
+            assert_eq!((s.uplink4(), s.uplink6()), families, "{lines}");
+        }
+        let e = Config::load(&write(dir.path(), &with("uplink4 = \"ens3\"")))
+            .unwrap_err()
+            .to_string();
+        assert!(
+            e.contains("sites.uplink") && e.contains("uplink4 and uplink6"),
+            "{e}"
+        );
+    }
 }
