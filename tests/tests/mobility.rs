@@ -194,7 +194,7 @@ fn a_nat_rebinding_keeps_the_tunnel_and_a_dead_path_is_not_called_up() {
     let back = wait_for(UP, || lab.ping(0, 1).then_some(()));
     assert!(back.is_some(), "pings did not resume\n{}", log());
     assert!(renumbered.elapsed() < UP);
-    // The broker's view follows the packets: a request the client sent
+    // The broker's view follows the packets: a message the client sent
     // before the renumbering, handled late, may move it back for a moment,
     // until the next ESP from the new address moves it on again.
     let (sa_after, remote_after, spis_after) = wait_for(UP, || {
