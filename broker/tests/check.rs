@@ -38,18 +38,10 @@ path = "state"
 
 /// Runs the broker with `verb`; returns (success, stdout and stderr).
 fn broker(verb: &str, config: &Path) -> (bool, String) {
-    let out = Command::new(env!("CARGO_BIN_EXE_sixgate-broker"))
-        .args([verb, "--config"])
-        .arg(config)
-        .output()
-        .unwrap();
-    (
-        out.status.success(),
-        format!(
-            "{}{}",
-            String::from_utf8_lossy(&out.stdout),
-            String::from_utf8_lossy(&out.stderr)
-        ),
+    sixgate_tests::outcome(
+        Command::new(env!("CARGO_BIN_EXE_sixgate-broker"))
+            .args([verb, "--config"])
+            .arg(config),
     )
 }
 

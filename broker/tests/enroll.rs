@@ -21,19 +21,11 @@ fn certs() -> PathBuf {
 }
 
 fn broker(args: &[&str], config: &Path) -> (bool, String) {
-    let out = Command::new(env!("CARGO_BIN_EXE_sixgate-broker"))
-        .args(args)
-        .arg("--config")
-        .arg(config)
-        .output()
-        .unwrap();
-    (
-        out.status.success(),
-        format!(
-            "{}{}",
-            String::from_utf8_lossy(&out.stdout),
-            String::from_utf8_lossy(&out.stderr)
-        ),
+    sixgate_tests::outcome(
+        Command::new(env!("CARGO_BIN_EXE_sixgate-broker"))
+            .args(args)
+            .arg("--config")
+            .arg(config),
     )
 }
 

@@ -743,6 +743,20 @@ impl Drop for LinePeer {
 /// profile as the running executable: beside it (another binary) or one
 /// directory up (a test in `deps/`). `cargo build --workspace` (as .ci/run
 /// does) must have built it.
+/// Runs `command` to its end: whether it succeeded, and its stdout
+/// followed by its stderr (what a user at a terminal reads).
+pub fn outcome(command: &mut Command) -> (bool, String) {
+    let out = command.output().expect("run the program");
+    (
+        out.status.success(),
+        format!(
+            "{}{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        ),
+    )
+}
+
 pub fn workspace_bin(name: &str) -> PathBuf {
     let exe = std::env::current_exe().expect("executable path");
     let dir = exe.parent().expect("executable directory");
