@@ -171,24 +171,6 @@ struct Offers<'a> {
     ike_aead: bool,
 }
 
-fn prf_of(integ: Integrity) -> Prf {
-    match integ {
-        Integrity::HmacSha1_96 => Prf::HmacSha1,
-        Integrity::HmacSha256_128 => Prf::HmacSha256,
-        Integrity::HmacSha384_192 => Prf::HmacSha384,
-        Integrity::HmacSha512_256 => Prf::HmacSha512,
-    }
-}
-
-fn integ_of(prf: Prf) -> Integrity {
-    match prf {
-        Prf::HmacSha1 => Integrity::HmacSha1_96,
-        Prf::HmacSha256 => Integrity::HmacSha256_128,
-        Prf::HmacSha384 => Integrity::HmacSha384_192,
-        Prf::HmacSha512 => Integrity::HmacSha512_256,
-    }
-}
-
 /// The broker's most preferred suite within what the platform offers.
 fn choose(ike: &IkePolicy, esp: &EspPolicy, offers: &Offers<'_>) -> Option<Suite> {
     let offered_encr = |e: &&Encryption| offers.encr.contains(e);
@@ -205,14 +187,14 @@ fn choose(ike: &IkePolicy, esp: &EspPolicy, offers: &Offers<'_>) -> Option<Suite
             if e.is_aead() {
                 ike.prf
                     .iter()
-                    .find(|p| offers.integ.contains(&integ_of(**p)))
+                    .find(|p| offers.integ.contains(&Integrity::of_same_hash(**p)))
                     .map(|p| (*e, None, *p))
             } else {
                 ike.integ
                     .iter()
                     .filter(offered_integ)
-                    .find(|i| ike.prf.contains(&prf_of(**i)))
-                    .map(|i| (*e, Some(*i), prf_of(*i)))
+                    .find(|i| ike.prf.contains(&Integrity::same_hash_prf(**i)))
+                    .map(|i| (*e, Some(*i), Integrity::same_hash_prf(*i)))
             }
         })?;
     let ke = *ike.ke.iter().find(|g| offers.ke.contains(g))?;
@@ -386,7 +368,9 @@ pub fn mobileconfig(p: &Profile<'_>) -> Option<String> {
     let pkcs12_uuid = uuid(p.uuid_seed, 1);
     let ike = apple_sa(
         suite.ike_encr,
-        suite.ike_integ.unwrap_or(integ_of(suite.prf)),
+        suite
+            .ike_integ
+            .unwrap_or(Integrity::of_same_hash(suite.prf)),
         suite.ke,
         p.ike_lifetime,
     );
@@ -526,7 +510,7 @@ fn windows_pfs(g: Option<KeGroup>) -> &'static str {
 /// policy has no suite Windows offers.
 pub fn windows_ps1(p: &Profile<'_>) -> Option<String> {
     let s = windows_suite(p.ike, p.esp)?;
-    let integrity = windows_ike_integrity(s.ike_integ.unwrap_or(integ_of(s.prf)));
+    let integrity = windows_ike_integrity(s.ike_integ.unwrap_or(Integrity::of_same_hash(s.prf)));
     Some(format!(
         "# sixgate VPN for {id}: run in an elevated PowerShell, in this directory.\r\n\
          $ErrorActionPreference = 'Stop'\r\n\

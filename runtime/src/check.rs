@@ -12,7 +12,7 @@ use std::fmt;
 use std::net::{SocketAddr, UdpSocket};
 use std::path::{Path, PathBuf};
 
-use sixgate_proto::cert::{self, Purpose};
+use sixgate_proto::cert::{self, Purpose, TrustAnchors};
 use sixgate_proto::identity::CanonicalIdentity;
 use sixgate_proto::wire::Identification;
 
@@ -188,18 +188,7 @@ pub fn credentials(
             usage(findings, &key("certificate"), files, leaf);
         }
     }
-    let anchors = match pki::load_anchors(files.ca) {
-        Ok(anchors) => {
-            for (der, path) in anchors.certificates().iter().zip(ca_files(files.ca)) {
-                dates(findings, &key("ca"), &path, der, now);
-            }
-            Some(anchors)
-        }
-        Err(e) => {
-            findings.error(&key("ca"), e);
-            None
-        }
-    };
+    let anchors = anchors(findings, &key("ca"), files.ca, now);
     let clean = !findings.items[errors_before..]
         .iter()
         .any(|f| f.severity == Severity::Error);
@@ -214,16 +203,32 @@ pub fn credentials(
     }
 }
 
-/// The file each trust anchor came from, in the order `load_anchors`
-/// reads them (a file may hold several).
-fn ca_files(paths: &[PathBuf]) -> Vec<PathBuf> {
-    paths
-        .iter()
-        .flat_map(|p| {
-            let n = pki::load_chain(p).map_or(0, |c| c.len());
-            std::iter::repeat_n(p.clone(), n)
-        })
-        .collect()
+/// The trust anchors, each file read once and each certificate's dates
+/// checked against the file it came from.
+fn anchors(
+    findings: &mut Findings,
+    key: &str,
+    paths: &[PathBuf],
+    now: i64,
+) -> Option<TrustAnchors> {
+    let mut cas = Vec::new();
+    for path in paths {
+        match pki::load_chain(path) {
+            Ok(certs) => {
+                for der in &certs {
+                    dates(findings, key, path, der, now);
+                }
+                cas.extend(certs);
+            }
+            Err(e) => {
+                findings.error(key, e);
+                return None;
+            }
+        }
+    }
+    pki::trust_anchors(cas)
+        .map_err(|e| findings.error(key, e))
+        .ok()
 }
 
 /// Our identity, checked against the certificate: a peer compares the

@@ -44,12 +44,8 @@ pub fn load_key(path: &Path) -> Result<PrivateKey, String> {
     PrivateKey::from_pem(&pem).map_err(|e| format!("{}: {e}", path.display()))
 }
 
-/// Trust anchors from CA certificate files.
-pub fn load_anchors(paths: &[impl AsRef<Path>]) -> Result<TrustAnchors, String> {
-    let mut cas = Vec::new();
-    for p in paths {
-        cas.extend(load_chain(p.as_ref())?);
-    }
+/// Trust anchors from the CA certificates of the configured files.
+pub fn trust_anchors(cas: Vec<Vec<u8>>) -> Result<TrustAnchors, String> {
     if cas.is_empty() {
         return Err("no CA certificates given".into());
     }

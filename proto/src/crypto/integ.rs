@@ -30,6 +30,29 @@ impl Integrity {
         }
     }
 
+    /// The PRF of the same hash: what strongSwan derives when an IKE
+    /// proposal names none, and what Apple and Windows pair with it.
+    pub fn same_hash_prf(self) -> super::Prf {
+        use super::Prf;
+        match self {
+            Integrity::HmacSha1_96 => Prf::HmacSha1,
+            Integrity::HmacSha256_128 => Prf::HmacSha256,
+            Integrity::HmacSha384_192 => Prf::HmacSha384,
+            Integrity::HmacSha512_256 => Prf::HmacSha512,
+        }
+    }
+
+    /// The integrity algorithm of the same hash as `prf`.
+    pub fn of_same_hash(prf: super::Prf) -> Integrity {
+        use super::Prf;
+        match prf {
+            Prf::HmacSha1 => Integrity::HmacSha1_96,
+            Prf::HmacSha256 => Integrity::HmacSha256_128,
+            Prf::HmacSha384 => Integrity::HmacSha384_192,
+            Prf::HmacSha512 => Integrity::HmacSha512_256,
+        }
+    }
+
     /// The transform ID.
     pub fn id(self) -> TransformId {
         match self {

@@ -130,17 +130,6 @@ fn joined(words: impl IntoIterator<Item = &'static str>) -> String {
     words.into_iter().collect::<Vec<_>>().join("-")
 }
 
-/// The PRF strongSwan derives from an integrity algorithm when an IKE
-/// proposal names none.
-fn prf_of(integ: Integrity) -> Prf {
-    match integ {
-        Integrity::HmacSha1_96 => Prf::HmacSha1,
-        Integrity::HmacSha256_128 => Prf::HmacSha256,
-        Integrity::HmacSha384_192 => Prf::HmacSha384,
-        Integrity::HmacSha512_256 => Prf::HmacSha512,
-    }
-}
-
 fn push<T: PartialEq>(list: &mut Vec<T>, x: T) {
     if !list.contains(&x) {
         list.push(x);
@@ -252,7 +241,7 @@ impl IkePolicy {
                         "an AEAD proposal needs a PRF (e.g. prfsha256)",
                     ));
                 }
-                prf = integ.iter().map(|i| prf_of(*i)).collect();
+                prf = integ.iter().map(|i| i.same_hash_prf()).collect();
             }
             merge(&mut policy.encr, encr);
             merge(&mut policy.integ, integ);
