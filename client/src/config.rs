@@ -57,10 +57,12 @@ pub struct Config {
     /// Child SA lifetime before rekeying, seconds.
     #[serde(default = "default_child_lifetime")]
     pub child_lifetime: u64,
-    /// Write the DNS servers the broker gives to /etc/resolv.conf (and
-    /// put the original back on `down`).
-    #[serde(default)]
-    pub resolv_conf: bool,
+    /// Put the DNS servers the broker gives in place: on the tunnel
+    /// device through systemd-resolved where it runs, otherwise in
+    /// /etc/resolv.conf (and the original back on `down`). `resolv_conf`
+    /// is its older name.
+    #[serde(default, alias = "resolv_conf")]
+    pub set_dns: bool,
     #[serde(default = "default_control")]
     pub control_socket: PathBuf,
     #[serde(default)]
@@ -160,6 +162,14 @@ backend = "userspace"
         assert_eq!(c.dataplane.device(DEFAULT_DEVICE), "sgc0");
         assert_eq!(c.control_socket, PathBuf::from("/run/sixgate/client.sock"));
         assert_eq!(c.broker.0.to_string(), "192.0.2.1:500");
+        assert!(!c.set_dns);
+        for key in ["set_dns", "resolv_conf"] {
+            let on = load(
+                dir.path(),
+                &GOOD.replace("[dataplane]", &format!("{key} = true\n[dataplane]")),
+            );
+            assert!(on.unwrap().set_dns, "{key}");
+        }
         let named = load(
             dir.path(),
             &GOOD.replace("\"192.0.2.1\"", "\"vpn.example.org:4500\""),

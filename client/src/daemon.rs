@@ -9,7 +9,7 @@ use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
 use serde::{Deserialize, Serialize};
-use sixgate_dataplane::dns::ResolvConf;
+use sixgate_dataplane::dns::{ResolvConf, Resolver};
 use sixgate_dataplane::plane::DataPlane;
 use sixgate_dataplane::rtnl;
 use sixgate_dataplane::secrets;
@@ -204,7 +204,7 @@ pub fn prepare(config: &Config) -> Result<Credentials, String> {
             secrets::private_dir(dir).map_err(|e| format!("{}: {e}", dir.display()))?;
             user.own_tree(dir, &[])?;
         }
-        if config.resolv_conf {
+        if config.set_dns {
             keep.push(Capability::CAP_DAC_OVERRIDE);
         }
     }
@@ -236,20 +236,22 @@ pub async fn run(config: Config, credentials: Credentials) -> Result<(), String>
         .plane_config(Owner::Client, DEFAULT_DEVICE, local, child_lifetime);
     let (dp, kernel_events) = DataPlane::start(&plane, nat_t)?;
     let dp = Arc::new(dp);
-    let resolv_conf = config.resolv_conf.then(|| {
-        ResolvConf::new(
+    let dns = config.set_dns.then(|| {
+        let file = ResolvConf::new(
             "/etc/resolv.conf",
             config.control_socket.with_extension("resolv.conf.saved"),
-        )
-    });
-    if let Some(rc) = &resolv_conf {
-        // A run that was killed left its servers in place.
-        match rc.restore() {
+        );
+        // A run that was killed left its servers in place (in resolv.conf:
+        // resolved's settings went with the device).
+        match file.restore() {
             Ok(true) => tracing::info!("restored /etc/resolv.conf as it was before a crash"),
             Ok(false) => {}
             Err(e) => tracing::warn!("restoring /etc/resolv.conf: {e}"),
         }
-    }
+        let resolver = Resolver::of_system(&plane.device, file);
+        tracing::info!("DNS servers go to {}", resolver.describe());
+        resolver
+    });
 
     let mut ike = credentials.endpoint_config();
     ike.force_udp_encapsulation =
@@ -264,7 +266,7 @@ pub async fn run(config: Config, credentials: Credentials) -> Result<(), String>
     let kernel_events = plane::kernel_events(&dp, kernel_events);
     let mut runtime = engine::spawn(Parts {
         ike: Arc::new(ike),
-        role: Role::Initiator { resolv_conf },
+        role: Role::Initiator { dns },
         sockets,
         plane: dp.clone(),
         esp: dp.esp_handler(),

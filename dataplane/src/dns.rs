@@ -1,15 +1,127 @@
 //! The client's resolver settings: the DNS servers the broker hands out
-//! go into `/etc/resolv.conf`, and the file as it was comes back, byte for
-//! byte, when the tunnel goes down, and at the next start after a crash.
+//! go to systemd-resolved where it runs, as the tunnel device's own
+//! servers with `~.` as its routing domain (so every name is asked there,
+//! but those of a more specific domain another link claims, and
+//! /etc/resolv.conf, resolved's stub, stays as it is); otherwise into
+//! `/etc/resolv.conf`, and the file as it was comes back, byte for byte,
+//! when the tunnel goes down, and at the next start after a crash.
 //!
 //! The original is saved beside the daemon's control socket before the
 //! first change, and only then: a second `apply` while the tunnel's
-//! servers are in place keeps the first saved copy.
+//! servers are in place keeps the first saved copy. resolved needs no
+//! saving: its settings for the device are reverted on `down` and go with
+//! the device when a killed daemon's device disappears.
 
 use std::fs;
 use std::io;
+use std::net::IpAddr;
 use std::os::unix::ffi::OsStrExt;
 use std::path::{Path, PathBuf};
+use std::process::Command;
+
+/// Where the client's DNS servers go.
+#[derive(Debug, Clone)]
+pub enum Resolver {
+    /// systemd-resolved, on the tunnel device.
+    Resolved(Resolved),
+    /// /etc/resolv.conf.
+    File(ResolvConf),
+}
+
+impl Resolver {
+    /// systemd-resolved for `link` if it runs, otherwise `file`.
+    pub fn of_system(link: &str, file: ResolvConf) -> Resolver {
+        if Resolved::running() {
+            Resolver::Resolved(Resolved::new(link))
+        } else {
+            Resolver::File(file)
+        }
+    }
+
+    /// Puts `servers` in place.
+    pub fn apply(&self, servers: &[IpAddr]) -> io::Result<()> {
+        match self {
+            Resolver::Resolved(r) => r.apply(servers),
+            Resolver::File(f) => f.apply(servers),
+        }
+    }
+
+    /// Takes them away again.
+    pub fn restore(&self) -> io::Result<()> {
+        match self {
+            Resolver::Resolved(r) => r.revert(),
+            Resolver::File(f) => f.restore().map(drop),
+        }
+    }
+
+    /// What it writes to, for the log.
+    pub fn describe(&self) -> String {
+        match self {
+            Resolver::Resolved(r) => format!("systemd-resolved, on {}", r.link),
+            Resolver::File(f) => f.target.display().to_string(),
+        }
+    }
+}
+
+/// systemd-resolved's settings for one link, made with `resolvectl` (which
+/// asks resolved over D-Bus; resolved lets a caller with CAP_NET_ADMIN,
+/// which the client keeps, change a link's settings).
+#[derive(Debug, Clone)]
+pub struct Resolved {
+    link: String,
+}
+
+/// The socket resolved listens on while it runs (systemd 246 and later).
+const RESOLVED_SOCKET: &str = "/run/systemd/resolve/io.systemd.Resolve";
+
+impl Resolved {
+    /// The settings of `link`.
+    pub fn new(link: &str) -> Resolved {
+        Resolved {
+            link: link.to_owned(),
+        }
+    }
+
+    /// Whether systemd-resolved runs on this machine.
+    pub fn running() -> bool {
+        Path::new(RESOLVED_SOCKET).exists()
+    }
+
+    /// Makes `servers` the link's DNS servers and the link the one every
+    /// name goes to.
+    pub fn apply(&self, servers: &[IpAddr]) -> io::Result<()> {
+        let servers: Vec<String> = servers.iter().map(IpAddr::to_string).collect();
+        let mut dns = vec!["dns", &self.link];
+        dns.extend(servers.iter().map(String::as_str));
+        resolvectl(&dns)?;
+        resolvectl(&["domain", &self.link, "~."])?;
+        resolvectl(&["default-route", &self.link, "yes"])
+    }
+
+    /// Drops what [`Resolved::apply`] set; a link that is gone already
+    /// took its settings with it.
+    pub fn revert(&self) -> io::Result<()> {
+        if !Path::new("/sys/class/net").join(&self.link).exists() {
+            return Ok(());
+        }
+        resolvectl(&["revert", &self.link])
+    }
+}
+
+fn resolvectl(args: &[&str]) -> io::Result<()> {
+    let out = Command::new("resolvectl")
+        .args(args)
+        .output()
+        .map_err(|e| io::Error::new(e.kind(), format!("running resolvectl: {e}")))?;
+    if out.status.success() {
+        return Ok(());
+    }
+    Err(io::Error::other(format!(
+        "resolvectl {}: {}",
+        args.join(" "),
+        String::from_utf8_lossy(&out.stderr).trim()
+    )))
+}
 
 /// resolv.conf and where its original is kept while ours is in place.
 #[derive(Debug, Clone)]
@@ -34,7 +146,7 @@ impl ResolvConf {
     }
 
     /// Puts `servers` in place, saving the original first.
-    pub fn apply(&self, servers: &[std::net::IpAddr]) -> io::Result<()> {
+    pub fn apply(&self, servers: &[IpAddr]) -> io::Result<()> {
         if !self.saved.exists() {
             // A missing resolv.conf is saved as "missing" (an empty file
             // would be restored as an empty resolv.conf), and a symlink (a

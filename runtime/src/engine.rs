@@ -21,7 +21,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use serde::{Deserialize, Serialize};
-use sixgate_dataplane::dns::ResolvConf;
+use sixgate_dataplane::dns::Resolver;
 use sixgate_dataplane::plane::KernelAction;
 use sixgate_dataplane::udp::{Datagram, EspHandler, IkeSockets, ReceiveCounters};
 use sixgate_dataplane::userspace::PeerMoved;
@@ -46,8 +46,8 @@ pub enum Role {
     /// A client: installs the address it is given and, if asked, the DNS
     /// servers that come with it.
     Initiator {
-        /// resolv.conf to set (and restore).
-        resolv_conf: Option<ResolvConf>,
+        /// Where to put the DNS servers (and take them away).
+        dns: Option<Resolver>,
     },
 }
 
@@ -753,12 +753,12 @@ impl Runtime {
             tracing::error!("putting {address} and the default route in place: {e}");
         }
         if let Role::Initiator {
-            resolv_conf: Some(rc),
+            dns: Some(resolver),
         } = &self.role
         {
             if !dns.is_empty() {
-                if let Err(e) = rc.apply(dns) {
-                    tracing::error!("resolv.conf: {e}");
+                if let Err(e) = resolver.apply(dns) {
+                    tracing::error!("DNS servers to {}: {e}", resolver.describe());
                 }
             }
         }
@@ -908,11 +908,11 @@ impl Runtime {
         if let (true, Some(addr)) = (c.initiator, c.address) {
             self.plane.clear_virtual_address(addr);
             if let Role::Initiator {
-                resolv_conf: Some(rc),
+                dns: Some(resolver),
             } = &self.role
             {
-                if let Err(e) = rc.restore() {
-                    tracing::error!("restoring resolv.conf: {e}");
+                if let Err(e) = resolver.restore() {
+                    tracing::error!("taking the DNS servers from {}: {e}", resolver.describe());
                 }
             }
         }

@@ -784,12 +784,17 @@ pub struct Daemon {
 
 impl Daemon {
     pub fn spawn(ns: &Netns, program: &Path, args: &[&str], log: PathBuf) -> Daemon {
+        let mut command = ns.command(program.to_str().expect("utf-8 path"));
+        command.args(args);
+        Daemon::spawn_command(command, log)
+    }
+
+    /// Runs `command`, its output to `log`.
+    pub fn spawn_command(mut command: Command, log: PathBuf) -> Daemon {
         use std::os::unix::process::CommandExt;
         let file = std::fs::File::create(&log).expect("log file");
         // Its own process group, so that a kill takes its children along.
-        let child = ns
-            .command(program.to_str().expect("utf-8 path"))
-            .args(args)
+        let child = command
             .process_group(0)
             .stdin(Stdio::null())
             .stdout(file.try_clone().expect("log"))
@@ -841,6 +846,115 @@ impl Drop for Daemon {
             .status();
         let _ = self.child.kill();
         let _ = self.child.wait();
+    }
+}
+
+/// systemd-resolved in a namespace, with a D-Bus system bus of its own,
+/// in a mount namespace of its own (/run a tmpfs, /etc/passwd and
+/// /etc/group with resolved's user): Debian's, installed or unpacked by
+/// `.ci/run` into /opt/sixgate-ci/systemd-resolved. [`Resolved::command`]
+/// runs a program beside it, with `resolvectl` on its PATH.
+pub struct Resolved {
+    daemon: Daemon,
+    root: PathBuf,
+    _dir: TempDir,
+}
+
+impl Resolved {
+    pub fn start(ns: &Netns) -> Resolved {
+        let root = ["/", "/opt/sixgate-ci/systemd-resolved"]
+            .into_iter()
+            .map(PathBuf::from)
+            .find(|r| r.join("lib/systemd/systemd-resolved").exists())
+            .expect("systemd-resolved: .ci/run unpacks it into /opt/sixgate-ci/systemd-resolved");
+        let dir = TempDir::new("sgresolved");
+        let with_user = |file: &str, line: &str| {
+            let mut text = std::fs::read_to_string(Path::new("/etc").join(file)).expect(file);
+            if !text.lines().any(|l| l.starts_with("systemd-resolve:")) {
+                text.push_str(line);
+            }
+            std::fs::write(dir.path().join(file), text).expect(file);
+        };
+        with_user(
+            "passwd",
+            "systemd-resolve:x:64990:64990:resolved:/:/usr/sbin/nologin\n",
+        );
+        with_user("group", "systemd-resolve:x:64990:\n");
+        std::fs::write(
+            dir.path().join("bus.conf"),
+            r#"<!DOCTYPE busconfig PUBLIC "-//freedesktop//DTD D-Bus Bus Configuration 1.0//EN"
+ "http://www.freedesktop.org/standards/dbus/1.0/busconfig.dtd">
+<busconfig>
+  <type>system</type>
+  <listen>unix:path=/run/dbus/system_bus_socket</listen>
+  <auth>EXTERNAL</auth>
+  <policy context="default">
+    <allow user="*"/>
+    <allow own="*"/>
+    <allow send_destination="*"/>
+    <allow receive_sender="*"/>
+  </policy>
+</busconfig>
+"#,
+        )
+        .expect("bus.conf");
+        let d = dir.path().display();
+        let script = format!(
+            "set -e
+mount -t tmpfs tmpfs /run
+mkdir -p /run/dbus /run/systemd
+mount --bind {d}/passwd /etc/passwd
+mount --bind {d}/group /etc/group
+dbus-daemon --config-file={d}/bus.conf --nofork --nopidfile &
+while [ ! -S /run/dbus/system_bus_socket ]; do sleep 0.05; done
+exec {root}/lib/systemd/systemd-resolved",
+            root = root.display()
+        );
+        let mut command = ns.command("unshare");
+        command.args(["-m", "--propagation", "private", "sh", "-c", &script]);
+        let daemon = Daemon::spawn_command(command, dir.path().join("resolved.log"));
+        let resolved = Resolved {
+            daemon,
+            root,
+            _dir: dir,
+        };
+        let socket = "/run/systemd/resolve/io.systemd.Resolve";
+        wait_for(Duration::from_secs(30), || {
+            resolved
+                .command("test")
+                .args(["-S", socket])
+                .status()
+                .ok()
+                .filter(|s| s.success())
+        })
+        .unwrap_or_else(|| panic!("resolved did not start:\n{}", resolved.log()));
+        resolved
+    }
+
+    /// The process whose namespaces the others enter: resolved itself,
+    /// once the shell before it has exec'd.
+    fn pid(&self) -> String {
+        self.daemon.pid().to_string()
+    }
+
+    /// `program` in resolved's network and mount namespaces.
+    pub fn command(&self, program: &str) -> Command {
+        let mut c = Command::new("nsenter");
+        c.args(["-t", &self.pid(), "-m", "-n", "--", program]);
+        let path = std::env::var("PATH").unwrap_or_default();
+        c.env("PATH", format!("{}/usr/bin:{path}", self.root.display()));
+        c
+    }
+
+    /// `resolvectl ARGS`, which must succeed; its output.
+    pub fn resolvectl(&self, args: &[&str]) -> String {
+        let mut c = self.command("resolvectl");
+        c.args(args);
+        String::from_utf8_lossy(&run(&mut c).stdout).into_owned()
+    }
+
+    pub fn log(&self) -> String {
+        self.daemon.log_text()
     }
 }
 

@@ -158,7 +158,7 @@ pub async fn runtime(
 }
 
 pub fn client_role() -> Role {
-    Role::Initiator { resolv_conf: None }
+    Role::Initiator { dns: None }
 }
 
 /// A broker (broker.example.net) on `ip` with `plane` and `leases`.

@@ -898,7 +898,7 @@ fn after_a_broker_crash_and_restart_clients_with_default_timers_are_back_within_
     assert!(lab.ping(0, 3));
 }
 
-/// `resolv_conf = true` on a laptop: the broker's DNS server is in place
+/// `set_dns = true` on a laptop without systemd-resolved: the broker's DNS server is in place
 /// while up, `down` puts the original back byte for byte, and after a
 /// kill -9 the next start puts it back before anything else. The client's
 /// /etc/resolv.conf is the namespace's own (`ip netns exec` mounts
@@ -913,7 +913,7 @@ fn resolv_conf_comes_back_byte_for_byte_on_down_and_after_a_crash() {
     let resolv = etc.0.join("resolv.conf");
     let original = b"# from the home router\nnameserver 192.0.2.53\nsearch lan\noptions edns0 \n";
     std::fs::write(&resolv, original).unwrap();
-    let c = lab.ecdsa_client_config("dns", "client", "resolv_conf = true");
+    let c = lab.ecdsa_client_config("dns", "client", "set_dns = true");
     let ours = || {
         std::fs::read_to_string(&resolv)
             .unwrap()
@@ -927,18 +927,7 @@ fn resolv_conf_comes_back_byte_for_byte_on_down_and_after_a_crash() {
         "{}",
         client.log_text()
     );
-    let client_bin = sixgate_tests::workspace_bin("sixgate-client");
-    let down = lab.clients[0].try_run(&[
-        client_bin.to_str().unwrap(),
-        "down",
-        "--config",
-        c.to_str().unwrap(),
-    ]);
-    assert!(
-        down.status.success(),
-        "{}",
-        String::from_utf8_lossy(&down.stderr)
-    );
+    client_down(&lab, &c);
     assert!(client.terminate(UP).is_some());
     assert_eq!(std::fs::read(&resolv).unwrap(), original, "after down");
 
@@ -961,6 +950,122 @@ fn resolv_conf_comes_back_byte_for_byte_on_down_and_after_a_crash() {
     assert!(client
         .log_text()
         .contains("restored /etc/resolv.conf as it was before a crash"));
+}
+
+/// `set_dns = true` on a laptop with systemd-resolved: the broker's DNS
+/// server becomes the tunnel device's, with `~.` as its routing domain, so
+/// a name is resolved through the tunnel and not by the DNS server the
+/// home network gave (no packet goes to it); /etc/resolv.conf (resolved's)
+/// is left alone; `down` takes the settings away, and so does a kill -9
+/// (the device goes with the process).
+#[test]
+fn set_dns_with_systemd_resolved_routes_every_name_into_the_tunnel() {
+    use sixgate_tests::{workspace_bin, Daemon, Resolved};
+    let lab = TunnelLab::new(1);
+    let bconf = lab.broker_config("2001:db8:100::100/120", &[], "");
+    let _broker = lab.start_broker(&bconf);
+    // The broker's DNS server, on the inet host: it alone knows the name.
+    let inet_link = lab.inet.run(&["ip", "-o", "link", "show"]);
+    let inet_link = inet_link
+        .lines()
+        .find_map(|l| l.split(": ").nth(1).filter(|n| n.starts_with("sgia")))
+        .and_then(|n| n.split('@').next())
+        .expect("inet link")
+        .to_owned();
+    lab.inet.run(&[
+        "ip",
+        "addr",
+        "add",
+        "2001:db8:ffff::53/64",
+        "dev",
+        &inet_link,
+        "nodad",
+    ]);
+    let _dns = Daemon::spawn(
+        &lab.inet,
+        std::path::Path::new("/usr/sbin/dnsmasq"),
+        &[
+            "--no-daemon",
+            "--conf-file=/dev/null",
+            "--no-resolv",
+            "--no-hosts",
+            "--bind-interfaces",
+            "--listen-address=2001:db8:ffff::53",
+            "--address=/www.example.test/2001:db8:ffff::80",
+            "--log-queries",
+        ],
+        lab.dir.path().join("dnsmasq.log"),
+    );
+
+    let ns = &lab.clients[0];
+    let resolved = Resolved::start(ns);
+    // The home network's DNS server, for the client's uplink.
+    let uplink = ns.run(&["ip", "-o", "-4", "addr", "show"]);
+    let uplink = uplink
+        .lines()
+        .find(|l| l.contains("192.0.2."))
+        .and_then(|l| l.split_whitespace().nth(1))
+        .expect("uplink")
+        .to_owned();
+    resolved.resolvectl(&["dns", &uplink, "192.0.2.53"]);
+    let to_home_dns = ns.packet_counter("output", "ip daddr 192.0.2.53 udp dport 53");
+    let etc_resolv = || {
+        let out = resolved
+            .command("cat")
+            .arg("/etc/resolv.conf")
+            .output()
+            .unwrap();
+        out.stdout
+    };
+    let resolv_before = etc_resolv();
+
+    let c = lab.ecdsa_client_config("dns", "client", "set_dns = true");
+    let mut up = resolved.command(workspace_bin("sixgate-client").to_str().unwrap());
+    up.args(["up", "--config", c.to_str().unwrap()]);
+    let mut client = Daemon::spawn_command(up, lab.dir.path().join("client-resolved.log"));
+    assert!(lab.wait_up(0, &c, UP).is_some(), "{}", client.log_text());
+    let on_tunnel = || {
+        resolved
+            .resolvectl(&["dns", "sgc0"])
+            .contains("2001:db8:ffff::53")
+    };
+    assert!(
+        wait_for(UP, || on_tunnel().then_some(())).is_some(),
+        "{}\n{}",
+        client.log_text(),
+        resolved.log()
+    );
+    assert!(client
+        .log_text()
+        .contains("DNS servers go to systemd-resolved, on sgc0"));
+    assert!(resolved.resolvectl(&["domain", "sgc0"]).contains("~."));
+    let answer = resolved.resolvectl(&["query", "--cache=no", "www.example.test"]);
+    assert!(answer.contains("2001:db8:ffff::80"), "{answer}");
+    assert_eq!(
+        to_home_dns(),
+        0,
+        "a query went to the home network's server"
+    );
+    assert_eq!(etc_resolv(), resolv_before, "resolv.conf is resolved's");
+
+    client_down(&lab, &c);
+    assert!(client.terminate(UP).is_some());
+    assert!(
+        !resolved.resolvectl(&["dns"]).contains("2001:db8:ffff::53"),
+        "after down"
+    );
+
+    let mut up = resolved.command(workspace_bin("sixgate-client").to_str().unwrap());
+    up.args(["up", "--config", c.to_str().unwrap()]);
+    let mut client = Daemon::spawn_command(up, lab.dir.path().join("client-resolved2.log"));
+    assert!(lab.wait_up(0, &c, UP).is_some(), "{}", client.log_text());
+    assert!(wait_for(UP, || on_tunnel().then_some(())).is_some());
+    client.kill();
+    let gone = wait_for(UP, || {
+        (!resolved.resolvectl(&["dns"]).contains("2001:db8:ffff::53")).then_some(())
+    });
+    assert!(gone.is_some(), "after kill -9");
+    assert_eq!(etc_resolv(), resolv_before);
 }
 
 /// A VPS whose provider puts a /64 on the link instead of routing it: the

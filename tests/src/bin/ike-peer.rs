@@ -143,7 +143,7 @@ fn main() {
         let sockets = IkeSockets::bind(&[local], 500, 4500).await.unwrap_or_else(|e| die(&format!("bind: {e}")));
         let nat_t = sockets.socket(SocketAddr::new(local, 4500)).unwrap_or_else(|| die("no NAT-T socket"));
         let mut outbound: Option<(EspSa, SocketAddr)> = None;
-        let role = if role == "responder" { Role::Responder } else { Role::Initiator { resolv_conf: None } };
+        let role = if role == "responder" { Role::Responder } else { Role::Initiator { dns: None } };
         let leases: Option<Box<dyn LeaseStore>> = matches!(role, Role::Responder).then(|| {
             Box::new(SequentialPool { size: pool_size, leases: HashMap::new() }) as Box<dyn LeaseStore>
         });
