@@ -186,12 +186,14 @@ struct Reloadable<'a> {
     store: &'a SledLeaseStore,
     revoked: &'a RevocationList,
     crls: &'a mut Revocations,
+    sites: Option<&'a mut SiteNet>,
 }
 
 /// `reload` and SIGHUP: the configuration file read again and checked as
 /// a start checks it; the CA and own credentials, CRLs, proposals,
-/// lifetimes, limits, DNS, static reservations and the firewall's services
-/// replaced without touching an SA. What only a start can change is named.
+/// lifetimes, limits, DNS, static reservations, the firewall's services and
+/// what [`SiteNet::reconfigure`] takes replaced without touching an SA or
+/// a site's tunnel. What only a start can change is named.
 /// A configuration with an error changes nothing.
 fn reload(running: &Config, held: Reloadable<'_>) -> Result<String, String> {
     notify::reloading();
@@ -211,7 +213,7 @@ fn reload_now(running: &Config, held: Reloadable<'_>) -> Result<String, String> 
         tracing::warn!("{w}");
     }
     let (old, new) = (&running.file, &fresh.file);
-    let at_start: Vec<&str> = [
+    let mut at_start: Vec<&str> = [
         ("ike.listen", old.ike.listen != new.ike.listen),
         ("pool.prefix", old.pool.prefix != new.pool.prefix),
         ("storage", old.storage.path != new.storage.path),
@@ -220,10 +222,7 @@ fn reload_now(running: &Config, held: Reloadable<'_>) -> Result<String, String> 
             "dataplane",
             format!("{:?}", old.dataplane) != format!("{:?}", new.dataplane),
         ),
-        (
-            "sites",
-            format!("{:?}", old.sites) != format!("{:?}", new.sites),
-        ),
+        ("sites", old.sites.is_some() != new.sites.is_some()),
         ("process", old.process.user != new.process.user),
         ("pool.proxy_ndp", old.pool.proxy_ndp != new.pool.proxy_ndp),
         ("metrics", old.metrics != new.metrics),
@@ -233,6 +232,9 @@ fn reload_now(running: &Config, held: Reloadable<'_>) -> Result<String, String> 
     .collect();
     let revocations = held.revoked.revocations(&crls)?;
     firewall(&fresh, held.dp)?;
+    if let (Some(net), Some(sites)) = (held.sites, &new.sites) {
+        at_start.extend(net.reconfigure(sites)?);
+    }
     held.store.set_reservations(&reservations_of(&fresh));
     let engine = engine_config(&fresh, credentials, held.dp);
     let commands = &held.runtime.commands;
@@ -240,8 +242,9 @@ fn reload_now(running: &Config, held: Reloadable<'_>) -> Result<String, String> 
     let _ = commands.send(Command::SetRevocations(revocations));
     *held.crls = crls;
     let mut text = format!(
-        "reloaded {}: credentials, CRLs, proposals, limits and {} static reservations",
+        "reloaded {}: credentials, CRLs, proposals, limits{} and {} static reservations",
         fresh.path.display(),
+        if new.sites.is_some() { ", sites" } else { "" },
         new.pool.reservations.len()
     );
     if !at_start.is_empty() {
@@ -375,7 +378,7 @@ pub async fn run(config: Config, credentials: Credentials) -> Result<(), String>
                         .map_or_else(Response::Error, Response::Revoked),
                     Request::Disconnect(identity) => disconnect(&runtime, &identity).await,
                     Request::Reload => {
-                        let held = Reloadable { dp: &dp, runtime: &runtime, store: &store, revoked: &revoked, crls: &mut crls };
+                        let held = Reloadable { dp: &dp, runtime: &runtime, store: &store, revoked: &revoked, crls: &mut crls, sites: sites.as_mut() };
                         match reload(&config, held) {
                             Ok(text) => {
                                 tracing::info!("reload: {text}");
@@ -404,7 +407,7 @@ pub async fn run(config: Config, credentials: Credentials) -> Result<(), String>
                 let _ = reply.send(response);
             }
             _ = hup.recv() => {
-                let held = Reloadable { dp: &dp, runtime: &runtime, store: &store, revoked: &revoked, crls: &mut crls };
+                let held = Reloadable { dp: &dp, runtime: &runtime, store: &store, revoked: &revoked, crls: &mut crls, sites: sites.as_mut() };
                 match reload(&config, held) {
                     Ok(text) => tracing::info!("SIGHUP: {text}"),
                     Err(e) => tracing::error!("SIGHUP: {e}; nothing changed"),

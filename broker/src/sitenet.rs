@@ -378,13 +378,51 @@ impl SiteNet {
             match (alive, self.routed.contains(&site.name)) {
                 (true, false) => {
                     if let Err(e) = self.route(&site) {
-                        eprintln!("sixgate-broker: site {}: {e}", site.name);
+                        tracing::warn!("routing site {}: {e}", site.name);
                     }
                 }
                 (false, true) => self.unroute(&site),
                 _ => {}
             }
         }
+    }
+
+    /// Takes what a reload may change while the sites stay connected: the
+    /// endpoint and keepalive their files name, the default prefix length,
+    /// the liveness timeout, the hold-down and the uplinks (the nftables
+    /// table is replaced in one transaction). What would move the sites'
+    /// device, port, prefixes or routes is kept as it is; its keys are
+    /// returned, to be named.
+    pub fn reconfigure(&mut self, fresh: &Sites) -> Result<Vec<&'static str>, String> {
+        let old = &self.cfg;
+        let at_start: Vec<&'static str> = [
+            ("sites.prefix", old.prefix != fresh.prefix),
+            ("sites.transfer4", old.transfer4 != fresh.transfer4),
+            ("sites.interface", old.interface != fresh.interface),
+            ("sites.listen_port", old.listen_port != fresh.listen_port),
+            ("sites.table", old.table != fresh.table),
+            ("sites.backend", old.backend != fresh.backend),
+        ]
+        .into_iter()
+        .filter_map(|(key, changed)| changed.then_some(key))
+        .collect();
+        let kept = Sites {
+            prefix: old.prefix.clone(),
+            transfer4: old.transfer4.clone(),
+            interface: old.interface.clone(),
+            listen_port: old.listen_port,
+            table: old.table,
+            backend: old.backend,
+            ..fresh.clone()
+        };
+        let previous = std::mem::replace(&mut self.cfg, kept);
+        let sites = self.store.list().map_err(|e| e.to_string())?;
+        if let Err(e) = self.apply_nft(&sites) {
+            self.cfg = previous;
+            return Err(format!("the sites' nftables table: {e}"));
+        }
+        self.store.set_hold_down(self.cfg.hold_down);
+        Ok(at_start)
     }
 
     /// Removes everything installed: routes, rules, nftables, the device.

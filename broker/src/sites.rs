@@ -341,6 +341,11 @@ impl SiteStore {
         Ok(())
     }
 
+    /// How long a removed site's prefix is held back from now on.
+    pub fn set_hold_down(&mut self, seconds: u64) {
+        self.hold_down = seconds;
+    }
+
     /// Frees what sites removed at least `hold_down` seconds before `now` held.
     pub fn release_expired(&self, now: u64) -> Result<(), SiteError> {
         let due: Vec<(sled::IVec, Site)> = self

@@ -520,6 +520,45 @@ fn a_dmz_site_from_the_generated_files_alone() {
             "no keys in listings: {json}"
         );
 
+        // A reload with a new endpoint and liveness timeout, taken while
+        // the site stays up (its files then name them), and a new port,
+        // which only a start can take, so it is named and kept.
+        let text = std::fs::read_to_string(&config).unwrap();
+        let changed = text
+            .replace("192.0.2.1:51820", "sites.example.test:51820")
+            .replace("peer_timeout = 3", "peer_timeout = 6")
+            .replace("listen_port = 51820", "listen_port = 51821");
+        std::fs::write(&config, changed).unwrap();
+        let said = lab.cli(&["reload", "--config", config.to_str().unwrap()]);
+        assert!(
+            said.contains(", sites and")
+                && said.contains("kept until the next start: sites.listen_port")
+                && !said.contains("sites.prefix"),
+            "{said}"
+        );
+        let refreshed = lab.dir.path().join("site-reloaded");
+        lab.cli(&[
+            "site",
+            "config",
+            "home",
+            "--out",
+            refreshed.to_str().unwrap(),
+            "--config",
+            config.to_str().unwrap(),
+        ]);
+        let wg_reloaded = std::fs::read_to_string(refreshed.join("wg-sixgate.conf")).unwrap();
+        assert!(
+            wg_reloaded.contains("Endpoint = sites.example.test:51820")
+                && wg_reloaded.contains("PersistentKeepalive = 2"),
+            "{wg_reloaded}"
+        );
+        let port = lab.broker.run(&["wg", "show", &lab.wg, "listen-port"]);
+        assert_eq!(port.trim(), "51820");
+        assert!(ping6(&lab.inet, &addr), "inet to DMZ host after the reload");
+        std::fs::write(&config, text).unwrap();
+        let said = lab.cli(&["reload", "--config", config.to_str().unwrap()]);
+        assert!(!said.contains("next start"), "{said}");
+
         // The tunnel goes down: the prefix is answered with unreachable.
         down();
         let unreachable = wait_for(Duration::from_secs(20), || {
