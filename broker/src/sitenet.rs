@@ -407,8 +407,8 @@ impl SiteNet {
         .filter_map(|(key, changed)| changed.then_some(key))
         .collect();
         let kept = Sites {
-            prefix: old.prefix.clone(),
-            transfer4: old.transfer4.clone(),
+            prefix: old.prefix,
+            transfer4: old.transfer4,
             interface: old.interface.clone(),
             listen_port: old.listen_port,
             table: old.table,
