@@ -202,6 +202,20 @@ impl EspSa {
         next_header: u8,
         out: &mut Vec<u8>,
     ) -> Result<(), EspError> {
+        out.clear();
+        self.seal_appending(next_header, out, |o| o.extend_from_slice(inner))
+    }
+
+    /// Appends one ESP packet to `out`, its inner packet (whose protocol
+    /// is `next_header`) appended in its place by `write_inner`: several
+    /// packets sealed back to back for one UDP GSO send, each inner
+    /// packet written once, where it is encrypted.
+    pub fn seal_appending(
+        &mut self,
+        next_header: u8,
+        out: &mut Vec<u8>,
+        write_inner: impl FnOnce(&mut Vec<u8>),
+    ) -> Result<(), EspError> {
         let limit = if self.esn {
             u64::MAX
         } else {
@@ -214,7 +228,7 @@ impl EspSa {
         let seq = self.seq;
         let iv_len = self.encr.iv_len();
         let icv_len = self.icv_len();
-        out.clear();
+        let start = out.len();
         out.extend_from_slice(&self.spi.to_be_bytes());
         out.extend_from_slice(&(seq as u32).to_be_bytes());
         match self.encr {
@@ -230,20 +244,23 @@ impl EspSa {
             }
         }
         let body = out.len();
-        out.extend_from_slice(inner);
+        write_inner(out);
+        let inner_len = out.len() - body;
         let block = self.encr.block_len();
         EspTrailer::append(out, body, next_header, block);
         let ct_end = out.len();
         out.resize(ct_end + icv_len, 0);
         let aad = aad(self.spi, seq, self.esn);
-        let (head, tail) = out.split_at_mut(body);
+        let packet = &mut out[start..];
+        let (body, ct_end) = (body - start, ct_end - start);
+        let (head, tail) = packet.split_at_mut(body);
         let (ct, icv) = tail.split_at_mut(ct_end - body);
         let iv = &head[EspHeader::LEN..];
         self.cipher
             .seal(iv, aad.as_slice(), ct, &mut icv[..self.encr.tag_len()])
             .map_err(|_| EspError::Malformed)?;
         if let Some(integ) = &self.integ {
-            let (covered, icv) = out.split_at_mut(ct_end);
+            let (covered, icv) = packet.split_at_mut(ct_end);
             let hi = ((seq >> 32) as u32).to_be_bytes();
             let parts: &[&[u8]] = if self.esn {
                 &[covered, &hi]
@@ -253,7 +270,7 @@ impl EspSa {
             integ.sign_into(parts, icv);
         }
         self.counters.packets += 1;
-        self.counters.bytes += inner.len() as u64;
+        self.counters.bytes += inner_len as u64;
         Ok(())
     }
 

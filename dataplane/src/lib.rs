@@ -9,8 +9,9 @@
 //! rulesets ([`nft`]), resolver settings ([`dns`]), and files that hold
 //! secrets ([`secrets`]). Which of these to do, and when, is decided in
 //! sixgate-runtime and the daemons.
-// Two unsafe blocks: `userspace` borrows the TUN device's descriptor, and
-// `udp` sets UDP_ENCAP on the NAT-T socket (rustix has no such option).
+// Four unsafe blocks: `tun`'s two ioctls (TUNSETIFF, TUNSETOFFLOAD) and
+// its registration with tokio's reactor, and `udp` setting UDP_ENCAP on
+// the NAT-T socket (rustix has neither option).
 #![deny(unsafe_code)]
 
 pub mod dns;
@@ -19,10 +20,12 @@ pub mod fuzzing;
 pub mod netconf;
 pub mod netlink;
 pub mod nft;
+pub mod offload;
 pub mod plane;
 pub mod rtnl;
 pub mod secrets;
 pub mod selectors;
+pub mod tun;
 pub mod udp;
 pub mod userspace;
 pub mod wireguard;

@@ -19,7 +19,10 @@ use std::os::fd::AsRawFd;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 
-use nix::sys::socket::{recvmsg, setsockopt, sockopt, ControlMessageOwned, MsgFlags, SockaddrIn};
+use nix::sys::socket::{
+    recvmsg, sendmsg, setsockopt, sockopt, ControlMessage, ControlMessageOwned, MsgFlags,
+    SockaddrStorage,
+};
 use tokio::io::Interest;
 use tokio::net::UdpSocket;
 use tokio::sync::mpsc;
@@ -29,6 +32,10 @@ use tokio::sync::mpsc;
 pub trait EspHandler: Send + Sync + 'static {
     /// One ESP packet from `remote` to our `local` address.
     fn esp(&self, local: SocketAddr, remote: SocketAddr, packet: &mut [u8]);
+
+    /// The end of a batch of [`EspHandler::esp`] calls (the datagrams of
+    /// one receive): what was held back to be joined goes out now.
+    fn flush(&self) {}
 }
 
 /// An IKE datagram received, for the IKE task: the UDP payload as it
@@ -133,64 +140,78 @@ async fn receive(
     counters: Arc<ReceiveCounters>,
 ) {
     let mut buf = vec![0u8; 65536];
-    let wildcard = local.ip().is_unspecified() && local.is_ipv4();
     loop {
-        let received = if wildcard {
-            sock.async_io(Interest::READABLE, || {
-                recv_with_destination(&sock, &mut buf)
-            })
-            .await
-        } else {
-            sock.recv_from(&mut buf).await.map(|(n, r)| (n, r, None))
-        };
-        let (len, remote, destination) = match received {
+        let received = sock
+            .async_io(Interest::READABLE, || receive_batch(&sock, &mut buf))
+            .await;
+        let batch = match received {
             Ok(r) => r,
             Err(e) => {
                 tracing::warn!("receive on {local}: {e}");
                 continue;
             }
         };
-        let local = destination.map_or(local, |ip| SocketAddr::new(ip, local.port()));
-        let datagram = &mut buf[..len];
-        if nat_t {
-            // ESP: the SPI is never zero; IKE starts with the marker.
-            if len > 8 && datagram[..4] != [0; 4] {
-                match &esp {
-                    Some(handler) => handler.esp(local, remote, datagram),
-                    None => {
-                        counters.esp_unclaimed.fetch_add(1, Ordering::Relaxed);
+        let local = batch
+            .destination
+            .map_or(local, |ip| SocketAddr::new(ip, local.port()));
+        let mut esp_seen = false;
+        // With UDP GRO one receive brings several datagrams of one sender,
+        // each `segment` octets but the last.
+        for datagram in buf[..batch.len].chunks_mut(batch.segment.unwrap_or(batch.len).max(1)) {
+            let len = datagram.len();
+            if nat_t {
+                // ESP: the SPI is never zero; IKE starts with the marker.
+                if len > 8 && datagram[..4] != [0; 4] {
+                    match &esp {
+                        Some(handler) => {
+                            handler.esp(local, batch.remote, datagram);
+                            esp_seen = true;
+                        }
+                        None => {
+                            counters.esp_unclaimed.fetch_add(1, Ordering::Relaxed);
+                        }
                     }
+                    continue;
                 }
-                continue;
+                if len == 1 {
+                    continue; // NAT keepalive
+                }
             }
-            if len == 1 {
-                continue; // NAT keepalive
+            let d = Datagram {
+                local,
+                remote: batch.remote,
+                payload: datagram.to_vec(),
+            };
+            match ike.try_send(d) {
+                Ok(()) => {}
+                Err(mpsc::error::TrySendError::Full(_)) => {
+                    counters.ike_queue_full.fetch_add(1, Ordering::Relaxed);
+                }
+                Err(mpsc::error::TrySendError::Closed(_)) => return,
             }
         }
-        let d = Datagram {
-            local,
-            remote,
-            payload: datagram.to_vec(),
-        };
-        match ike.try_send(d) {
-            Ok(()) => {}
-            Err(mpsc::error::TrySendError::Full(_)) => {
-                counters.ike_queue_full.fetch_add(1, Ordering::Relaxed);
-            }
-            Err(mpsc::error::TrySendError::Closed(_)) => return,
+        if let (true, Some(handler)) = (esp_seen, &esp) {
+            handler.flush();
         }
     }
 }
 
-/// One datagram from an IPv4 socket with IP_PKTINFO: its length, sender,
-/// and the address it was sent to.
-fn recv_with_destination(
-    sock: &UdpSocket,
-    buf: &mut [u8],
-) -> io::Result<(usize, SocketAddr, Option<IpAddr>)> {
+/// What one receive brought.
+struct Batch {
+    len: usize,
+    remote: SocketAddr,
+    /// The address it was sent to (on a socket with IP_PKTINFO).
+    destination: Option<IpAddr>,
+    /// The size of each datagram in it but the last (UDP GRO).
+    segment: Option<usize>,
+}
+
+/// One datagram, or with UDP GRO several of one sender, with the sender
+/// and (on a socket with IP_PKTINFO) the address it was sent to.
+fn receive_batch(sock: &UdpSocket, buf: &mut [u8]) -> io::Result<Batch> {
     let mut iov = [io::IoSliceMut::new(buf)];
-    let mut space = nix::cmsg_space!(libc::in_pktinfo);
-    let msg = recvmsg::<SockaddrIn>(
+    let mut space = nix::cmsg_space!(libc::in_pktinfo, libc::c_int);
+    let msg = recvmsg::<SockaddrStorage>(
         sock.as_raw_fd(),
         &mut iov,
         Some(&mut space),
@@ -198,15 +219,71 @@ fn recv_with_destination(
     )?;
     let remote = msg
         .address
-        .map(|a| SocketAddr::V4(a.into()))
+        .and_then(|a| {
+            a.as_sockaddr_in()
+                .map(|v4| SocketAddr::V4((*v4).into()))
+                .or_else(|| a.as_sockaddr_in6().map(|v6| SocketAddr::V6((*v6).into())))
+        })
         .ok_or_else(|| io::Error::new(io::ErrorKind::InvalidData, "no sender address"))?;
-    let destination = msg.cmsgs()?.find_map(|c| match c {
-        ControlMessageOwned::Ipv4PacketInfo(info) => Some(IpAddr::V4(Ipv4Addr::from(
-            u32::from_be(info.ipi_addr.s_addr),
-        ))),
-        _ => None,
-    });
-    Ok((msg.bytes, remote, destination))
+    let (mut destination, mut segment) = (None, None);
+    for c in msg.cmsgs()? {
+        match c {
+            ControlMessageOwned::Ipv4PacketInfo(info) => {
+                destination = Some(IpAddr::V4(Ipv4Addr::from(u32::from_be(
+                    info.ipi_addr.s_addr,
+                ))))
+            }
+            ControlMessageOwned::UdpGroSegments(size) => {
+                segment = usize::try_from(size).ok().filter(|s| *s > 0)
+            }
+            _ => {}
+        }
+    }
+    Ok(Batch {
+        len: msg.bytes,
+        remote,
+        destination,
+        segment,
+    })
+}
+
+/// Has the kernel join datagrams of one sender that arrive together into
+/// one receive (UDP GRO), which [`IkeSockets::spawn_receivers`]' loops
+/// take apart again.
+pub fn enable_gro(socket: &UdpSocket) -> io::Result<()> {
+    Ok(setsockopt(socket, sockopt::UdpGroSegment, &true)?)
+}
+
+/// Sends `datagrams`, each `segment` octets but the last, which may be
+/// shorter, to `remote` in one call (UDP GSO: the kernel, or the NIC,
+/// cuts them apart).
+pub async fn send_segments(
+    socket: &UdpSocket,
+    remote: SocketAddr,
+    datagrams: &[u8],
+    segment: usize,
+) -> io::Result<()> {
+    let size = u16::try_from(segment)
+        .map_err(|_| io::Error::new(io::ErrorKind::InvalidInput, "segment size"))?;
+    if datagrams.len() <= segment {
+        return socket.send_to(datagrams, remote).await.map(drop);
+    }
+    let to = SockaddrStorage::from(remote);
+    socket
+        .async_io(Interest::WRITABLE, || {
+            let iov = [io::IoSlice::new(datagrams)];
+            let cmsg = [ControlMessage::UdpGsoSegments(&size)];
+            sendmsg(
+                socket.as_raw_fd(),
+                &iov,
+                &cmsg,
+                MsgFlags::empty(),
+                Some(&to),
+            )
+            .map(drop)
+            .map_err(io::Error::from)
+        })
+        .await
 }
 
 /// NAT keepalives (RFC 3948 2.3): one 0xFF octet every 20 s from the

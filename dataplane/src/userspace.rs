@@ -13,9 +13,8 @@
 //! there once the IKE engine says it follows.
 
 use std::collections::HashMap;
-use std::io::{self, Write};
+use std::io;
 use std::net::{Ipv6Addr, SocketAddr};
-use std::os::fd::AsRawFd;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 
@@ -25,8 +24,10 @@ use tokio::net::UdpSocket;
 use tokio::sync::mpsc;
 
 use crate::esp::{Counters, EspSa};
+use crate::offload::{self, Coalescer, Outgoing, VNET_HDR_LEN};
 use crate::selectors::{Selectors, IPV6_NEXT_HEADER as IPV6};
-use crate::udp::EspHandler;
+use crate::tun::Tun;
+use crate::udp::{self, EspHandler};
 
 /// Traffic counters of one Child SA.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
@@ -214,7 +215,19 @@ struct Shared {
     send: Mutex<SendTable>,
     /// Packets with no SA to go out on, or coming in for no SA.
     no_sa: AtomicU64,
-    tun_writer: std::fs::File,
+    /// Packets from the TUN device with offload metadata we cannot use.
+    malformed: AtomicU64,
+    /// What a batch of ESP brought, joined for the TUN device.
+    gro: Mutex<Coalescer>,
+    tun: Arc<Tun>,
+}
+
+impl Shared {
+    fn write_tun(&self, pieces: &[&[u8]]) {
+        if let Err(e) = self.tun.write(pieces) {
+            tracing::debug!("TUN write: {e}");
+        }
+    }
 }
 
 impl EspHandler for Shared {
@@ -242,8 +255,11 @@ impl EspHandler for Shared {
             }
         }
         drop(inbound);
-        // A TUN write takes the packet or drops it; it does not block.
-        let _ = (&self.tun_writer).write(inner);
+        lock(&self.gro).push(inner, |pieces| self.write_tun(pieces));
+    }
+
+    fn flush(&self) {
+        lock(&self.gro).flush(|pieces| self.write_tun(pieces));
     }
 }
 
@@ -258,25 +274,22 @@ impl Userspace {
     /// Creates the TUN device `tun_name` (up, with `mtu`) and starts the
     /// loop that sends its packets out through `socket` (the NAT-T socket).
     pub fn start(tun_name: &str, mtu: u16, socket: Arc<UdpSocket>) -> io::Result<Userspace> {
-        let mut config = tun::Configuration::default();
-        config.tun_name(tun_name).mtu(mtu).up();
-        let device = tun::create_as_async(&config)
-            .map_err(|e| io::Error::other(format!("TUN device {tun_name}: {e}")))?;
-        // The receive path writes to the TUN device synchronously from the
-        // socket's receive loop; it gets its own descriptor for that.
-        // SAFETY: the descriptor belongs to `device`, which outlives this
-        // borrow; it is only duplicated here.
-        #[allow(unsafe_code)]
-        let fd = unsafe { std::os::fd::BorrowedFd::borrow_raw(device.as_raw_fd()) };
-        let writer = std::fs::File::from(rustix::io::dup(fd)?);
+        let tun = Arc::new(Tun::create(tun_name, mtu)?);
+        // Datagrams that arrive together come up together, to be joined
+        // for the TUN device; without UDP GRO they come one by one.
+        if let Err(e) = udp::enable_gro(&socket) {
+            tracing::debug!("UDP GRO on the NAT-T socket: {e}");
+        }
         let shared = Arc::new(Shared {
             inbound: Mutex::new(HashMap::new()),
             moves: Mutex::new(None),
             send: Mutex::new(SendTable::default()),
             no_sa: AtomicU64::new(0),
-            tun_writer: writer,
+            malformed: AtomicU64::new(0),
+            gro: Mutex::new(Coalescer::default()),
+            tun,
         });
-        tokio::spawn(send_loop(device, shared.clone(), socket.clone()));
+        tokio::spawn(send_loop(shared.clone(), socket.clone()));
         let weak = Arc::downgrade(&shared);
         tokio::spawn(crate::udp::keepalive_loop(socket, move || {
             let shared = weak.upgrade()?;
@@ -375,39 +388,86 @@ impl Userspace {
     }
 }
 
-async fn send_loop(device: tun::AsyncDevice, shared: Arc<Shared>, socket: Arc<UdpSocket>) {
-    let mut packet = vec![0u8; 65536];
-    let mut sealed = Vec::with_capacity(65536 + 64);
+/// The most datagrams one UDP GSO send may carry (UDP_MAX_SEGMENTS of
+/// the kernels before 6.9), and the most octets (one UDP datagram's).
+const GSO_SEGMENTS: usize = 64;
+const GSO_OCTETS: usize = 65_000;
+
+async fn send_loop(shared: Arc<Shared>, socket: Arc<UdpSocket>) {
+    let tun = shared.tun.clone();
+    let mut read = vec![0u8; VNET_HDR_LEN + 65536];
+    let mut sealed = Vec::with_capacity(GSO_OCTETS + 2048);
     loop {
-        let n = match device.recv(&mut packet).await {
+        let n = match tun.read(&mut read).await {
             Ok(n) => n,
             Err(e) => {
                 tracing::warn!("TUN read: {e}");
                 return;
             }
         };
-        let inner = &packet[..n];
-        // IPv6 only: version 6, destination at octets 24..40.
-        let Some(dst) = inner.get(24..40).filter(|_| inner[0] >> 4 == 6) else {
-            continue;
-        };
-        let dst = Ipv6Addr::from(<[u8; 16]>::try_from(dst).unwrap_or_default());
-        let remote = {
-            let mut send = lock(&shared.send);
-            let Some(child) = send.route(dst) else {
-                shared.no_sa.fetch_add(1, Ordering::Relaxed);
-                continue;
-            };
-            let Some(out) = send.sas.get_mut(&child) else {
-                continue;
-            };
-            if out.sa.seal(inner, IPV6, &mut sealed).is_err() {
+        let outgoing = match offload::prepare(&mut read[..n]) {
+            Ok(o) => o,
+            Err(e) => {
+                shared.malformed.fetch_add(1, Ordering::Relaxed);
+                tracing::debug!("TUN packet dropped: {e:?}");
                 continue;
             }
-            out.remote
         };
-        if let Err(e) = socket.send_to(&sealed, remote).await {
-            tracing::debug!("ESP to {remote}: {e}");
+        let (dst, count) = match &outgoing {
+            // IPv6 only.
+            Outgoing::One(p) => match offload::destination(p) {
+                Some(d) => (d, 1),
+                None => continue,
+            },
+            Outgoing::Tcp(segments) => (segments.destination(), segments.count()),
+        };
+        // Sealed in runs that one UDP GSO send carries: equal sizes but
+        // the last of each run.
+        let mut next = 0;
+        while next < count {
+            sealed.clear();
+            let mut segment = 0;
+            let remote = {
+                let mut send = lock(&shared.send);
+                let Some(child) = send.route(dst) else {
+                    shared.no_sa.fetch_add(count as u64, Ordering::Relaxed);
+                    break;
+                };
+                let Some(out) = send.sas.get_mut(&child) else {
+                    break;
+                };
+                while next < count && (next == 0 || sealed.len() + segment <= GSO_OCTETS) {
+                    let before = sealed.len();
+                    let sealing = match &outgoing {
+                        Outgoing::One(p) => out
+                            .sa
+                            .seal_appending(IPV6, &mut sealed, |o| o.extend_from_slice(p)),
+                        Outgoing::Tcp(segments) => out
+                            .sa
+                            .seal_appending(IPV6, &mut sealed, |o| segments.append(next, o)),
+                    };
+                    if sealing.is_err() {
+                        sealed.truncate(before);
+                        next = count;
+                        break;
+                    }
+                    next += 1;
+                    let len = sealed.len() - before;
+                    if segment == 0 {
+                        segment = len;
+                    }
+                    if len < segment || (sealed.len() / segment) >= GSO_SEGMENTS {
+                        break;
+                    }
+                }
+                out.remote
+            };
+            if sealed.is_empty() {
+                break;
+            }
+            if let Err(e) = udp::send_segments(&socket, remote, &sealed, segment).await {
+                tracing::debug!("ESP to {remote}: {e}");
+            }
         }
     }
 }

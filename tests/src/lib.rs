@@ -1337,9 +1337,30 @@ path = "{dir}/broker-state"
     /// One iperf3 TCP stream between client `i` and the inet host for
     /// `seconds` (inet to client with `reverse`); the received Mbit/s.
     pub fn iperf(&self, i: usize, seconds: u32, reverse: bool) -> Result<f64, String> {
+        self.iperf_streams(i, seconds, reverse, 1)
+    }
+
+    /// [`TunnelLab::iperf`] with `streams` parallel TCP streams; their sum.
+    pub fn iperf_streams(
+        &self,
+        i: usize,
+        seconds: u32,
+        reverse: bool,
+        streams: u32,
+    ) -> Result<f64, String> {
         let mut server = self.iperf_server()?;
-        let secs = seconds.to_string();
-        let mut args = vec!["iperf3", "-6", "-J", "-c", "2001:db8:ffff::2", "-t", &secs];
+        let (secs, parallel) = (seconds.to_string(), streams.to_string());
+        let mut args = vec![
+            "iperf3",
+            "-6",
+            "-J",
+            "-c",
+            "2001:db8:ffff::2",
+            "-t",
+            &secs,
+            "-P",
+            &parallel,
+        ];
         if reverse {
             args.push("-R");
         }

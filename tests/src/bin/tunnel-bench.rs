@@ -1,8 +1,9 @@
-//! Throughput through the tunnel, in the lab of the end-to-end tests, for
-//! sixgate's userspace data plane and, side by side in the same run, for
-//! strongSwan with kernel-libipsec and for wireguard-go: one iperf3 TCP
-//! stream from the client to the IPv6 host behind the broker. Prints a
-//! table with the ratios.
+//! Throughput and latency through the tunnel, in the lab of the
+//! end-to-end tests, for sixgate's userspace data plane and, side by side
+//! in the same run, for the same path routed plainly (no tunnel), for
+//! strongSwan with kernel-libipsec and for wireguard-go: iperf3 TCP from
+//! the client to the IPv6 host behind the broker, one stream and four,
+//! and the ping round trip when idle. Prints one table with the ratios.
 //!
 //! Run as root from a release build:
 //! `cargo build --release --workspace && target/release/tunnel-bench [SECONDS]`
@@ -11,6 +12,111 @@ use std::process::Stdio;
 use std::time::Duration;
 
 use sixgate_tests::{wait_for, Daemon, Netns, StrongSwan, SwanMode, TunnelLab};
+
+/// What one data plane did.
+struct Measured {
+    one_stream: f64,
+    four_streams: f64,
+    /// Mean ping round trip, microseconds.
+    rtt_us: f64,
+}
+
+/// The measurements, once the path works.
+fn measure(lab: &TunnelLab, seconds: u32) -> Result<Measured, String> {
+    // Idle first: the round trip before any load.
+    let rtt_us = ping_rtt_us(lab)?;
+    Ok(Measured {
+        one_stream: lab.iperf(0, seconds, false)?,
+        four_streams: lab.iperf_streams(0, seconds, false, 4)?,
+        rtt_us,
+    })
+}
+
+/// The mean of 20 pings, 0.1 s apart, in microseconds.
+fn ping_rtt_us(lab: &TunnelLab) -> Result<f64, String> {
+    let out = lab.clients[0].try_run(&[
+        "ping",
+        "-6",
+        "-q",
+        "-c",
+        "20",
+        "-i",
+        "0.1",
+        "2001:db8:ffff::2",
+    ]);
+    let text = String::from_utf8_lossy(&out.stdout);
+    // rtt min/avg/max/mdev = 0.040/0.052/0.071/0.008 ms
+    text.lines()
+        .find_map(|l| l.split(" = ").nth(1))
+        .and_then(|v| v.split('/').nth(1))
+        .and_then(|avg| avg.parse::<f64>().ok())
+        .map(|ms| ms * 1000.0)
+        .ok_or_else(|| format!("ping: {text}"))
+}
+
+/// The same path without a tunnel: the client's link gets IPv6 and the
+/// broker routes it.
+fn plain(seconds: u32) -> Result<Measured, String> {
+    let lab = TunnelLab::new(1);
+    let client = &lab.clients[0];
+    let link = client.run(&["ip", "-o", "-4", "addr", "show", "to", "192.0.2.2"]);
+    let link = link
+        .split_whitespace()
+        .nth(1)
+        .ok_or("no client link")?
+        .to_string();
+    client.run(&[
+        "sysctl",
+        "-qw",
+        &format!("net.ipv6.conf.{link}.disable_ipv6=0"),
+    ]);
+    let ports = lab
+        .broker
+        .run(&["ip", "-o", "link", "show", "master", "br0"]);
+    for port in ports.lines().filter_map(|l| l.split(": ").nth(1)) {
+        let port = port.split('@').next().unwrap_or(port);
+        lab.broker.run(&[
+            "sysctl",
+            "-qw",
+            &format!("net.ipv6.conf.{port}.disable_ipv6=0"),
+        ]);
+    }
+    lab.broker
+        .run(&["sysctl", "-qw", "net.ipv6.conf.br0.disable_ipv6=0"]);
+    lab.broker
+        .run(&["sysctl", "-qw", "net.ipv6.conf.all.forwarding=1"]);
+    lab.broker.run(&[
+        "ip",
+        "addr",
+        "add",
+        "2001:db8:100::1/64",
+        "dev",
+        "br0",
+        "nodad",
+    ]);
+    client.run(&[
+        "ip",
+        "addr",
+        "add",
+        "2001:db8:100::100/64",
+        "dev",
+        &link,
+        "nodad",
+    ]);
+    client.run(&[
+        "ip",
+        "-6",
+        "route",
+        "add",
+        "default",
+        "via",
+        "2001:db8:100::1",
+    ]);
+    if !ping_ok(&lab) {
+        return Err("no plain route".into());
+    }
+    measure(&lab, seconds)
+}
 
 fn ping_ok(lab: &TunnelLab) -> bool {
     wait_for(Duration::from_secs(20), || {
@@ -23,13 +129,13 @@ fn ping_ok(lab: &TunnelLab) -> bool {
     .is_some()
 }
 
-fn sixgate(seconds: u32) -> Result<f64, String> {
+fn sixgate(seconds: u32) -> Result<Measured, String> {
     let lab = TunnelLab::new(1);
     let _pair = lab.start_pair("", "", Duration::from_secs(30));
     if !ping_ok(&lab) {
         return Err("no ping through sixgate".into());
     }
-    lab.iperf(0, seconds, false)
+    measure(&lab, seconds)
 }
 
 const SWAN_CLIENT: &str = r#"connections { t { version = 2
@@ -62,7 +168,7 @@ const SWAN_BROKER: &str = r#"connections { t { version = 2
 pools { v6 { addrs = 2001:db8:100::100/120 } }
 "#;
 
-fn strongswan(seconds: u32) -> Result<f64, String> {
+fn strongswan(seconds: u32) -> Result<Measured, String> {
     let lab = TunnelLab::new(1);
     lab.broker
         .run(&["sysctl", "-qw", "net.ipv6.conf.all.forwarding=1"]);
@@ -82,7 +188,7 @@ fn strongswan(seconds: u32) -> Result<f64, String> {
     if !ping_ok(&lab) {
         return Err("no ping through strongSwan".into());
     }
-    lab.iperf(0, seconds, false)
+    measure(&lab, seconds)
 }
 
 fn wg_keys(ns: &Netns) -> (String, String) {
@@ -107,7 +213,7 @@ fn wg_keys(ns: &Netns) -> (String, String) {
     (private, public)
 }
 
-fn wireguard_go(seconds: u32) -> Result<f64, String> {
+fn wireguard_go(seconds: u32) -> Result<Measured, String> {
     let lab = TunnelLab::new(1);
     let (client, broker) = (&lab.clients[0], &lab.broker);
     broker.run(&["sysctl", "-qw", "net.ipv6.conf.all.forwarding=1"]);
@@ -203,7 +309,7 @@ fn wireguard_go(seconds: u32) -> Result<f64, String> {
     if !ping_ok(&lab) {
         return Err("no ping through wireguard-go".into());
     }
-    let result = lab.iperf(0, seconds, false);
+    let result = measure(&lab, seconds);
     // SIGTERM lets wireguard-go remove its device and UAPI socket.
     for mut d in daemons {
         d.terminate(Duration::from_secs(3));
@@ -220,6 +326,7 @@ fn main() {
         .and_then(|s| s.parse().ok())
         .unwrap_or(5);
     let results = [
+        ("plain routing (no tunnel)", plain(seconds)),
         ("sixgate (userspace ESP, AES-GCM-128)", sixgate(seconds)),
         (
             "strongSwan kernel-libipsec (AES-GCM-128)",
@@ -227,22 +334,48 @@ fn main() {
         ),
         ("wireguard-go", wireguard_go(seconds)),
     ];
-    println!("one TCP stream, {seconds} s, client -> IPv6 host behind the broker");
-    println!("{:<44} {:>12}", "data plane", "Mbit/s");
+    println!("iperf3 TCP, {seconds} s each, client -> IPv6 host behind the broker; ping idle");
+    println!(
+        "{:<42} {:>10} {:>8} {:>11} {:>9} {:>9}",
+        "data plane", "1 stream", "/plain", "4 streams", "RTT us", "added us"
+    );
+    let plain = results[0].1.as_ref().ok();
     for (name, r) in &results {
         match r {
-            Ok(m) => println!("{name:<44} {m:>12.1}"),
-            Err(e) => println!("{name:<44} {:>12}  ({e})", "failed"),
+            Ok(m) => {
+                let (ratio, added) = match plain {
+                    Some(p) => (
+                        format!("{:.1}%", 100.0 * m.one_stream / p.one_stream),
+                        format!("{:.0}", m.rtt_us - p.rtt_us),
+                    ),
+                    None => ("-".into(), "-".into()),
+                };
+                println!(
+                    "{name:<42} {:>10.1} {ratio:>8} {:>11.1} {:>9.0} {added:>9}",
+                    m.one_stream, m.four_streams, m.rtt_us
+                )
+            }
+            Err(e) => println!("{name:<42} {:>10}  ({e})", "failed"),
         }
     }
-    if let (Ok(s), Ok(w), Ok(g)) = (&results[0].1, &results[1].1, &results[2].1) {
+    println!("(Mbit/s; RTT the mean of 20 pings)");
+    if let (Some(p), Ok(s), Ok(w), Ok(g)) = (plain, &results[1].1, &results[2].1, &results[3].1) {
+        let ratio = |a: f64, b: f64| a / b;
         println!(
-            "sixgate / strongSwan kernel-libipsec = {:.2}  (target >= 1.5)",
-            s / w
+            "sixgate / plain routing              = {:.3}  (target >= 0.25)",
+            ratio(s.one_stream, p.one_stream)
         );
         println!(
-            "sixgate / wireguard-go               = {:.2}  (target >= 1.0)",
-            s / g
+            "sixgate / strongSwan kernel-libipsec = {:.2}  (target >= 3)",
+            ratio(s.one_stream, w.one_stream)
+        );
+        println!(
+            "sixgate / wireguard-go               = {:.2}  (target >= 2)",
+            ratio(s.one_stream, g.one_stream)
+        );
+        println!(
+            "sixgate added latency                = {:.0} us  (target <= 50)",
+            s.rtt_us - p.rtt_us
         );
     }
 }
