@@ -16,7 +16,7 @@
 use std::io;
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::os::fd::AsRawFd;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
 
 use nix::sys::socket::{
@@ -254,10 +254,71 @@ pub fn enable_gro(socket: &UdpSocket) -> io::Result<()> {
     Ok(setsockopt(socket, sockopt::UdpGroSegment, &true)?)
 }
 
-/// Sends `datagrams`, each `segment` octets but the last, which may be
-/// shorter, to `remote` in one call (UDP GSO: the kernel, or the NIC,
-/// cuts them apart).
-pub async fn send_segments(
+/// Sends runs of datagrams of one size (but the last of each run, which
+/// may be shorter) to one peer: in one call with UDP GSO, where the kernel
+/// (or the NIC) cuts them apart, while the path takes it; one by one once
+/// it has refused (a kernel without UDP_SEGMENT, or an egress device
+/// without checksum offload, answers EIO or EINVAL).
+#[derive(Debug)]
+pub struct SegmentSender {
+    gso: AtomicBool,
+}
+
+impl SegmentSender {
+    /// With UDP GSO, until the kernel refuses it.
+    pub fn new() -> SegmentSender {
+        SegmentSender {
+            gso: AtomicBool::new(true),
+        }
+    }
+
+    /// Without UDP GSO.
+    pub fn one_by_one() -> SegmentSender {
+        SegmentSender {
+            gso: AtomicBool::new(false),
+        }
+    }
+
+    /// Sends `datagrams`, each `segment` octets but the last, to `remote`.
+    pub async fn send(
+        &self,
+        socket: &UdpSocket,
+        remote: SocketAddr,
+        datagrams: &[u8],
+        segment: usize,
+    ) -> io::Result<()> {
+        let segment = segment.max(1);
+        if datagrams.len() > segment && self.gso.load(Ordering::Relaxed) {
+            match send_gso(socket, remote, datagrams, segment).await {
+                Ok(()) => return Ok(()),
+                Err(e) if gso_refused(&e) => {
+                    self.gso.store(false, Ordering::Relaxed);
+                    tracing::info!("UDP GSO refused ({e}): sending ESP datagrams one by one");
+                }
+                Err(e) => return Err(e),
+            }
+        }
+        for datagram in datagrams.chunks(segment) {
+            socket.send_to(datagram, remote).await?;
+        }
+        Ok(())
+    }
+}
+
+impl Default for SegmentSender {
+    fn default() -> Self {
+        SegmentSender::new()
+    }
+}
+
+fn gso_refused(e: &io::Error) -> bool {
+    matches!(
+        e.raw_os_error(),
+        Some(libc::EIO | libc::EINVAL | libc::ENOPROTOOPT | libc::EOPNOTSUPP)
+    )
+}
+
+async fn send_gso(
     socket: &UdpSocket,
     remote: SocketAddr,
     datagrams: &[u8],
@@ -265,9 +326,6 @@ pub async fn send_segments(
 ) -> io::Result<()> {
     let size = u16::try_from(segment)
         .map_err(|_| io::Error::new(io::ErrorKind::InvalidInput, "segment size"))?;
-    if datagrams.len() <= segment {
-        return socket.send_to(datagrams, remote).await.map(drop);
-    }
     let to = SockaddrStorage::from(remote);
     socket
         .async_io(Interest::WRITABLE, || {
@@ -337,6 +395,46 @@ pub fn enable_kernel_espinudp(socket: &UdpSocket) -> io::Result<()> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// Runs of datagrams, with GSO and one by one, arrive as the same
+    /// datagrams at a socket that does not join them; and a receiver with
+    /// GRO takes them apart again.
+    #[tokio::test]
+    async fn runs_of_datagrams_arrive_as_sent_with_and_without_gso() {
+        let datagrams: Vec<u8> = (0..(5 * 1200 + 700)).map(|i| i as u8).collect();
+        let expected: Vec<Vec<u8>> = datagrams.chunks(1200).map(<[u8]>::to_vec).collect();
+        for sender in [SegmentSender::new(), SegmentSender::one_by_one()] {
+            let rx = UdpSocket::bind("127.0.0.1:0").await.unwrap();
+            let tx = UdpSocket::bind("127.0.0.1:0").await.unwrap();
+            let to = rx.local_addr().unwrap();
+            sender.send(&tx, to, &datagrams, 1200).await.unwrap();
+            let mut got = Vec::new();
+            let mut buf = [0u8; 65536];
+            while got.len() < expected.len() {
+                let (n, _) = rx.recv_from(&mut buf).await.unwrap();
+                got.push(buf[..n].to_vec());
+            }
+            assert_eq!(got, expected, "{sender:?}");
+        }
+        let rx = UdpSocket::bind("127.0.0.1:0").await.unwrap();
+        enable_gro(&rx).unwrap();
+        let tx = UdpSocket::bind("127.0.0.1:0").await.unwrap();
+        SegmentSender::new()
+            .send(&tx, rx.local_addr().unwrap(), &datagrams, 1200)
+            .await
+            .unwrap();
+        let mut buf = vec![0u8; 65536];
+        let mut got = Vec::new();
+        while got.len() < expected.len() {
+            let batch = rx
+                .async_io(Interest::READABLE, || receive_batch(&rx, &mut buf))
+                .await
+                .unwrap();
+            let size = batch.segment.unwrap_or(batch.len);
+            got.extend(buf[..batch.len].chunks(size).map(<[u8]>::to_vec));
+        }
+        assert_eq!(got, expected);
+    }
 
     #[tokio::test]
     async fn a_socket_on_the_unspecified_address_reports_where_datagrams_went() {

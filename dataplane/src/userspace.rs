@@ -220,6 +220,8 @@ struct Shared {
     /// What a batch of ESP brought, joined for the TUN device.
     gro: Mutex<Coalescer>,
     tun: Arc<Tun>,
+    /// Sends the ESP of one TUN read in as few calls as it can.
+    segments: udp::SegmentSender,
 }
 
 impl Shared {
@@ -288,6 +290,7 @@ impl Userspace {
             malformed: AtomicU64::new(0),
             gro: Mutex::new(Coalescer::default()),
             tun,
+            segments: udp::SegmentSender::new(),
         });
         tokio::spawn(send_loop(shared.clone(), socket.clone()));
         let weak = Arc::downgrade(&shared);
@@ -465,7 +468,11 @@ async fn send_loop(shared: Arc<Shared>, socket: Arc<UdpSocket>) {
             if sealed.is_empty() {
                 break;
             }
-            if let Err(e) = udp::send_segments(&socket, remote, &sealed, segment).await {
+            if let Err(e) = shared
+                .segments
+                .send(&socket, remote, &sealed, segment)
+                .await
+            {
                 tracing::debug!("ESP to {remote}: {e}");
             }
         }
