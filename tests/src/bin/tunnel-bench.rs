@@ -6,7 +6,7 @@
 //! and the ping round trip when idle. Prints one table with the ratios.
 //!
 //! Run as root from a release build:
-//! `cargo build --release --workspace && target/release/tunnel-bench [SECONDS]`
+//! `cargo build --release --workspace && target/release/tunnel-bench [SECONDS] [plain|sixgate|strongswan|wireguard-go ...]`
 
 use std::process::Stdio;
 use std::time::Duration;
@@ -321,19 +321,37 @@ fn wireguard_go(seconds: u32) -> Result<Measured, String> {
 }
 
 fn main() {
-    let seconds: u32 = std::env::args()
-        .nth(1)
+    let mut args = std::env::args().skip(1).peekable();
+    let seconds: u32 = args
+        .next_if(|a| a.parse::<u32>().is_ok())
         .and_then(|s| s.parse().ok())
         .unwrap_or(5);
-    let results = [
-        ("plain routing (no tunnel)", plain(seconds)),
-        ("sixgate (userspace ESP, AES-GCM-128)", sixgate(seconds)),
+    // Names after the seconds pick some of the data planes.
+    let only: Vec<String> = args.collect();
+    let planes: [(&str, &str, fn(u32) -> Result<Measured, String>); 4] = [
+        ("plain", "plain routing (no tunnel)", plain),
+        ("sixgate", "sixgate (userspace ESP, AES-GCM-128)", sixgate),
         (
+            "strongswan",
             "strongSwan kernel-libipsec (AES-GCM-128)",
-            strongswan(seconds),
+            strongswan,
         ),
-        ("wireguard-go", wireguard_go(seconds)),
+        ("wireguard-go", "wireguard-go", wireguard_go),
     ];
+    let results: Vec<(&str, Result<Measured, String>)> = planes
+        .iter()
+        .map(|(key, name, run)| {
+            let picked = only.is_empty() || only.iter().any(|o| o == key);
+            (
+                *name,
+                if picked {
+                    run(seconds)
+                } else {
+                    Err("not run".into())
+                },
+            )
+        })
+        .collect();
     println!("iperf3 TCP, {seconds} s each, client -> IPv6 host behind the broker; ping idle");
     println!(
         "{:<42} {:>10} {:>8} {:>11} {:>9} {:>9}",
@@ -355,6 +373,7 @@ fn main() {
                     m.one_stream, m.four_streams, m.rtt_us
                 )
             }
+            Err(e) if e == "not run" => {}
             Err(e) => println!("{name:<42} {:>10}  ({e})", "failed"),
         }
     }
