@@ -860,6 +860,7 @@ fn initial_contact_replaces_the_old_sa_of_the_same_identity() {
         common::NOW,
     );
     lab.nodes[0].events.clear();
+    lab.nodes[0].event_times.clear();
     lab.connect();
     established(&mut lab);
     assert_eq!(

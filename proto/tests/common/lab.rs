@@ -104,6 +104,8 @@ pub struct Node {
     pub ep: Endpoint,
     pub ip: IpAddr,
     pub events: Vec<Event>,
+    /// When each of `events` came, on the lab's clock.
+    pub event_times: Vec<Instant>,
     pub sent: Vec<Transmit>,
     /// Where its address requests go (responders).
     pub pool: Option<MemPool>,
@@ -184,6 +186,9 @@ pub struct Lab {
     pub too_big: usize,
     /// A NAT in front of one node, if any.
     pub masquerade: Option<Masquerade>,
+    /// More datagrams than this in one delivery are a message storm (a
+    /// bug), unless a test of many SAs raises it.
+    pub storm_limit: usize,
     rng: rand_chacha::ChaCha20Rng,
     /// In flight: when each arrives.
     wire: VecDeque<(Instant, Transmit)>,
@@ -204,6 +209,7 @@ impl Lab {
                 ),
                 ip: ip.parse().unwrap(),
                 events: Vec::new(),
+                event_times: Vec::new(),
                 sent: Vec::new(),
                 pool: None,
                 pool_delay: Duration::ZERO,
@@ -218,6 +224,7 @@ impl Lab {
             drop_if: None,
             too_big: 0,
             masquerade: None,
+            storm_limit: 10_000,
             rng: super::rng(seed),
             wire: VecDeque::new(),
         }
@@ -291,6 +298,7 @@ impl Lab {
                         _ => {}
                     }
                     node.events.push(e);
+                    node.event_times.push(now);
                 }
                 let ready = node.admitting.iter().any(|(at, _, _)| *at <= now);
                 if !any && !ready {
@@ -319,7 +327,7 @@ impl Lab {
     /// the current time.
     pub fn deliver(&mut self) {
         self.collect();
-        let mut budget = 10_000;
+        let mut budget = self.storm_limit;
         while let Some(t) = self.next_due() {
             budget -= 1;
             assert!(budget > 0, "message storm");
