@@ -13,6 +13,9 @@ use std::time::Duration;
 
 use sixgate_tests::{wait_for, Daemon, Netns, StrongSwan, SwanMode, TunnelLab};
 
+/// A data plane's run: its measurements for a number of seconds.
+type Plane = fn(u32) -> Result<Measured, String>;
+
 /// What one data plane did.
 struct Measured {
     one_stream: f64,
@@ -328,7 +331,7 @@ fn main() {
         .unwrap_or(5);
     // Names after the seconds pick some of the data planes.
     let only: Vec<String> = args.collect();
-    let planes: [(&str, &str, fn(u32) -> Result<Measured, String>); 4] = [
+    let planes: [(&str, &str, Plane); 4] = [
         ("plain", "plain routing (no tunnel)", plain),
         ("sixgate", "sixgate (userspace ESP, AES-GCM-128)", sixgate),
         (
