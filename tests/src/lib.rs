@@ -463,7 +463,9 @@ impl StrongSwan {
     /// Starts charon in `ns` (kernel-libipsec with its routes) on a
     /// swanctl directory as a user would copy it to /etc/swanctl:
     /// `swanctl.conf` with `x509/`, `x509ca/` and `private/` beside it.
-    pub fn start_with_swanctl_dir(ns: &Netns, swanctl: &Path) -> StrongSwan {
+    /// `extra_charon` goes last into the `charon` section, so it may
+    /// override anything before it (the log levels too).
+    pub fn start_with_swanctl_dir(ns: &Netns, swanctl: &Path, extra_charon: &str) -> StrongSwan {
         let dir = TempDir::new("sgswan");
         for sub in ["x509", "x509ca", "private"] {
             let to = dir.path().join(sub);
@@ -478,7 +480,7 @@ impl StrongSwan {
             dir.path().join("swanctl.conf"),
         )
         .expect("swanctl.conf");
-        Self::run_charon(ns, dir, "", true, true)
+        Self::run_charon(ns, dir, extra_charon, true, true)
     }
 
     fn run_charon(
@@ -496,7 +498,6 @@ impl StrongSwan {
     install_virtual_ip = yes
     port = 500
     port_nat_t = 4500
-    {extra_charon}
     plugins {{
         vici {{
             socket = unix://{d}/charon.vici
@@ -516,6 +517,7 @@ impl StrongSwan {
             flush_line = yes
         }}
     }}
+    {extra_charon}
 }}
 "#,
             d = d.display(),
@@ -554,7 +556,11 @@ impl StrongSwan {
         s
     }
 
-    /// Runs swanctl against this instance; returns stdout and stderr.
+    /// charon's process.
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
     /// A road-warrior charon (ECDSA client certificate) in `ns`.
     pub fn start_client(ns: &Netns, swanctl_conf: &str, mode: SwanMode) -> StrongSwan {
         Self::start(ns, "ecdsa", "client", "", swanctl_conf, mode)
@@ -572,6 +578,7 @@ impl StrongSwan {
         );
     }
 
+    /// Runs swanctl against this instance; returns stdout and stderr.
     pub fn swanctl(&self, args: &[&str]) -> String {
         let uri = format!("unix://{}/charon.vici", self.dir.path().display());
         let out = Command::new("ip")
@@ -1849,6 +1856,17 @@ pub fn cpu_time(pid: u32) -> Duration {
     let ticks: u64 =
         fields[11].parse::<u64>().expect("utime") + fields[12].parse::<u64>().expect("stime");
     Duration::from_millis(ticks * 10)
+}
+
+/// A process's resident memory, KiB, from /proc/PID/status.
+pub fn rss_kib(pid: u32) -> u64 {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
+    status
+        .lines()
+        .find_map(|l| l.strip_prefix("VmRSS:"))
+        .and_then(|v| v.split_whitespace().next())
+        .and_then(|kib| kib.parse().ok())
+        .unwrap_or(0)
 }
 
 /// A process's real user and its effective and bounding capability sets,

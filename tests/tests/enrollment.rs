@@ -107,7 +107,7 @@ fn bundles_from_client_add_connect_as_they_are() {
 
     // strongSwan on the bundle's swanctl directory: it starts the tunnel
     // itself when the configuration loads (start_action = start).
-    let swan = StrongSwan::start_with_swanctl_dir(&lab.clients[1], &bob.join("strongswan"));
+    let swan = StrongSwan::start_with_swanctl_dir(&lab.clients[1], &bob.join("strongswan"), "");
     let installed = wait_for(UP, || {
         let sas = swan.swanctl(&["--list-sas"]);
         sas.contains("INSTALLED").then_some(sas)
