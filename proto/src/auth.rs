@@ -228,8 +228,8 @@ fn der_tlv<'a>(r: &mut Reader<'a>, tag: u8) -> Option<Reader<'a>> {
 /// The kind of key in a certificate, with its raw public key.
 enum PeerKey<'a> {
     Rsa(&'a [u8]),
-    EcP256(p256::ecdsa::VerifyingKey),
-    EcP384(p384::ecdsa::VerifyingKey),
+    EcP256(p256::ecdsa::VerifyingKey, &'a [u8]),
+    EcP384(p384::ecdsa::VerifyingKey, &'a [u8]),
 }
 
 fn peer_key<'a>(cert: &'a X509Certificate<'a>) -> Result<PeerKey<'a>, PeerIncompatible> {
@@ -247,12 +247,12 @@ fn peer_key<'a>(cert: &'a X509Certificate<'a>) -> Result<PeerKey<'a>, PeerIncomp
             .and_then(|p| p.as_oid().ok());
         if curve == Some(OID_EC_P256) {
             return p256::ecdsa::VerifyingKey::from_sec1_bytes(key)
-                .map(PeerKey::EcP256)
+                .map(|k| PeerKey::EcP256(k, key))
                 .map_err(|_| bad);
         }
         if curve == Some(OID_NIST_EC_P384) {
             return p384::ecdsa::VerifyingKey::from_sec1_bytes(key)
-                .map(PeerKey::EcP384)
+                .map(|k| PeerKey::EcP384(k, key))
                 .map_err(|_| bad);
         }
     }
@@ -309,16 +309,45 @@ fn verify_ecdsa(
     encoding: EcdsaEncoding,
 ) -> Result<(), AuthError> {
     use p256::ecdsa::signature::hazmat::PrehashVerifier;
-    let prehash = hash.digest(octets);
     let bad = || AuthError::Bad(PeerMisbehaved::AuthenticationFailed);
+    // ring where it has the combination (every one but SHA-512, which
+    // libreswan may pick): several times faster than the portable curves.
+    let ring_alg: Option<(&'static signature::EcdsaVerificationAlgorithm, &[u8])> =
+        match (key, hash, encoding) {
+            (PeerKey::EcP256(_, k), Sha2::Sha256, EcdsaEncoding::Fixed) => {
+                Some((&signature::ECDSA_P256_SHA256_FIXED, k))
+            }
+            (PeerKey::EcP256(_, k), Sha2::Sha256, EcdsaEncoding::Der) => {
+                Some((&signature::ECDSA_P256_SHA256_ASN1, k))
+            }
+            (PeerKey::EcP256(_, k), Sha2::Sha384, EcdsaEncoding::Der) => {
+                Some((&signature::ECDSA_P256_SHA384_ASN1, k))
+            }
+            (PeerKey::EcP384(_, k), Sha2::Sha384, EcdsaEncoding::Fixed) => {
+                Some((&signature::ECDSA_P384_SHA384_FIXED, k))
+            }
+            (PeerKey::EcP384(_, k), Sha2::Sha384, EcdsaEncoding::Der) => {
+                Some((&signature::ECDSA_P384_SHA384_ASN1, k))
+            }
+            (PeerKey::EcP384(_, k), Sha2::Sha256, EcdsaEncoding::Der) => {
+                Some((&signature::ECDSA_P384_SHA256_ASN1, k))
+            }
+            _ => None,
+        };
+    if let Some((alg, raw)) = ring_alg {
+        return signature::UnparsedPublicKey::new(alg, raw)
+            .verify(octets, sig)
+            .map_err(|_| bad());
+    }
+    let prehash = hash.digest(octets);
     let ok = match (key, encoding) {
-        (PeerKey::EcP256(k), EcdsaEncoding::Fixed) => p256::ecdsa::Signature::from_slice(sig)
+        (PeerKey::EcP256(k, _), EcdsaEncoding::Fixed) => p256::ecdsa::Signature::from_slice(sig)
             .is_ok_and(|s| k.verify_prehash(prehash.as_ref(), &s).is_ok()),
-        (PeerKey::EcP256(k), EcdsaEncoding::Der) => p256::ecdsa::Signature::from_der(sig)
+        (PeerKey::EcP256(k, _), EcdsaEncoding::Der) => p256::ecdsa::Signature::from_der(sig)
             .is_ok_and(|s| k.verify_prehash(prehash.as_ref(), &s).is_ok()),
-        (PeerKey::EcP384(k), EcdsaEncoding::Fixed) => p384::ecdsa::Signature::from_slice(sig)
+        (PeerKey::EcP384(k, _), EcdsaEncoding::Fixed) => p384::ecdsa::Signature::from_slice(sig)
             .is_ok_and(|s| k.verify_prehash(prehash.as_ref(), &s).is_ok()),
-        (PeerKey::EcP384(k), EcdsaEncoding::Der) => p384::ecdsa::Signature::from_der(sig)
+        (PeerKey::EcP384(k, _), EcdsaEncoding::Der) => p384::ecdsa::Signature::from_der(sig)
             .is_ok_and(|s| k.verify_prehash(prehash.as_ref(), &s).is_ok()),
         (PeerKey::Rsa(_), _) => return Err(bad()),
     };
@@ -364,10 +393,10 @@ pub fn verify(
         (AuthMethod::RSA_SIG, PeerKey::Rsa(_)) => Err(unsupported(
             "RSA authentication method 1 uses SHA-1; the peer sent no SIGNATURE_HASH_ALGORITHMS (set `legacy = true` to accept it)",
         )),
-        (AuthMethod::ECDSA_SHA256_P256, PeerKey::EcP256(_)) => {
+        (AuthMethod::ECDSA_SHA256_P256, PeerKey::EcP256(..)) => {
             verify_ecdsa(&key, Sha2::Sha256, octets, &auth.data, Fixed)
         }
-        (AuthMethod::ECDSA_SHA384_P384, PeerKey::EcP384(_)) => {
+        (AuthMethod::ECDSA_SHA384_P384, PeerKey::EcP384(..)) => {
             verify_ecdsa(&key, Sha2::Sha384, octets, &auth.data, Fixed)
         }
         (AuthMethod::DIGITAL_SIGNATURE, _) => {
@@ -400,13 +429,13 @@ pub fn verify(
                 (RsaPssSha512, PeerKey::Rsa(k)) => {
                     verify_rsa(&signature::RSA_PSS_2048_8192_SHA512, k, octets, sig)
                 }
-                (EcdsaSha256, PeerKey::EcP256(_) | PeerKey::EcP384(_)) => {
+                (EcdsaSha256, PeerKey::EcP256(..) | PeerKey::EcP384(..)) => {
                     verify_ecdsa(&key, Sha2::Sha256, octets, sig, Der)
                 }
-                (EcdsaSha384, PeerKey::EcP256(_) | PeerKey::EcP384(_)) => {
+                (EcdsaSha384, PeerKey::EcP256(..) | PeerKey::EcP384(..)) => {
                     verify_ecdsa(&key, Sha2::Sha384, octets, sig, Der)
                 }
-                (EcdsaSha512, PeerKey::EcP256(_) | PeerKey::EcP384(_)) => {
+                (EcdsaSha512, PeerKey::EcP256(..) | PeerKey::EcP384(..)) => {
                     verify_ecdsa(&key, Sha2::Sha512, octets, sig, Der)
                 }
                 _ => Err(unsupported("signature algorithm for this key")),
@@ -437,9 +466,37 @@ pub enum PrivateKey {
         Box<rsa::pkcs1v15::SigningKey<sha1::Sha1>>,
     ),
     /// An ECDSA P-256 key.
-    EcP256(p256::ecdsa::SigningKey),
+    EcP256(Box<EcP256Key>),
     /// An ECDSA P-384 key.
     EcP384(p384::ecdsa::SigningKey),
+}
+
+/// A P-256 key, as ring signs with it (SHA-256, in both encodings) and
+/// as the portable implementation does (the other hashes).
+pub struct EcP256Key {
+    portable: p256::ecdsa::SigningKey,
+    der: signature::EcdsaKeyPair,
+    fixed: signature::EcdsaKeyPair,
+}
+
+impl EcP256Key {
+    fn new(portable: p256::ecdsa::SigningKey) -> Result<EcP256Key, KeyError> {
+        use p256::pkcs8::EncodePrivateKey;
+        let unusable = |_| KeyError::Unsupported("P-256 key rejected");
+        // ring takes PKCS#8 with the public key in it: made here, whatever
+        // form the key came in.
+        let secret = p256::SecretKey::from(portable.as_nonzero_scalar());
+        let pkcs8 = secret
+            .to_pkcs8_der()
+            .map_err(|_| KeyError::Unsupported("P-256 key"))?;
+        let rng = ring::rand::SystemRandom::new();
+        let pair = |alg| signature::EcdsaKeyPair::from_pkcs8(alg, pkcs8.as_bytes(), &rng);
+        Ok(EcP256Key {
+            der: pair(&signature::ECDSA_P256_SHA256_ASN1_SIGNING).map_err(unusable)?,
+            fixed: pair(&signature::ECDSA_P256_SHA256_FIXED_SIGNING).map_err(unusable)?,
+            portable,
+        })
+    }
 }
 
 impl std::fmt::Debug for PrivateKey {
@@ -511,7 +568,7 @@ impl PrivateKey {
                     ));
                 }
                 if let Ok(k) = p256::ecdsa::SigningKey::from_pkcs8_der(der) {
-                    return Ok(PrivateKey::EcP256(k));
+                    return Ok(PrivateKey::EcP256(Box::new(EcP256Key::new(k)?)));
                 }
                 if let Ok(k) = p384::ecdsa::SigningKey::from_pkcs8_der(der) {
                     return Ok(PrivateKey::EcP384(k));
@@ -523,7 +580,7 @@ impl PrivateKey {
             PrivateKeyDer::Sec1(k) => {
                 let der = k.secret_sec1_der();
                 if let Ok(k) = p256::SecretKey::from_sec1_der(der) {
-                    return Ok(PrivateKey::EcP256(k.into()));
+                    return Ok(PrivateKey::EcP256(Box::new(EcP256Key::new(k.into())?)));
                 }
                 if let Ok(k) = p384::SecretKey::from_sec1_der(der) {
                     return Ok(PrivateKey::EcP384(k.into()));
@@ -539,6 +596,7 @@ impl PrivateKey {
         match self {
             PrivateKey::Rsa(k, _) => k.public_key().as_ref().to_vec(),
             PrivateKey::EcP256(k) => k
+                .portable
                 .verifying_key()
                 .to_encoded_point(false)
                 .as_bytes()
@@ -610,8 +668,14 @@ impl PrivateKey {
             }
             (PrivateKey::EcP256(k), SignMode::DigitalSignature(_)) => {
                 let h = pick(HashAlgorithm::SHA2_256);
-                let s: p256::ecdsa::Signature = k.sign_prehash(sha2(h).digest(octets).as_ref()).map_err(|_| failed)?;
-                (AuthMethod::DIGITAL_SIGNATURE, Some(SignatureScheme::ecdsa(h)), s.to_der().as_bytes().to_vec())
+                let sig = if h == HashAlgorithm::SHA2_256 {
+                    let rng = ring::rand::SystemRandom::new();
+                    k.der.sign(&rng, octets).map_err(|_| failed)?.as_ref().to_vec()
+                } else {
+                    let s: p256::ecdsa::Signature = k.portable.sign_prehash(sha2(h).digest(octets).as_ref()).map_err(|_| failed)?;
+                    s.to_der().as_bytes().to_vec()
+                };
+                (AuthMethod::DIGITAL_SIGNATURE, Some(SignatureScheme::ecdsa(h)), sig)
             }
             (PrivateKey::EcP384(k), SignMode::DigitalSignature(_)) => {
                 let h = pick(HashAlgorithm::SHA2_384);
@@ -619,8 +683,9 @@ impl PrivateKey {
                 (AuthMethod::DIGITAL_SIGNATURE, Some(SignatureScheme::ecdsa(h)), s.to_der().as_bytes().to_vec())
             }
             (PrivateKey::EcP256(k), SignMode::Classic(_)) => {
-                let s: p256::ecdsa::Signature = k.sign_prehash(Sha2::Sha256.digest(octets).as_ref()).map_err(|_| failed)?;
-                (AuthMethod::ECDSA_SHA256_P256, None, s.to_bytes().to_vec())
+                let rng = ring::rand::SystemRandom::new();
+                let sig = k.fixed.sign(&rng, octets).map_err(|_| failed)?;
+                (AuthMethod::ECDSA_SHA256_P256, None, sig.as_ref().to_vec())
             }
             (PrivateKey::EcP384(k), SignMode::Classic(_)) => {
                 let s: p384::ecdsa::Signature = k.sign_prehash(Sha2::Sha384.digest(octets).as_ref()).map_err(|_| failed)?;
