@@ -302,6 +302,16 @@ fn make_pki(dir: &Path) {
     std::fs::write(dir.join("broker.key"), &broker.private_key).expect("broker.key");
 }
 
+/// A directory of the responder's own, with the PKI in it.
+fn responder_dir(pki: &Path, name: &str) -> std::path::PathBuf {
+    let dir = pki.join(name);
+    std::fs::create_dir_all(&dir).expect("dir");
+    for f in ["ca.pem", "ca.key", "broker.pem", "broker.key"] {
+        std::fs::copy(pki.join(f), dir.join(f)).expect("copy");
+    }
+    dir
+}
+
 /// The responder's namespace and the initiators', joined by a link; the
 /// initiators' whole 10.64.0.0/10 is local to theirs (any address in it
 /// can be bound) and routed to it from the responder's.
@@ -452,21 +462,13 @@ fn main() {
 
     let sixgate = {
         let (ns, initiators) = namespaces();
-        let run_dir = dir.path().join("sixgate");
-        std::fs::create_dir_all(&run_dir).expect("dir");
-        for f in ["ca.pem", "ca.key", "broker.pem", "broker.key"] {
-            std::fs::copy(dir.path().join(f), run_dir.join(f)).expect("copy");
-        }
+        let run_dir = responder_dir(dir.path(), "sixgate");
         let broker = start_sixgate(&ns, &run_dir);
         run_against(&initiators, &run_dir, broker.pid(), n, rate)
     };
     let strongswan = {
         let (ns, initiators) = namespaces();
-        let run_dir = dir.path().join("strongswan");
-        std::fs::create_dir_all(&run_dir).expect("dir");
-        for f in ["ca.pem", "ca.key", "broker.pem", "broker.key"] {
-            std::fs::copy(dir.path().join(f), run_dir.join(f)).expect("copy");
-        }
+        let run_dir = responder_dir(dir.path(), "strongswan");
         let charon = start_strongswan(&ns, &run_dir);
         run_against(&initiators, &run_dir, charon.pid(), n, rate)
     };
