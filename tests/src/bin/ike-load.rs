@@ -10,8 +10,9 @@
 //! reason, and the responder's CPU per setup and memory per tunnel.
 //!
 //! Run as root from a release build:
-//! `cargo build --release --workspace && target/release/ike-load [N] [RATE]`
-//! (N defaults to 200; RATE, setups started per second, to all at once).
+//! `cargo build --release --workspace && target/release/ike-load [N] [RATE] [--cgnat]`
+//! (N defaults to 200; RATE, setups started per second, to all at once;
+//! `--cgnat` puts the initiators behind one masquerading address).
 
 use std::collections::BTreeMap;
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
@@ -312,15 +313,46 @@ fn responder_dir(pki: &Path, name: &str) -> std::path::PathBuf {
     dir
 }
 
+/// The namespaces of one run.
+struct Lab {
+    responder: Netns,
+    initiators: Netns,
+    /// The CGNAT between them, if any.
+    nat: Option<Netns>,
+}
+
 /// The responder's namespace and the initiators', joined by a link; the
 /// initiators' whole 10.64.0.0/10 is local to theirs (any address in it
-/// can be bound) and routed to it from the responder's.
-fn namespaces() -> (Netns, Netns) {
+/// can be bound). Routed from the responder's, or with `cgnat` behind a
+/// router that masquerades them all as one address (10.0.0.2), as a
+/// carrier-grade NAT does.
+fn namespaces(cgnat: bool) -> Lab {
     let (responder, initiators) = (Netns::new("sgloadr"), Netns::new("sgloadi"));
-    sixgate_tests::link(&responder, "10.0.0.1/24", &initiators, "10.0.0.2/24");
     initiators.run(&["ip", "route", "add", "local", "10.64.0.0/10", "dev", "lo"]);
-    responder.run(&["ip", "route", "add", "10.64.0.0/10", "via", "10.0.0.2"]);
-    (responder, initiators)
+    if !cgnat {
+        sixgate_tests::link(&responder, "10.0.0.1/24", &initiators, "10.0.0.2/24");
+        responder.run(&["ip", "route", "add", "10.64.0.0/10", "via", "10.0.0.2"]);
+        return Lab {
+            responder,
+            initiators,
+            nat: None,
+        };
+    }
+    let nat = Netns::new("sgloadn");
+    sixgate_tests::link(&responder, "10.0.0.1/24", &nat, "10.0.0.2/24");
+    sixgate_tests::link(&nat, "10.1.0.1/24", &initiators, "10.1.0.2/24");
+    initiators.run(&["ip", "route", "add", "default", "via", "10.1.0.1"]);
+    nat.run(&["ip", "route", "add", "10.64.0.0/10", "via", "10.1.0.2"]);
+    nat.run(&["sysctl", "-qw", "net.ipv4.ip_forward=1"]);
+    nat.run(&[
+        "nft",
+        "add table ip cgnat; add chain ip cgnat post { type nat hook postrouting priority srcnat; }; add rule ip cgnat post ip daddr 10.0.0.1 masquerade",
+    ]);
+    Lab {
+        responder,
+        initiators,
+        nat: Some(nat),
+    }
 }
 
 fn start_sixgate(ns: &Netns, dir: &Path) -> Daemon {
@@ -408,16 +440,52 @@ struct Run {
     outcome: Outcome,
     cpu: Duration,
     rss_growth_kib: u64,
+    /// UDP datagrams the responder's kernel dropped for a full socket
+    /// buffer, and the initiators'.
+    rcvbuf_drops: (u64, u64),
+    /// Packets the CGNAT's connection tracking dropped (a new flow whose
+    /// port mapping lost a race with another's: `insert_failed`).
+    nat_drops: Option<u64>,
+}
+
+/// The packets connection tracking dropped in a namespace, summed over
+/// the CPUs (/proc/net/stat/nf_conntrack, hexadecimal).
+fn conntrack_drops(ns: &Netns) -> u64 {
+    let stat = ns.run(&["cat", "/proc/net/stat/nf_conntrack"]);
+    let mut lines = stat.lines();
+    let column = lines
+        .next()
+        .and_then(|h| h.split_whitespace().position(|c| c == "drop"));
+    let Some(column) = column else { return 0 };
+    lines
+        .filter_map(|l| l.split_whitespace().nth(column))
+        .filter_map(|v| u64::from_str_radix(v, 16).ok())
+        .sum()
+}
+
+/// A namespace's UDP receive-buffer drops (RcvbufErrors, /proc/net/snmp).
+fn rcvbuf_errors(ns: &Netns) -> u64 {
+    let snmp = ns.run(&["cat", "/proc/net/snmp"]);
+    let mut udp = snmp.lines().filter(|l| l.starts_with("Udp: "));
+    let (names, values) = (udp.next().unwrap_or(""), udp.next().unwrap_or(""));
+    names
+        .split_whitespace()
+        .zip(values.split_whitespace())
+        .find_map(|(n, v)| (n == "RcvbufErrors").then(|| v.parse().ok()).flatten())
+        .unwrap_or(0)
 }
 
 fn run_against(
-    initiators: &Netns,
+    lab: &Lab,
     dir: &Path,
     responder_pid: u32,
     n: usize,
     rate: f64,
 ) -> Result<Run, String> {
+    let initiators = &lab.initiators;
     let (cpu0, rss0) = (cpu_time(responder_pid), rss_kib(responder_pid));
+    let drops0 = (rcvbuf_errors(&lab.responder), rcvbuf_errors(initiators));
+    let nat0 = lab.nat.as_ref().map(conntrack_drops);
     let me = std::env::current_exe().map_err(|e| e.to_string())?;
     let out = initiators.try_run(&[
         me.to_str().ok_or("path")?,
@@ -437,6 +505,16 @@ fn run_against(
         outcome,
         cpu: cpu_time(responder_pid) - cpu0,
         rss_growth_kib: rss_kib(responder_pid).saturating_sub(rss0),
+        rcvbuf_drops: (
+            rcvbuf_errors(&lab.responder) - drops0.0,
+            rcvbuf_errors(initiators) - drops0.1,
+        ),
+        nat_drops: lab
+            .nat
+            .as_ref()
+            .map(conntrack_drops)
+            .zip(nat0)
+            .map(|(a, b)| a - b),
     })
 }
 
@@ -455,22 +533,25 @@ fn main() {
         println!("{}", outcome.to_line());
         return;
     }
-    let n: usize = first.and_then(|a| a.parse().ok()).unwrap_or(200);
-    let rate: f64 = args.next().and_then(|a| a.parse().ok()).unwrap_or(0.0);
+    let rest: Vec<String> = first.into_iter().chain(args).collect();
+    let cgnat = rest.iter().any(|a| a == "--cgnat");
+    let mut numbers = rest.iter().filter_map(|a| a.parse::<f64>().ok());
+    let n = numbers.next().map_or(200, |n| n as usize);
+    let rate = numbers.next().unwrap_or(0.0);
     let dir = TempDir::new("sgload");
     make_pki(dir.path());
 
     let sixgate = {
-        let (ns, initiators) = namespaces();
+        let lab = namespaces(cgnat);
         let run_dir = responder_dir(dir.path(), "sixgate");
-        let broker = start_sixgate(&ns, &run_dir);
-        run_against(&initiators, &run_dir, broker.pid(), n, rate)
+        let broker = start_sixgate(&lab.responder, &run_dir);
+        run_against(&lab, &run_dir, broker.pid(), n, rate)
     };
     let strongswan = {
-        let (ns, initiators) = namespaces();
+        let lab = namespaces(cgnat);
         let run_dir = responder_dir(dir.path(), "strongswan");
-        let charon = start_strongswan(&ns, &run_dir);
-        run_against(&initiators, &run_dir, charon.pid(), n, rate)
+        let charon = start_strongswan(&lab.responder, &run_dir);
+        run_against(&lab, &run_dir, charon.pid(), n, rate)
     };
 
     let how = if rate > 0.0 {
@@ -478,10 +559,22 @@ fn main() {
     } else {
         "all at once".to_string()
     };
-    println!("{n} initiators (one identity, certificate and address each), {how}");
+    let from = if cgnat {
+        "behind one CGNAT address"
+    } else {
+        "one address each"
+    };
+    println!("{n} initiators (one identity and certificate each, {from}), {how}");
     println!(
-        "{:<34} {:>7} {:>9} {:>9} {:>9} {:>13} {:>12}  failures",
-        "responder", "up", "setups/s", "p50 ms", "p99 ms", "CPU ms/setup", "KiB/tunnel"
+        "{:<34} {:>7} {:>9} {:>9} {:>9} {:>13} {:>12} {:>17}  failures",
+        "responder",
+        "up",
+        "setups/s",
+        "p50 ms",
+        "p99 ms",
+        "CPU ms/setup",
+        "KiB/tunnel",
+        "UDP drops"
     );
     let mut per_setup = Vec::new();
     for (name, run) in [
@@ -496,8 +589,12 @@ fn main() {
                 per_setup.push(cpu_ms);
                 let failures: Vec<String> =
                     o.failures.iter().map(|(k, v)| format!("{k} {v}")).collect();
+                let mut drops = format!("{}/{}", r.rcvbuf_drops.0, r.rcvbuf_drops.1);
+                if let Some(nat) = r.nat_drops {
+                    drops.push_str(&format!(" NAT {nat}"));
+                }
                 println!(
-                    "{name:<34} {:>7} {:>9.1} {:>9.1} {:>9.1} {:>13.2} {:>12.1}  {}",
+                    "{name:<34} {:>7} {:>9.1} {:>9.1} {:>9.1} {:>13.2} {:>12.1} {drops:>17}  {}",
                     o.established,
                     o.established as f64 / o.elapsed.as_secs_f64(),
                     o.p50.as_secs_f64() * 1000.0,
@@ -514,7 +611,9 @@ fn main() {
             Err(e) => println!("{name:<34} failed: {e}"),
         }
     }
-    println!("(CPU and memory: the responder's own process; the initiators run beside it)");
+    println!("(CPU and memory: the responder's own process; the initiators run beside it;");
+    println!(" UDP drops: datagrams lost to full socket buffers, responder/initiators, and");
+    println!(" with --cgnat those the NAT's connection tracking dropped)");
     if let [s, w] = per_setup[..] {
         println!(
             "setups per CPU-second, sixgate / strongSwan = {:.2}  (target >= 5)",
