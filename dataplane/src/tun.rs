@@ -19,7 +19,6 @@ use crate::rtnl::Rtnl;
 /// An open TUN device.
 pub struct Tun {
     file: AsyncFd<File>,
-    name: String,
 }
 
 impl Tun {
@@ -62,15 +61,7 @@ impl Tun {
         #[allow(unsafe_code)]
         let file = unsafe { AsyncFd::register_with_interest(file, Interest::READABLE) }
             .map_err(|e| io::Error::other(e.to_string()))?;
-        Ok(Tun {
-            file,
-            name: name.to_owned(),
-        })
-    }
-
-    /// The device's name.
-    pub fn name(&self) -> &str {
-        &self.name
+        Ok(Tun { file })
     }
 
     /// Reads one virtio-net header and packet (or super-packet) into

@@ -215,11 +215,9 @@ struct Shared {
     send: Mutex<SendTable>,
     /// Packets with no SA to go out on, or coming in for no SA.
     no_sa: AtomicU64,
-    /// Packets from the TUN device with offload metadata we cannot use.
-    malformed: AtomicU64,
     /// What a batch of ESP brought, joined for the TUN device.
     gro: Mutex<Coalescer>,
-    tun: Arc<Tun>,
+    tun: Tun,
     /// Sends the ESP of one TUN read in as few calls as it can.
     segments: udp::SegmentSender,
 }
@@ -276,7 +274,7 @@ impl Userspace {
     /// Creates the TUN device `tun_name` (up, with `mtu`) and starts the
     /// loop that sends its packets out through `socket` (the NAT-T socket).
     pub fn start(tun_name: &str, mtu: u16, socket: Arc<UdpSocket>) -> io::Result<Userspace> {
-        let tun = Arc::new(Tun::create(tun_name, mtu)?);
+        let tun = Tun::create(tun_name, mtu)?;
         // Datagrams that arrive together come up together, to be joined
         // for the TUN device; without UDP GRO they come one by one.
         if let Err(e) = udp::enable_gro(&socket) {
@@ -287,7 +285,6 @@ impl Userspace {
             moves: Mutex::new(None),
             send: Mutex::new(SendTable::default()),
             no_sa: AtomicU64::new(0),
-            malformed: AtomicU64::new(0),
             gro: Mutex::new(Coalescer::default()),
             tun,
             segments: udp::SegmentSender::new(),
@@ -397,11 +394,10 @@ const GSO_SEGMENTS: usize = 64;
 const GSO_OCTETS: usize = 65_000;
 
 async fn send_loop(shared: Arc<Shared>, socket: Arc<UdpSocket>) {
-    let tun = shared.tun.clone();
     let mut read = vec![0u8; VNET_HDR_LEN + 65536];
     let mut sealed = Vec::with_capacity(GSO_OCTETS + 2048);
     loop {
-        let n = match tun.read(&mut read).await {
+        let n = match shared.tun.read(&mut read).await {
             Ok(n) => n,
             Err(e) => {
                 tracing::warn!("TUN read: {e}");
@@ -411,7 +407,6 @@ async fn send_loop(shared: Arc<Shared>, socket: Arc<UdpSocket>) {
         let outgoing = match offload::prepare(&mut read[..n]) {
             Ok(o) => o,
             Err(e) => {
-                shared.malformed.fetch_add(1, Ordering::Relaxed);
                 tracing::debug!("TUN packet dropped: {e:?}");
                 continue;
             }
@@ -433,13 +428,16 @@ async fn send_loop(shared: Arc<Shared>, socket: Arc<UdpSocket>) {
             let remote = {
                 let mut send = lock(&shared.send);
                 let Some(child) = send.route(dst) else {
-                    shared.no_sa.fetch_add(count as u64, Ordering::Relaxed);
+                    shared
+                        .no_sa
+                        .fetch_add((count - next) as u64, Ordering::Relaxed);
                     break;
                 };
                 let Some(out) = send.sas.get_mut(&child) else {
                     break;
                 };
-                while next < count && (next == 0 || sealed.len() + segment <= GSO_OCTETS) {
+                // A run's first segment always fits (`segment` is 0 then).
+                while next < count && sealed.len() + segment <= GSO_OCTETS {
                     let before = sealed.len();
                     let sealing = match &outgoing {
                         Outgoing::One(p) => out
